@@ -1,0 +1,457 @@
+"""
+From documents to a :class:`Policy`: merge the ``extends`` chain, resolve
+every setting against the built-in defaults, compile the conditions and build
+the index that lets a status no rule names be accepted after one dict
+look-up.
+
+Rule 1: compiling is pure; it reads no file (``_load`` does) and never
+raises for a document that ``_load`` validated.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import islice
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+import attrs
+import backoff
+
+from . import _schema as s
+from ._decisions import BreakerSpec
+from ._errors import (
+    Aborted,
+    AuthenticationError,
+    BadRequest,
+    InsufficientCredits,
+    NotFound,
+    PermissionDenied,
+    RateLimited,
+    ServerError,
+    error_class,
+)
+from ._matchers import CompiledCondition, compile_condition
+
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from ._matchers import Predicate
+
+
+__all__ = [
+    "BUILTIN",
+    "STATUS_ERRORS",
+    "CompiledRule",
+    "Policy",
+    "PollSettings",
+    "RetrySettings",
+    "compile_policy",
+    "default_error",
+    "merge",
+]
+
+#: What a policy gets for every key it (and what it extends) leaves out.
+BUILTIN: Final = s.DefaultsDoc(
+    retry=s.RetryDoc(
+        attempts=s.Attempts(3),
+        backoff=s.BackoffDoc(
+            initial=s.Duration(1.0),
+            multiplier=2.0,
+            max=s.Duration(30.0),
+            jitter=s.Word("full"),
+        ),
+        unsafe_methods=False,
+        delay_from=[
+            s.HintSource(("retry-after-ms", "ms")),
+            s.HintSource(("Retry-After", "retry-after")),
+            s.HintSource(("RateLimit", "ratelimit")),
+        ],
+    ),
+    poll=s.PollDoc(
+        initial=s.Duration(2.0),
+        multiplier=1.5,
+        max=s.Duration(30.0),
+        jitter=s.Word("none"),
+        deadline=s.LimitDuration(600.0),
+        delay_from=[
+            s.HintSource(("retry-after-ms", "ms")),
+            s.HintSource(("Retry-After", "retry-after")),
+        ],
+        request=None,
+    ),
+    deadline=s.LimitDuration(math.inf),
+    server_delay=s.ServerDelayDoc(
+        max=s.LimitDuration(120.0), on_exceed=s.Word("fail")
+    ),
+    body_limit=s.Size(1024 * 1024),
+)
+
+#: The error an ``abort`` raises when the rule names none.
+STATUS_ERRORS: Final[dict[int, type[Aborted]]] = {
+    400: BadRequest,
+    401: AuthenticationError,
+    402: InsufficientCredits,
+    403: PermissionDenied,
+    404: NotFound,
+    429: RateLimited,
+}
+
+#: How many delays of a schedule are computed ahead.
+SCHEDULE_LENGTH: Final = 64
+
+
+def default_error(status: int | None) -> type[Aborted]:
+    """
+    The error for an abort on *status* when the rule names none.
+    """
+    if status is None:
+        return Aborted
+    err = STATUS_ERRORS.get(status)
+    if err is not None:
+        return err
+    if 500 <= status <= 599:
+        return ServerError
+    return Aborted
+
+
+T = TypeVar("T")
+
+
+def merge(child: T | None, parent: T | None) -> T | None:
+    """
+    Merge two documents of the same class key by key: the child's keys win;
+    nested documents merge in turn; lists replace.
+    """
+    if child is None:
+        return parent
+    if parent is None:
+        return child
+    if not attrs.has(type(child)) or type(child) is s.ValueMatch:
+        return child
+    changes: dict[str, Any] = {}
+    for a in attrs.fields(type(child)):
+        mine, theirs = getattr(child, a.name), getattr(parent, a.name)
+        changes[a.name] = merge(mine, theirs)
+    return type(child)(**changes)
+
+
+@attrs.frozen
+class RetrySettings:
+    """
+    A retry rule's resolved settings.
+
+    Attributes:
+        attempts: The most sends, the first included; None for unlimited.
+        schedule: The backoff delays before jitter: retry *n* (1-based)
+            waits ``schedule[min(n, len) - 1]``.
+        jitter: ``full``, ``equal`` or ``none``.
+        unsafe_methods: Whether non-idempotent methods may be retried.
+        delay_from: ``(header, format)`` server hints, in order.
+        initial, multiplier, max: The backoff parameters, for display.
+    """
+
+    attempts: int | None
+    schedule: tuple[float, ...]
+    jitter: str
+    unsafe_methods: bool
+    delay_from: tuple[tuple[str, str], ...]
+    initial: float
+    multiplier: float
+    max: float
+
+
+@attrs.frozen
+class PollSettings:
+    """
+    A poll rule's resolved settings; *schedule* as for retries.
+    """
+
+    schedule: tuple[float, ...]
+    jitter: str
+    deadline: float
+    delay_from: tuple[tuple[str, str], ...]
+    request_method: str | None
+    request_url: str | None
+    initial: float
+    multiplier: float
+    max: float
+
+
+@attrs.frozen
+class AlertSettings:
+    """
+    A rule's resolved alert.
+    """
+
+    kind: str
+    severity: str
+    dedupe: float | None
+    message: str | None
+
+
+@attrs.frozen
+class CompiledRule:
+    """
+    One rule, ready to decide.
+
+    Attributes:
+        id: The rule's name.
+        index: Its position in the policy, counting from 0, the extended
+            policies' rules included.
+        origin: The policy (name) that wrote it.
+        action: ``accept``, ``retry``, ``poll`` or ``abort``.
+        when: The compiled condition.
+        error: The error named by ``error:``, or None.
+        retry: Resolved retry settings (``retry`` rules only).
+        poll: Resolved poll settings (``poll`` rules only).
+        alert: The alert it raises, or None.
+        breaker: The breaker it opens, or None.
+        log: The log level it asks for, or None.
+        doc: The rule as written.
+    """
+
+    id: str
+    index: int
+    origin: str
+    action: str
+    when: CompiledCondition = attrs.field(eq=False, repr=False)
+    error: type[Aborted] | None
+    retry: RetrySettings | None
+    poll: PollSettings | None
+    alert: AlertSettings | None
+    breaker: BreakerSpec | None
+    log: str | None
+    description: str | None
+    doc: s.RuleDoc = attrs.field(eq=False, repr=False)
+
+    @property
+    def test(self) -> Predicate | None:
+        return self.when.test
+
+
+@attrs.frozen(eq=False)
+class Policy:
+    """
+    A compiled policy: what ``referee.load_policy`` returns and
+    ``referee.decide`` reads.
+
+    Attributes:
+        name: The policy's name.
+        description: Its description.
+        sources: The files (or bundled names) it was loaded from, the
+            extending one first.
+        rules: Its rules, the extended policies' last.
+        deadline: The call deadline in seconds (``inf``: none).
+        server_delay_max: The longest server hint honoured (``inf``: none).
+        on_exceed: ``cap`` or ``fail``.
+        body_limit: The largest body parsed, in bytes.
+        retry: The default retry settings.
+        poll: The default poll settings.
+        doc: The merged document.
+    """
+
+    name: str
+    description: str | None
+    sources: tuple[str, ...]
+    rules: tuple[CompiledRule, ...]
+    deadline: float
+    server_delay_max: float
+    on_exceed: str
+    body_limit: int
+    retry: RetrySettings
+    poll: PollSettings
+    doc: s.PolicyDoc = attrs.field(repr=False)
+    index: dict[int | str, tuple[CompiledRule, ...]] = attrs.field(repr=False)
+    fallback: tuple[CompiledRule, ...] = attrs.field(repr=False)
+
+    def candidates(self, key: int | str) -> tuple[CompiledRule, ...]:
+        """
+        The rules that can match an outcome with this status (or failure
+        word), in order.  Empty: the outcome is accepted as it is, and an
+        adapter need not build a snapshot at all.
+        """
+        return self.index.get(key, self.fallback)
+
+    def rule(self, rule_id: str) -> CompiledRule:
+        """
+        The rule named *rule_id*.
+
+        Raises:
+            KeyError: No such rule.
+        """
+        for r in self.rules:
+            if r.id == rule_id:
+                return r
+        msg = f"policy {self.name!r} has no rule {rule_id!r}"
+        raise KeyError(msg)
+
+
+def _schedule(initial: float, multiplier: float, cap: float) -> tuple[float, ...]:
+    # The shapes are the backoff package's generators; the first next()
+    # primes them (backoff 2.x yields None first).
+    gen = (
+        backoff.constant(interval=initial)
+        if multiplier == 1
+        else backoff.expo(base=multiplier, factor=initial, max_value=cap)
+    )
+    next(gen)
+    out: list[float] = []
+    for value in islice(gen, SCHEDULE_LENGTH):
+        out.append(min(float(value), cap))
+        if out[-1] >= cap:
+            break
+    return tuple(out)
+
+
+def _retry_settings(doc: s.RetryDoc) -> RetrySettings:
+    b = doc.backoff
+    assert b is not None  # noqa: S101 - BUILTIN fills every key
+    assert b.initial is not None  # noqa: S101
+    assert b.multiplier is not None  # noqa: S101
+    assert b.max is not None  # noqa: S101
+    return RetrySettings(
+        attempts=doc.attempts or None,
+        schedule=_schedule(b.initial, b.multiplier, b.max),
+        jitter=b.jitter or "full",
+        unsafe_methods=bool(doc.unsafe_methods),
+        delay_from=tuple(doc.delay_from or ()),
+        initial=b.initial,
+        multiplier=b.multiplier,
+        max=b.max,
+    )
+
+
+def _poll_settings(doc: s.PollDoc) -> PollSettings:
+    assert doc.initial is not None  # noqa: S101 - BUILTIN fills every key
+    assert doc.multiplier is not None  # noqa: S101
+    assert doc.max is not None  # noqa: S101
+    assert doc.deadline is not None  # noqa: S101
+    req = doc.request
+    return PollSettings(
+        schedule=_schedule(doc.initial, doc.multiplier, doc.max),
+        jitter=doc.jitter or "none",
+        deadline=doc.deadline,
+        delay_from=tuple(doc.delay_from or ()),
+        request_method=(req.method.upper() if req and req.method else None),
+        request_url=req.url if req else None,
+        initial=doc.initial,
+        multiplier=doc.multiplier,
+        max=doc.max,
+    )
+
+
+def compile_policy(
+    chain: Sequence[tuple[str, s.PolicyDoc]],
+) -> Policy:
+    """
+    Compile a policy from its ``extends`` chain: ``(source, document)``
+    pairs, the extending document first.
+    """
+    defaults: s.DefaultsDoc | None = None
+    for _src, doc in reversed(chain):
+        defaults = merge(doc.defaults, defaults)
+    resolved = merge(defaults, BUILTIN)
+    assert resolved is not None  # noqa: S101
+    assert resolved.retry is not None  # noqa: S101
+    assert resolved.poll is not None  # noqa: S101
+    assert resolved.server_delay is not None  # noqa: S101
+    head = chain[0][1]
+
+    rules: list[CompiledRule] = []
+    for _src, doc in chain:
+        for i, rd in enumerate(doc.rules):
+            rid = rd.id or f"rule-{i + 1}"
+            retry = (
+                _retry_settings(merge(rd.retry, resolved.retry))  # type: ignore[arg-type]
+                if rd.do == "retry"
+                else None
+            )
+            poll = (
+                _poll_settings(merge(rd.poll, resolved.poll))  # type: ignore[arg-type]
+                if rd.do == "poll"
+                else None
+            )
+            alert = (
+                AlertSettings(
+                    kind=rd.alert.kind,
+                    severity=rd.alert.severity or "warning",
+                    dedupe=rd.alert.dedupe,
+                    message=rd.alert.message,
+                )
+                if rd.alert is not None
+                else None
+            )
+            breaker = (
+                BreakerSpec(rd.breaker.name, rd.breaker.open_for)
+                if rd.breaker is not None
+                else None
+            )
+            rules.append(
+                CompiledRule(
+                    id=rid,
+                    index=len(rules),
+                    origin=doc.policy,
+                    action=rd.do,
+                    when=compile_condition(rd.when),
+                    error=error_class(rd.error) if rd.error else None,
+                    retry=retry,
+                    poll=poll,
+                    alert=alert,
+                    breaker=breaker,
+                    log=rd.log,
+                    description=rd.description,
+                    doc=rd,
+                )
+            )
+
+    index, fallback = build_index(rules)
+    assert resolved.deadline is not None  # noqa: S101
+    assert resolved.server_delay.max is not None  # noqa: S101
+    assert resolved.body_limit is not None  # noqa: S101
+    merged_doc = attrs.evolve(
+        head,
+        defaults=defaults,
+        rules=[r.doc for r in rules],
+        extends=head.extends,
+    )
+    return Policy(
+        name=head.policy,
+        description=head.description,
+        sources=tuple(src for src, _doc in chain),
+        rules=tuple(rules),
+        deadline=resolved.deadline,
+        server_delay_max=resolved.server_delay.max,
+        on_exceed=resolved.server_delay.on_exceed or "fail",
+        body_limit=resolved.body_limit,
+        retry=_retry_settings(resolved.retry),
+        poll=_poll_settings(resolved.poll),
+        doc=merged_doc,
+        index=index,
+        fallback=fallback,
+    )
+
+
+def build_index(
+    rules: Sequence[CompiledRule],
+) -> tuple[dict[int | str, tuple[CompiledRule, ...]], tuple[CompiledRule, ...]]:
+    """
+    For every status (or failure word) some rule names, the rules that can
+    match it, in order; and the rules that name none, for every other key.
+    """
+    named: set[int | str] = set()
+    for r in rules:
+        if r.when.keys is not None:
+            named |= r.when.keys
+    lists: dict[int | str, list[CompiledRule]] = {k: [] for k in named}
+    fallback: list[CompiledRule] = []
+    for r in rules:
+        keys = r.when.keys
+        if keys is None:
+            fallback.append(r)
+            for lst in lists.values():
+                lst.append(r)
+        else:
+            for k in keys:
+                lists[k].append(r)
+    return {k: tuple(v) for k, v in lists.items()}, tuple(fallback)

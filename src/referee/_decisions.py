@@ -1,0 +1,143 @@
+"""
+The closed set of decisions: :class:`Accept`, :class:`Retry`, :class:`Poll`
+and :class:`Abort`, and the side effects that ride on them.
+
+A decision says what to do with one outcome and why; carrying it out
+(sleeping, re-sending, raising, alerting, opening a breaker) is the driver's
+job.  Callers ``match`` on the four classes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, TypeAlias
+
+import attrs
+
+
+if TYPE_CHECKING:
+    from ._errors import Aborted
+
+
+__all__ = [
+    "Abort",
+    "Accept",
+    "AlertNotice",
+    "BreakerSpec",
+    "Decision",
+    "Poll",
+    "PollRequest",
+    "Retry",
+]
+
+
+@attrs.frozen
+class AlertNotice:
+    """
+    An alert a rule asks for; delivering it is not the engine's business.
+
+    Attributes:
+        kind: What kind of trouble (``topup``, ``config``, …).
+        severity: ``info``, ``warning``, ``error`` or ``critical``.
+        message: The rendered message.
+        key: The de-duplication key: repeats with the same key inside
+            *dedupe* seconds are held back and counted.
+        dedupe: The de-duplication window in seconds, or None.
+    """
+
+    kind: str
+    severity: str
+    message: str
+    key: str
+    dedupe: float | None = None
+
+
+@attrs.frozen
+class BreakerSpec:
+    """
+    Open the breaker *name* for *open_for* seconds.
+    """
+
+    name: str
+    open_for: float
+
+
+@attrs.frozen
+class PollRequest:
+    """
+    The request a poll sends instead of the original one.
+    """
+
+    method: str
+    url: str
+
+
+@attrs.frozen
+class Accept:
+    """
+    Hand the outcome back as it is: return the response, or raise the
+    transport failure as the client raised it.
+
+    *rule_id* is None when no rule matched.
+    """
+
+    rule_id: str | None
+    reason: str
+    alert: AlertNotice | None = None
+    breaker: BreakerSpec | None = None
+    log: str | None = None
+
+
+@attrs.frozen
+class Retry:
+    """
+    Send the same request again after *delay* seconds; the next send is
+    attempt number *attempt*.
+
+    *delay_source* is ``backoff`` or the header the delay came from.
+    """
+
+    rule_id: str
+    reason: str
+    delay: float
+    attempt: int
+    delay_source: str = "backoff"
+    alert: AlertNotice | None = None
+    breaker: BreakerSpec | None = None
+    log: str | None = None
+
+
+@attrs.frozen
+class Poll:
+    """
+    The job is still running: ask again after *delay* seconds, with
+    *request* (None: the same request).  This is poll number *poll* of the
+    call.
+    """
+
+    rule_id: str
+    reason: str
+    delay: float
+    poll: int
+    request: PollRequest | None = None
+    delay_source: str = "schedule"
+    alert: AlertNotice | None = None
+    breaker: BreakerSpec | None = None
+    log: str | None = None
+
+
+@attrs.frozen
+class Abort:
+    """
+    Stop and raise *error* (or return the response, when the caller asked
+    for responses instead of exceptions).
+    """
+
+    rule_id: str | None
+    reason: str
+    error: type[Aborted]
+    alert: AlertNotice | None = None
+    breaker: BreakerSpec | None = None
+    log: str | None = None
+
+
+Decision: TypeAlias = Accept | Retry | Poll | Abort

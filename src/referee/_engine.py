@@ -1,0 +1,459 @@
+"""
+The decision: one outcome in, one :data:`~referee.Decision` out.
+
+Rule 1: a decision is a pure function of (policy, snapshot, state, now, rng).
+Rule 2: this module knows nothing about httpx, requests, aiohttp or
+structlog; it never sleeps and never reads the clock.
+Rule 3: it never raises on anything a server can send: a body that is not
+JSON, a header that does not parse, a template with a missing field all lead
+to a decision that says so.
+
+The hot path: the status (or failure word) picks the candidate rules from
+the policy's index; when there are none the outcome is accepted after that
+one look-up.  Otherwise each candidate is tried in order; a body condition
+first checks that the raw body contains the bytes it needs, so a response
+that cannot match is not parsed at all.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import quote, urljoin, urlsplit
+
+from ._decisions import Abort, Accept, AlertNotice, Poll, PollRequest, Retry
+from ._errors import DeadlineExceeded, RetriesExhausted
+from ._compile import default_error
+from ._hints import parse_hint
+from ._matchers import MISSING, Context, lookup
+from ._snapshot import IDEMPOTENT_METHODS
+from ._units import format_duration
+
+
+if TYPE_CHECKING:
+    from ._compile import CompiledRule, Policy
+    from ._decisions import Decision
+    from ._snapshot import Snapshot
+    from ._state import AttemptState
+
+
+__all__ = ["NO_MATCH", "decide"]
+
+NO_MATCH: Final = Accept(rule_id=None, reason="no rule matched")
+_NO_MATCH_FAILURE: Final = Accept(
+    rule_id=None, reason="no rule matched: the failure propagates"
+)
+_RNG: Final = random.Random()
+
+
+def decide(
+    policy: Policy,
+    snap: Snapshot,
+    state: AttemptState,
+    *,
+    now: float,
+    rng: random.Random | None = None,
+) -> Decision:
+    """
+    Decide what to do with *snap*, the outcome of attempt ``state.attempt``.
+
+    Args:
+        policy: The compiled policy.
+        snap: The outcome.
+        state: Where the call stands.
+        now: The driver's clock, in seconds (the same clock as
+            ``state.started``); a Unix time if HTTP-dates and epoch reset
+            headers are to be honoured.
+        rng: The source of jitter; pass one for reproducible delays.
+
+    Returns:
+        An :class:`Accept`, :class:`Retry`, :class:`Poll` or
+        :class:`Abort`.
+    """
+    key = snap.status
+    cands = policy.index.get(
+        snap.failure if key is None else key, policy.fallback
+    )
+    if not cands:
+        return NO_MATCH if key is not None else _NO_MATCH_FAILURE
+    ctx = Context(snap, state, policy.body_limit)
+    for rule in cands:
+        needles = rule.when.needles
+        if needles is not None:
+            body = ctx.body()
+            if body is None:
+                continue
+            if b"\\" not in body and not all(
+                any(n in body for n in group) for group in needles
+            ):
+                continue
+        test = rule.when.test
+        if test is None or test(ctx):
+            return _act(policy, rule, ctx, now, rng or _RNG)
+    return NO_MATCH if key is not None else _NO_MATCH_FAILURE
+
+
+def _what(snap: Snapshot) -> str:
+    if snap.status is None:
+        return f"{snap.method} failed ({snap.failure})"
+    return f"{snap.method} got {snap.status}"
+
+
+def _act(
+    policy: Policy,
+    rule: CompiledRule,
+    ctx: Context,
+    now: float,
+    rng: random.Random,
+) -> Decision:
+    action = rule.action
+    alert = _alert(policy, rule, ctx) if rule.alert is not None else None
+    if action == "retry":
+        return _retry(policy, rule, ctx, now, rng, alert)
+    if action == "poll":
+        return _poll(policy, rule, ctx, now, rng, alert)
+    snap = ctx.snap
+    if action == "abort":
+        err = rule.error or default_error(snap.status)
+        return Abort(
+            rule_id=rule.id,
+            reason=f"{_what(snap)}: rule {rule.id!r} aborts with {err.__name__}",
+            error=err,
+            alert=alert,
+            breaker=rule.breaker,
+            log=rule.log,
+        )
+    return Accept(
+        rule_id=rule.id,
+        reason=f"{_what(snap)}: rule {rule.id!r} accepts",
+        alert=alert,
+        breaker=rule.breaker,
+        log=rule.log,
+    )
+
+
+def _jitter(delay: float, kind: str, rng: random.Random) -> float:
+    if kind == "full":
+        return rng.uniform(0.0, delay)
+    if kind == "equal":
+        return delay / 2 + rng.uniform(0.0, delay / 2)
+    return delay
+
+
+def _hint(
+    ctx: Context, sources: tuple[tuple[str, str], ...], now: float
+) -> tuple[float, str] | None:
+    headers = ctx.snap.headers
+    for name, fmt in sources:
+        value = headers.get(name)
+        if value is None:
+            continue
+        delay = parse_hint(value, fmt, now)
+        if delay is not None and delay >= 0 and math.isfinite(delay):
+            return delay, name
+    return None
+
+
+def _give_up(
+    policy: Policy,
+    rule: CompiledRule,
+    ctx: Context,
+    reason: str,
+    error: type[Any],
+    alert: AlertNotice | None,
+) -> Abort:
+    return Abort(
+        rule_id=rule.id,
+        reason=reason,
+        error=error,
+        alert=alert,
+        breaker=rule.breaker,
+        log=rule.log,
+    )
+
+
+def _retry(
+    policy: Policy,
+    rule: CompiledRule,
+    ctx: Context,
+    now: float,
+    rng: random.Random,
+    alert: AlertNotice | None,
+) -> Decision:
+    settings = rule.retry
+    assert settings is not None  # noqa: S101 - retry rules have settings
+    snap = ctx.snap
+    state = ctx.state
+    what = _what(snap)
+    # RFC 9110 §9.2.2: a request that is not idempotent may have been
+    # processed; only a connect failure proves it was not.
+    if (
+        snap.method not in IDEMPOTENT_METHODS
+        and snap.failure != "connect"
+        and not settings.unsafe_methods
+        and snap.request_headers.get("Idempotency-Key") is None
+    ):
+        return _give_up(
+            policy,
+            rule,
+            ctx,
+            f"{what}: rule {rule.id!r} would retry, but {snap.method} is "
+            f"not idempotent and the server may have processed it; send an "
+            f"Idempotency-Key header, or set unsafe_methods: true on the "
+            f"rule if the API documents that this outcome is not processed",
+            rule.error or default_error(snap.status),
+            alert,
+        )
+    attempts = settings.attempts
+    if attempts is not None and state.attempt >= attempts:
+        return _give_up(
+            policy,
+            rule,
+            ctx,
+            f"{what}: rule {rule.id!r} gave up after {state.attempt} "
+            f"attempt{'s' if state.attempt != 1 else ''} (attempts: "
+            f"{attempts})",
+            rule.error or RetriesExhausted,
+            alert,
+        )
+    hint = _hint(ctx, settings.delay_from, now) if settings.delay_from else None
+    if hint is not None:
+        delay, source = hint
+        if delay > policy.server_delay_max:
+            if policy.on_exceed == "fail":
+                return _give_up(
+                    policy,
+                    rule,
+                    ctx,
+                    f"{what}: {source} asks for a wait of "
+                    f"{format_duration(delay)}, above server_delay.max "
+                    f"{format_duration(policy.server_delay_max)} "
+                    f"(on_exceed: fail)",
+                    rule.error or default_error(snap.status),
+                    alert,
+                )
+            delay = policy.server_delay_max
+            source = f"{source} (capped)"
+    else:
+        schedule = settings.schedule
+        n = state.attempt - 1
+        base = schedule[n] if n < len(schedule) else schedule[-1]
+        delay = _jitter(base, settings.jitter, rng)
+        source = "backoff"
+    expired = _past_deadline(policy, ctx, now, delay)
+    if expired is not None:
+        return _give_up(
+            policy,
+            rule,
+            ctx,
+            f"{what}: a retry in {format_duration(delay)} would {expired}",
+            DeadlineExceeded,
+            alert,
+        )
+    nxt = state.attempt + 1
+    return Retry(
+        rule_id=rule.id,
+        reason=f"{what}: rule {rule.id!r} retries in {delay:.3g}s "
+        f"(attempt {nxt}{'' if attempts is None else f' of {attempts}'}, "
+        f"delay from {source})",
+        delay=delay,
+        attempt=nxt,
+        delay_source=source,
+        alert=alert,
+        breaker=rule.breaker,
+        log=rule.log,
+    )
+
+
+def _past_deadline(
+    policy: Policy, ctx: Context, now: float, delay: float
+) -> str | None:
+    state = ctx.state
+    if state.poll_started is not None:
+        return None  # polling calls are bounded by the poll deadline
+    limit = policy.deadline
+    if limit == math.inf:
+        return None
+    left = state.started + limit - now
+    if delay > left:
+        return (
+            f"overrun the call's deadline of {format_duration(limit)} "
+            f"({format_duration(max(left, 0.0))} left)"
+        )
+    return None
+
+
+_FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.-]*)\}")
+
+
+def _field(ctx: Context, policy: Policy, rule: CompiledRule, name: str) -> Any:
+    snap = ctx.snap
+    if name == "status":
+        return snap.status if snap.status is not None else snap.failure
+    if name == "method":
+        return snap.method
+    if name in {"request.url", "url"}:
+        return snap.url
+    if name == "request.path":
+        return ctx.url_parts()[1]
+    if name == "request.method":
+        return snap.method
+    if name == "rule":
+        return rule.id
+    if name == "policy":
+        return policy.name
+    if name == "failure":
+        return snap.failure
+    if name.startswith("body."):
+        doc = ctx.json()
+        if doc is MISSING:
+            return MISSING
+        steps = [int(p) if p.isdigit() else p for p in name[5:].split(".")]
+        return lookup(doc, steps)
+    if name.startswith("header."):
+        value = snap.headers.get(name[7:])
+        return MISSING if value is None else value
+    return MISSING
+
+
+def _alert(policy: Policy, rule: CompiledRule, ctx: Context) -> AlertNotice:
+    spec = rule.alert
+    assert spec is not None  # noqa: S101
+    if spec.message is None:
+        message = f"{policy.name}: {_what(ctx.snap)} (rule {rule.id!r})"
+    else:
+
+        def sub(m: re.Match[str]) -> str:
+            value = _field(ctx, policy, rule, m.group(1))
+            return "?" if value is MISSING or value is None else str(value)
+
+        message = _FIELD.sub(sub, spec.message)
+    return AlertNotice(
+        kind=spec.kind,
+        severity=spec.severity,
+        message=message,
+        key=f"{policy.name}:{spec.kind}",
+        dedupe=spec.dedupe,
+    )
+
+
+def _poll(
+    policy: Policy,
+    rule: CompiledRule,
+    ctx: Context,
+    now: float,
+    rng: random.Random,
+    alert: AlertNotice | None,
+) -> Decision:
+    settings = rule.poll
+    assert settings is not None  # noqa: S101 - poll rules have settings
+    state = ctx.state
+    snap = ctx.snap
+    what = _what(snap)
+    hint = _hint(ctx, settings.delay_from, now) if settings.delay_from else None
+    if hint is not None:
+        delay, source = hint
+        if delay > policy.server_delay_max:
+            delay = policy.server_delay_max
+            source = f"{source} (capped)"
+    else:
+        n = state.polls
+        schedule = settings.schedule
+        base = schedule[n] if n < len(schedule) else schedule[-1]
+        delay = _jitter(base, settings.jitter, rng)
+        source = "schedule"
+    started = now if state.poll_started is None else state.poll_started
+    if now + delay > started + settings.deadline:
+        return _give_up(
+            policy,
+            rule,
+            ctx,
+            f"{what}: the job is still running after "
+            f"{format_duration(now - started)} of polling, and another poll "
+            f"would overrun the poll deadline of "
+            f"{format_duration(settings.deadline)}",
+            rule.error or DeadlineExceeded,
+            alert,
+        )
+    request = None
+    if settings.request_url is not None or settings.request_method is not None:
+        built = _poll_request(policy, rule, ctx, settings)
+        if isinstance(built, str):
+            return _give_up(
+                policy, rule, ctx, f"{what}: {built}", default_error(None), alert
+            )
+        request = built
+    return Poll(
+        rule_id=rule.id,
+        reason=f"{what}: rule {rule.id!r} polls again in {delay:.3g}s "
+        f"(poll {state.polls + 1}, delay from {source})",
+        delay=delay,
+        poll=state.polls + 1,
+        request=request,
+        delay_source=source,
+        alert=alert,
+        breaker=rule.breaker,
+        log=rule.log,
+    )
+
+
+def _poll_request(
+    policy: Policy, rule: CompiledRule, ctx: Context, settings: Any
+) -> PollRequest | str:
+    """
+    The poll request, or why it cannot be built.
+    """
+    snap = ctx.snap
+    template = settings.request_url or "{request.url}"
+    missing: list[str] = []
+
+    def sub(m: re.Match[str]) -> str:
+        name = m.group(1)
+        value = _field(ctx, policy, rule, name)
+        if value is MISSING or value is None:
+            missing.append(name)
+            return ""
+        text = str(value)
+        # Values from the body go into the URL as data, never as structure.
+        return quote(text, safe="") if name.startswith("body.") else text
+
+    url = _FIELD.sub(sub, template)
+    if missing:
+        return (
+            f"rule {rule.id!r} cannot build its poll request: the response "
+            f"has no {', '.join(missing)}"
+        )
+    url = urljoin(snap.url, url)
+    if not _same_origin(snap.url, url):
+        return (
+            f"rule {rule.id!r} refuses to poll {_origin_of(url)}: it is not "
+            f"the origin of the request ({_origin_of(snap.url)}), and "
+            f"credentials are never sent to another origin"
+        )
+    return PollRequest(method=settings.request_method or snap.method, url=url)
+
+
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+
+
+def _origin(url: str) -> tuple[str, str, int | None] | None:
+    try:
+        split = urlsplit(url)
+        port = split.port or _DEFAULT_PORTS.get(split.scheme.lower())
+    except ValueError:
+        return None
+    return (split.scheme.lower(), (split.hostname or "").lower(), port)
+
+
+def _origin_of(url: str) -> str:
+    o = _origin(url)
+    if o is None:
+        return "an unparsable URL"
+    return f"{o[0]}://{o[1]}:{o[2]}"
+
+
+def _same_origin(a: str, b: str) -> bool:
+    oa, ob = _origin(a), _origin(b)
+    return oa is not None and oa == ob

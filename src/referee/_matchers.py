@@ -1,0 +1,519 @@
+"""
+Conditions compiled into predicates.
+
+Rule 1: a predicate is a pure function of the :class:`Context` (the snapshot
+and the call's state); it never raises on anything a server can send.
+Rule 2: what costs (the body, its JSON parse, the URL split, a header look-up)
+is done lazily, once per decision, and only for a rule that needs it.
+
+Besides the predicate, compiling a condition yields what makes the engine
+fast: the status codes (and failure words) the condition can match at all,
+from which the policy's index is built, and the "needles" of its body
+conditions: byte strings of which the raw body must contain at least one per
+group, or the rule cannot match and the JSON parse is skipped.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlsplit
+
+import orjson
+
+from ._schema import ConditionDoc, ValueMatch
+
+
+if TYPE_CHECKING:
+    from ._snapshot import Snapshot
+    from ._state import AttemptState
+
+
+__all__ = [
+    "MISSING",
+    "REGEX_INPUT_LIMIT",
+    "CompiledCondition",
+    "Context",
+    "compile_condition",
+    "lookup",
+]
+
+#: The longest string a ``matches`` pattern is run against: a bound on the
+#: cost of a pathological pattern or a hostile body.
+REGEX_INPUT_LIMIT: Final = 8192
+
+
+class _Missing:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Final = _Missing()
+_NOT_PARSED: Final = _Missing()
+
+Predicate = Callable[["Context"], bool]
+Keys = frozenset[int | str] | None
+
+
+class Context:
+    """
+    What one decision knows, computed lazily and at most once.
+    """
+
+    __slots__ = ("_body", "_json", "_url", "body_limit", "snap", "state")
+
+    def __init__(
+        self, snap: Snapshot, state: AttemptState, body_limit: int
+    ) -> None:
+        self.snap = snap
+        self.state = state
+        self.body_limit = body_limit
+        self._body: bytes | None | _Missing = (
+            snap.body if snap.body is not None else _NOT_PARSED
+        )
+        self._json: Any = _NOT_PARSED
+        self._url: tuple[str, str] | None = None
+
+    def body(self) -> bytes | None:
+        """
+        The raw body, loaded on first use; None when there is none.
+        """
+        body = self._body
+        if body is _NOT_PARSED:
+            loader = self.snap.load_body
+            try:
+                body = loader() if loader is not None else None
+            except Exception:  # noqa: BLE001 - a body that cannot be read does not match
+                body = None
+            self._body = body
+        return body  # type: ignore[return-value]
+
+    def json(self) -> Any:
+        """
+        The body parsed as JSON, or MISSING when it is absent, too large or
+        not JSON.
+        """
+        doc = self._json
+        if doc is _NOT_PARSED:
+            body = self.body()
+            if body is None or len(body) > self.body_limit:
+                doc = MISSING
+            else:
+                try:
+                    doc = orjson.loads(body)
+                except orjson.JSONDecodeError:
+                    doc = MISSING
+            self._json = doc
+        return doc
+
+    def url_parts(self) -> tuple[str, str]:
+        """
+        ``(host, path)`` of the request's URL, lower-cased host.
+        """
+        parts = self._url
+        if parts is None:
+            try:
+                split = urlsplit(self.snap.url)
+                parts = ((split.hostname or "").lower(), split.path or "/")
+            except ValueError:
+                parts = ("", "")
+            self._url = parts
+        return parts
+
+
+def lookup(doc: Any, path: Sequence[str | int]) -> Any:
+    """
+    Follow a dotted path into a parsed JSON document; MISSING when any step
+    is absent.
+    """
+    for step in path:
+        if isinstance(doc, dict):
+            doc = doc.get(step, MISSING) if isinstance(step, str) else MISSING
+            if doc is MISSING and isinstance(step, int):
+                doc = MISSING
+        elif isinstance(doc, list) and isinstance(step, int):
+            if -len(doc) <= step < len(doc):
+                doc = doc[step]
+            else:
+                return MISSING
+        else:
+            return MISSING
+        if doc is MISSING:
+            return MISSING
+    return doc
+
+
+def _split_path(dotted: str) -> tuple[tuple[str, ...], tuple[str | int, ...]]:
+    """
+    ``results.0.status`` → the raw steps, and the steps with list indexes.
+
+    A digit step is tried as a dict key first and then as an index, so both
+    are kept: the raw form for dict look-ups.
+    """
+    raw = tuple(dotted.split("."))
+    return raw, tuple(int(p) if p.lstrip("-").isdigit() else p for p in raw)
+
+
+def _lookup_path(
+    raw: tuple[str, ...], steps: tuple[str | int, ...]
+) -> Callable[[Any], Any]:
+    def get(doc: Any) -> Any:
+        for key, step in zip(raw, steps, strict=True):
+            if isinstance(doc, dict):
+                doc = doc.get(key, MISSING)
+            elif isinstance(doc, list) and isinstance(step, int):
+                doc = doc[step] if -len(doc) <= step < len(doc) else MISSING
+            else:
+                return MISSING
+            if doc is MISSING:
+                return MISSING
+        return doc
+
+    return get
+
+
+def _same(a: Any, b: Any) -> bool:
+    # JSON and YAML agree on strings, numbers, booleans and null, but Python
+    # says True == 1: keep booleans apart from numbers.
+    if type(a) is bool or type(b) is bool:
+        return a is b
+    return bool(a == b)
+
+
+def _as_number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str) and len(value) < 64:
+        try:
+            return float(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def _header_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return ""
+    return str(value)
+
+
+def compile_value(vm: ValueMatch, *, header: bool = False) -> Callable[[Any], bool]:
+    """
+    A value matcher as a function of the value (MISSING when absent).
+
+    Header values are strings: the expected values are compared as text,
+    names of booleans in lower case.
+    """
+    tests: list[Callable[[Any], bool]] = []
+    if vm.one_of is not None:
+        if header:
+            texts = frozenset(_header_text(v) for v in vm.one_of)
+            tests.append(lambda v: v in texts)
+        elif len(vm.one_of) == 1:
+            only = vm.one_of[0]
+            if isinstance(only, str):
+                tests.append(lambda v: v == only and type(v) is str)
+            else:
+                tests.append(lambda v: _same(v, only))
+        else:
+            choices = vm.one_of
+            tests.append(lambda v: any(_same(v, c) for c in choices))
+    if vm.has_contains:
+        needle = vm.contains
+
+        def contains(v: Any) -> bool:
+            if isinstance(v, str):
+                return _header_text(needle) in v
+            if isinstance(v, list):
+                return any(_same(x, needle) for x in v)
+            return False
+
+        tests.append(contains)
+    if vm.matches is not None:
+        search = re.compile(vm.matches).search
+        tests.append(
+            lambda v: isinstance(v, str)
+            and search(v[:REGEX_INPUT_LIMIT]) is not None
+        )
+    for op, bound in (
+        ("gt", vm.gt),
+        ("gte", vm.gte),
+        ("lt", vm.lt),
+        ("lte", vm.lte),
+    ):
+        if bound is not None:
+            tests.append(_comparison(op, bound))
+    exists = vm.exists
+    if exists is False:
+        return lambda v: v is MISSING
+    if not tests:
+        return lambda v: v is not MISSING
+    if len(tests) == 1:
+        only_test = tests[0]
+        return lambda v: v is not MISSING and only_test(v)
+    return lambda v: v is not MISSING and all(t(v) for t in tests)
+
+
+def _comparison(op: str, bound: float) -> Callable[[Any], bool]:
+    def test(v: Any) -> bool:
+        n = _as_number(v)
+        if n is None:
+            return False
+        if op == "gt":
+            return n > bound
+        if op == "gte":
+            return n >= bound
+        if op == "lt":
+            return n < bound
+        return n <= bound
+
+    return test
+
+
+def _glob(patterns: Sequence[str], *, case: bool) -> Callable[[str], bool]:
+    parts = []
+    for p in patterns:
+        rx = ""
+        i = 0
+        while i < len(p):
+            if p.startswith("**", i):
+                rx += ".*"
+                i += 2
+            elif p[i] == "*":
+                rx += "[^/]*"
+                i += 1
+            elif p[i] == "?":
+                rx += "[^/]"
+                i += 1
+            elif p[i] == "[":
+                end = p.find("]", i + 1)
+                if end == -1:
+                    rx += re.escape(p[i])
+                    i += 1
+                else:
+                    rx += fnmatch.translate(p[i : end + 1])[4:-3]
+                    i = end + 1
+            else:
+                rx += re.escape(p[i])
+                i += 1
+        parts.append(rx)
+    flags = 0 if case else re.IGNORECASE
+    match = re.compile("(?:" + "|".join(parts) + r")\Z", flags).match
+    return lambda text: match(text) is not None
+
+
+_SAFE_NEEDLE = re.compile(r"[ -!#-.0-\[\]-~]*")
+
+
+def _needles(vm: ValueMatch) -> frozenset[bytes] | None:
+    """
+    Byte strings of which a JSON body must contain one for *vm* to hold, or
+    None when no such set can be told cheaply.
+    """
+    if vm.exists is False:
+        return None
+    out: set[bytes] = set()
+    if vm.one_of is not None:
+        for v in vm.one_of:
+            if isinstance(v, bool):
+                out.add(b"true" if v else b"false")
+            elif v is None:
+                out.add(b"null")
+            elif isinstance(v, str) and _SAFE_NEEDLE.fullmatch(v):
+                out.add(b'"' + v.encode() + b'"')
+            else:
+                return None  # numbers have many spellings in JSON
+        return frozenset(out)
+    if vm.has_contains and isinstance(vm.contains, str):
+        if vm.contains and _SAFE_NEEDLE.fullmatch(vm.contains):
+            return frozenset({vm.contains.encode()})
+    return None
+
+
+class CompiledCondition:
+    """
+    A compiled ``when``.
+
+    Attributes:
+        test: The predicate, without the checks that the index already made.
+        keys: The status codes and failure words it can match (None: any).
+        needles: Groups of byte strings, one group per body condition of
+            the top level; None when no such prefilter applies.
+    """
+
+    __slots__ = ("keys", "needles", "test")
+
+    def __init__(
+        self,
+        test: Predicate | None,
+        keys: Keys,
+        needles: tuple[frozenset[bytes], ...] | None,
+    ) -> None:
+        self.test = test
+        self.keys = keys
+        self.needles = needles
+
+
+def _and(tests: list[Predicate]) -> Predicate | None:
+    if not tests:
+        return None
+    if len(tests) == 1:
+        return tests[0]
+    if len(tests) == 2:
+        a, b = tests
+        return lambda c: a(c) and b(c)
+    return lambda c: all(t(c) for t in tests)
+
+
+def _keys_and(a: Keys, b: Keys) -> Keys:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a & b
+
+
+def compile_condition(cond: ConditionDoc | None) -> CompiledCondition:
+    """
+    Compile a ``when``; the top-level status and failure checks are left to
+    the index.
+    """
+    if cond is None:
+        return CompiledCondition(None, None, None)
+    test, keys, needles = _compile(cond, top=True)
+    return CompiledCondition(test, keys, needles)
+
+
+def _compile(
+    cond: ConditionDoc, *, top: bool
+) -> tuple[Predicate | None, Keys, tuple[frozenset[bytes], ...] | None]:
+    cheap: list[Predicate] = []
+    costly: list[Predicate] = []
+    keys: Keys = None
+    if cond.status is not None:
+        statuses: frozenset[int | str] = frozenset(cond.status)
+        keys = statuses
+        if not top:
+            cheap.append(lambda c: c.snap.status in statuses)
+    if cond.failure is not None:
+        failures: frozenset[int | str] = frozenset(cond.failure)
+        keys = _keys_and(keys, failures)
+        if not top or cond.status is not None:
+            cheap.append(lambda c: c.snap.failure in failures)
+    if cond.method is not None:
+        methods = cond.method
+        if len(methods) == 1:
+            (only,) = methods
+            cheap.append(lambda c: c.snap.method == only)
+        else:
+            cheap.append(lambda c: c.snap.method in methods)
+    if cond.attempt is not None:
+        attempt_ok = compile_value(cond.attempt)
+        cheap.append(lambda c: attempt_ok(c.state.attempt))
+    if cond.host is not None:
+        host_ok = _glob(cond.host, case=False)
+        costly.append(lambda c: host_ok(c.url_parts()[0]))
+    if cond.path is not None:
+        path_ok = _glob(cond.path, case=True)
+        costly.append(lambda c: path_ok(c.url_parts()[1]))
+    if cond.headers is not None:
+        for name, vm in cond.headers.items():
+            costly.append(_header_test(name, vm))
+    needles: list[frozenset[bytes]] = []
+    if cond.body is not None:
+        for dotted, vm in cond.body.items():
+            costly.append(_body_test(dotted, vm))
+            group = _needles(vm)
+            if group is not None:
+                needles.append(group)
+    for sub in cond.all or ():
+        t, k, _n = _compile(sub, top=False)
+        keys = _keys_and(keys, k)
+        if t is not None:
+            costly.append(t)
+    if cond.any is not None:
+        branches = [_compile(sub, top=False) for sub in cond.any]
+        any_keys: Keys = frozenset()
+        for _t, k, _n in branches:
+            any_keys = None if k is None or any_keys is None else any_keys | k
+        keys = _keys_and(keys, any_keys)
+        tests = [t for t, _k, _n in branches]
+        if any(t is None for t in tests):
+            # A branch that always holds makes the whole any() hold: but its
+            # key constraint still applies, so test the keys of each branch.
+            keyed = [(t, k) for t, k, _n in branches]
+            costly.append(
+                lambda c: any(
+                    (k is None or _key(c) in k) and (t is None or t(c))
+                    for t, k in keyed
+                )
+            )
+        else:
+            keyed2 = [(t, k) for t, k, _n in branches]
+            costly.append(
+                lambda c: any(
+                    (k is None or _key(c) in k) and t(c)  # type: ignore[misc]
+                    for t, k in keyed2
+                )
+            )
+    if cond.not_ is not None:
+        t, k, _n = _compile(cond.not_, top=False)
+        neg_keys = k
+
+        def negated(c: Context) -> bool:
+            if neg_keys is not None and _key(c) not in neg_keys:
+                return True
+            return not (t is None or t(c))
+
+        costly.append(negated)
+    test = _and(cheap + costly)
+    if not top and cond.status is not None and cond.failure is not None:
+        keys = frozenset()
+    return test, keys, (tuple(needles) if needles and top else None)
+
+
+def _key(c: Context) -> int | str | None:
+    status = c.snap.status
+    return c.snap.failure if status is None else status
+
+
+def _header_test(name: str, vm: ValueMatch) -> Predicate:
+    ok = compile_value(vm, header=True)
+
+    def test(c: Context) -> bool:
+        value = c.snap.headers.get(name)
+        return ok(MISSING if value is None else value)
+
+    return test
+
+
+def _body_test(dotted: str, vm: ValueMatch) -> Predicate:
+    raw, steps = _split_path(dotted)
+    get = _lookup_path(raw, steps)
+    ok = compile_value(vm)
+
+    def test(c: Context) -> bool:
+        doc = c.json()
+        if doc is MISSING:
+            return False
+        return ok(get(doc))
+
+    return test
+
+
+def dumps_value(value: Any) -> str:
+    """
+    A JSON-ish rendering of a value for messages.
+    """
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return repr(value)

@@ -1,0 +1,96 @@
+"""
+The state of one call: which attempt this is, how many polls, since when.
+
+State is a value: it advances only through :func:`advance`, which returns a
+new one, as urllib3's ``Retry.increment`` does.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import attrs
+
+from ._decisions import Poll, Retry
+
+
+if TYPE_CHECKING:
+    from ._decisions import Decision
+    from ._snapshot import Snapshot
+
+
+__all__ = ["AttemptRecord", "AttemptState", "advance"]
+
+
+@attrs.frozen
+class AttemptRecord:
+    """
+    One attempt of a call, as the trail keeps it.
+
+    Attributes:
+        status: The response's status, or None.
+        failure: The transport failure, or None.
+        rule_id: The rule that decided, or None.
+        action: ``accept``, ``retry``, ``poll`` or ``abort``.
+        delay: The delay before the next send, or None.
+        at: When the outcome was decided (the driver's clock).
+    """
+
+    status: int | None
+    failure: str | None
+    rule_id: str | None
+    action: str
+    delay: float | None
+    at: float
+
+
+@attrs.frozen
+class AttemptState:
+    """
+    Where a call stands.
+
+    Attributes:
+        attempt: The number of the attempt being decided: 1 for the first
+            send, then one more per retry.  Polls do not count.
+        polls: How many polls the call has made so far.
+        started: When the call's first send started (the driver's clock).
+        poll_started: When the call first polled, or None.
+        history: One record per decided outcome, oldest first.
+    """
+
+    attempt: int = 1
+    polls: int = 0
+    started: float = 0.0
+    poll_started: float | None = None
+    history: tuple[AttemptRecord, ...] = ()
+
+
+_ACTIONS = {"Accept": "accept", "Retry": "retry", "Poll": "poll"}
+
+
+def advance(
+    state: AttemptState, snap: Snapshot, decision: Decision, *, now: float
+) -> AttemptState:
+    """
+    The state after *decision* was taken on *snap* at *now*.
+    """
+    delay = decision.delay if isinstance(decision, Retry | Poll) else None
+    record = AttemptRecord(
+        status=snap.status,
+        failure=snap.failure,
+        rule_id=decision.rule_id,
+        action=_ACTIONS.get(type(decision).__name__, "abort"),
+        delay=delay,
+        at=now,
+    )
+    history = (*state.history, record)
+    if isinstance(decision, Retry):
+        return attrs.evolve(state, attempt=decision.attempt, history=history)
+    if isinstance(decision, Poll):
+        return attrs.evolve(
+            state,
+            polls=state.polls + 1,
+            poll_started=now if state.poll_started is None else state.poll_started,
+            history=history,
+        )
+    return attrs.evolve(state, history=history)
