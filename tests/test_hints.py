@@ -1,7 +1,6 @@
 import math
 
 import pytest
-
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -132,7 +131,9 @@ class TestDefaultFormat:
         """
         Every other header is read by shape.
         """
-        assert "auto" == default_format(header)
+        expected = "auto"
+
+        assert expected == default_format(header)
 
     def test_defaults_are_formats(self):
         """
@@ -159,55 +160,68 @@ class TestRetryAfter:
         """
         delay-seconds are relative: the clock does not matter.
         """
-        assert 120.0 == parse_hint("120", "retry-after", 0.0)
+        expected = 120.0
+
+        assert expected == parse_hint("120", "retry-after", 0.0)
 
     @pytest.mark.parametrize("value", DATES, ids=DATE_IDS)
     def test_date_in_the_future(self, value):
         """
         An HTTP-date in any of its three forms is a delay from now.
         """
-        assert 120.0 == parse_hint(value, "retry-after", T - 120)
+        expected = 120.0
+
+        assert expected == parse_hint(value, "retry-after", T - 120)
 
     @pytest.mark.parametrize("value", DATES, ids=DATE_IDS)
     def test_date_in_the_past(self, value):
         """
         An HTTP-date in the past yields a negative delay, not clamped.
         """
-        assert -60.0 == parse_hint(value, "retry-after", T + 60)
+        expected = -60.0
+
+        assert expected == parse_hint(value, "retry-after", T + 60)
 
     def test_date_without_zone_is_utc(self):
         """
         A date whose zone is unknown ("-0000") is read as UTC.
         """
         value = "Sun, 06 Nov 1994 08:49:37 -0000"
+        expected = 5.0
 
-        assert 5.0 == parse_hint(value, "retry-after", T - 5)
+        assert expected == parse_hint(value, "retry-after", T - 5)
 
     def test_huge(self):
         """
         A huge delay is returned as it is; capping is the caller's job.
         """
-        assert 99999999999.0 == parse_hint("99999999999", "retry-after", T)
+        expected = 99999999999.0
+
+        assert expected == parse_hint("99999999999", "retry-after", T)
 
     def test_64_digits(self):
         """
         The longest accepted number still converts to a finite float.
         """
-        assert 1e64 == parse_hint("9" * 64, "retry-after", T)
+        expected = 1e64
+
+        assert expected == parse_hint("9" * 64, "retry-after", T)
 
     def test_year_9999(self):
         """
         A date in year 9999 is just a very long delay.
         """
-        assert YEAR_9999_TIMESTAMP - T == parse_hint(
-            YEAR_9999, "retry-after", T
-        )
+        expected = YEAR_9999_TIMESTAMP - T
+
+        assert expected == parse_hint(YEAR_9999, "retry-after", T)
 
     def test_year_1970(self):
         """
         A date at the Unix epoch lies in the past.
         """
-        assert -T == parse_hint(YEAR_1970, "retry-after", T)
+        expected = -T
+
+        assert expected == parse_hint(YEAR_1970, "retry-after", T)
 
     @pytest.mark.parametrize(
         "value",
@@ -269,7 +283,9 @@ class TestDelta:
         """
         A number above 10**9 is still a delay, not a Unix time.
         """
-        assert 1700000000.0 == parse_hint("1700000000", "delta", T)
+        expected = 1700000000.0
+
+        assert expected == parse_hint("1700000000", "delta", T)
 
     @pytest.mark.parametrize(
         "value",
@@ -299,13 +315,17 @@ class TestEpoch:
         """
         A Unix time in the past yields a negative delay, not clamped.
         """
-        assert -77.0 == parse_hint("784111700", "epoch", T)
+        expected = -77.0
+
+        assert expected == parse_hint("784111700", "epoch", T)
 
     def test_small_is_still_epoch(self):
         """
         A small number is still a Unix time, long past.
         """
-        assert 10.0 - T == parse_hint("10", "epoch", T)
+        expected = 10.0 - T
+
+        assert expected == parse_hint("10", "epoch", T)
 
     @pytest.mark.parametrize(
         "value", ["-1", IMF_FIXDATE, "6m0s"], ids=["negative", "date", "go"]
@@ -323,26 +343,34 @@ class TestDate:
         """
         An HTTP-date in any of its three forms is a delay from now.
         """
-        assert 30.0 == parse_hint(value, "date", T - 30)
+        expected = 30.0
+
+        assert expected == parse_hint(value, "date", T - 30)
 
     @pytest.mark.parametrize("value", DATES, ids=DATE_IDS)
     def test_past(self, value):
         """
         An HTTP-date in the past yields a negative delay.
         """
-        assert -30.0 == parse_hint(value, "date", T + 30)
+        expected = -30.0
+
+        assert expected == parse_hint(value, "date", T + 30)
 
     def test_year_9999(self):
         """
         A date in year 9999 is just a very long delay.
         """
-        assert YEAR_9999_TIMESTAMP - T == parse_hint(YEAR_9999, "date", T)
+        expected = YEAR_9999_TIMESTAMP - T
+
+        assert expected == parse_hint(YEAR_9999, "date", T)
 
     def test_year_1970(self):
         """
         A date at the Unix epoch lies in the past.
         """
-        assert -T == parse_hint(YEAR_1970, "date", T)
+        expected = -T
+
+        assert expected == parse_hint(YEAR_1970, "date", T)
 
     @pytest.mark.parametrize(
         "value", ["120", "1.5", "6m0s"], ids=["seconds", "decimal", "go"]
@@ -454,24 +482,27 @@ class TestRatelimit:
         With several exhausted policies, the longest reset wins.
         """
         value = '"burst";r=5;t=1, "hour";r=0;t=60, "day";r=0;t=30'
+        expected = 60.0
 
-        assert 60.0 == parse_hint(value, "ratelimit", T)
+        assert expected == parse_hint(value, "ratelimit", T)
 
     def test_first_when_none_exhausted(self):
         """
         When no policy is exhausted, the first t is used.
         """
         value = '"burst";r=5;t=3, "hour";r=1;t=60'
+        expected = 3.0
 
-        assert 3.0 == parse_hint(value, "ratelimit", T)
+        assert expected == parse_hint(value, "ratelimit", T)
 
     def test_items_without_t_are_skipped(self):
         """
         The first item that has a t sets the delay.
         """
         value = '"a";r=0, "b";r=2;t=9'
+        expected = 9.0
 
-        assert 9.0 == parse_hint(value, "ratelimit", T)
+        assert expected == parse_hint(value, "ratelimit", T)
 
     @pytest.mark.parametrize(
         "value",
@@ -549,7 +580,9 @@ class TestAuto:
         """
         An HTTP-date is a delay from now.
         """
-        assert 120.0 == parse_hint(value, "auto", T - 120)
+        expected = 120.0
+
+        assert expected == parse_hint(value, "auto", T - 120)
 
     @pytest.mark.parametrize(
         "value",

@@ -40,7 +40,7 @@ from ._errors import (
     register_error,
 )
 from ._load import bundled_names, load_policy, load_policy_text
-from ._snapshot import FAILURES, IDEMPOTENT_METHODS, CIHeaders, Snapshot
+from ._snapshot import FAILURES, IDEMPOTENT_METHODS, Snapshot
 from ._state import AttemptRecord, AttemptState, advance
 
 
@@ -56,7 +56,6 @@ __all__ = [
     "AuthenticationError",
     "BadRequest",
     "BreakerSpec",
-    "CIHeaders",
     "CircuitOpen",
     "CompiledRule",
     "DeadlineExceeded",
@@ -72,8 +71,8 @@ __all__ = [
     "Problem",
     "RateLimited",
     "RefereeError",
-    "Retry",
     "RetriesExhausted",
+    "Retry",
     "ServerError",
     "Snapshot",
     "advance",

@@ -11,7 +11,7 @@ raises for a document that ``_load`` validated.
 from __future__ import annotations
 
 import math
-from itertools import islice
+from itertools import islice, repeat
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import attrs
@@ -30,11 +30,11 @@ from ._errors import (
     ServerError,
     error_class,
 )
-from ._matchers import CompiledCondition, compile_condition
+from ._matchers import CompiledCondition, compile_condition, make_prefilter
 
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from ._matchers import Predicate
 
@@ -130,10 +130,12 @@ def merge(child: T | None, parent: T | None) -> T | None:
     if not attrs.has(type(child)) or type(child) is s.ValueMatch:
         return child
     changes: dict[str, Any] = {}
-    for a in attrs.fields(type(child)):
+    cls: Any = type(child)
+    for a in attrs.fields(cls):
         mine, theirs = getattr(child, a.name), getattr(parent, a.name)
         changes[a.name] = merge(mine, theirs)
-    return type(child)(**changes)
+    merged: T = cls(**changes)
+    return merged
 
 
 @attrs.frozen
@@ -147,7 +149,8 @@ class RetrySettings:
             waits ``schedule[min(n, len) - 1]``.
         jitter: ``full``, ``equal`` or ``none``.
         unsafe_methods: Whether non-idempotent methods may be retried.
-        delay_from: ``(header, format)`` server hints, in order.
+        delay_from: ``(lower-case header, format, header as written)``
+            server hints, in order.
         initial, multiplier, max: The backoff parameters, for display.
     """
 
@@ -155,7 +158,7 @@ class RetrySettings:
     schedule: tuple[float, ...]
     jitter: str
     unsafe_methods: bool
-    delay_from: tuple[tuple[str, str], ...]
+    delay_from: tuple[tuple[str, str, str], ...]
     initial: float
     multiplier: float
     max: float
@@ -170,7 +173,7 @@ class PollSettings:
     schedule: tuple[float, ...]
     jitter: str
     deadline: float
-    delay_from: tuple[tuple[str, str], ...]
+    delay_from: tuple[tuple[str, str, str], ...]
     request_method: str | None
     request_url: str | None
     initial: float
@@ -202,6 +205,8 @@ class CompiledRule:
         origin: The policy (name) that wrote it.
         action: ``accept``, ``retry``, ``poll`` or ``abort``.
         when: The compiled condition.
+        prefilter: A test of the raw body that is False when the body
+            conditions cannot hold (None: no such test).
         error: The error named by ``error:``, or None.
         retry: Resolved retry settings (``retry`` rules only).
         poll: Resolved poll settings (``poll`` rules only).
@@ -216,6 +221,9 @@ class CompiledRule:
     origin: str
     action: str
     when: CompiledCondition = attrs.field(eq=False, repr=False)
+    prefilter: Callable[[bytes], bool] | None = attrs.field(
+        eq=False, repr=False
+    )
     error: type[Aborted] | None
     retry: RetrySettings | None
     poll: PollSettings | None
@@ -287,11 +295,13 @@ class Policy:
         raise KeyError(msg)
 
 
-def _schedule(initial: float, multiplier: float, cap: float) -> tuple[float, ...]:
+def _schedule(
+    initial: float, multiplier: float, cap: float
+) -> tuple[float, ...]:
     # The shapes are the backoff package's generators; the first next()
     # primes them (backoff 2.x yields None first).
     gen = (
-        backoff.constant(interval=initial)
+        backoff.constant(interval=repeat(initial))
         if multiplier == 1
         else backoff.expo(base=multiplier, factor=initial, max_value=cap)
     )
@@ -302,6 +312,13 @@ def _schedule(initial: float, multiplier: float, cap: float) -> tuple[float, ...
         if out[-1] >= cap:
             break
     return tuple(out)
+
+
+def _sources(
+    hints: Sequence[tuple[str, str]] | None,
+) -> tuple[tuple[str, str, str], ...]:
+    # Snapshots' header mappings answer for lower-case names.
+    return tuple((name.lower(), fmt, name) for name, fmt in hints or ())
 
 
 def _retry_settings(doc: s.RetryDoc) -> RetrySettings:
@@ -315,7 +332,7 @@ def _retry_settings(doc: s.RetryDoc) -> RetrySettings:
         schedule=_schedule(b.initial, b.multiplier, b.max),
         jitter=b.jitter or "full",
         unsafe_methods=bool(doc.unsafe_methods),
-        delay_from=tuple(doc.delay_from or ()),
+        delay_from=_sources(doc.delay_from),
         initial=b.initial,
         multiplier=b.multiplier,
         max=b.max,
@@ -332,7 +349,7 @@ def _poll_settings(doc: s.PollDoc) -> PollSettings:
         schedule=_schedule(doc.initial, doc.multiplier, doc.max),
         jitter=doc.jitter or "none",
         deadline=doc.deadline,
-        delay_from=tuple(doc.delay_from or ()),
+        delay_from=_sources(doc.delay_from),
         request_method=(req.method.upper() if req and req.method else None),
         request_url=req.url if req else None,
         initial=doc.initial,
@@ -387,13 +404,15 @@ def compile_policy(
                 if rd.breaker is not None
                 else None
             )
+            when = compile_condition(rd.when)
             rules.append(
                 CompiledRule(
                     id=rid,
                     index=len(rules),
                     origin=doc.policy,
                     action=rd.do,
-                    when=compile_condition(rd.when),
+                    when=when,
+                    prefilter=make_prefilter(when.needles),
                     error=error_class(rd.error) if rd.error else None,
                     retry=retry,
                     poll=poll,
@@ -434,7 +453,9 @@ def compile_policy(
 
 def build_index(
     rules: Sequence[CompiledRule],
-) -> tuple[dict[int | str, tuple[CompiledRule, ...]], tuple[CompiledRule, ...]]:
+) -> tuple[
+    dict[int | str, tuple[CompiledRule, ...]], tuple[CompiledRule, ...]
+]:
     """
     For every status (or failure word) some rule names, the rules that can
     match it, in order; and the rules that name none, for every other key.

@@ -238,7 +238,9 @@ def _hint_source(value: Any, _: Any) -> tuple[str, str]:
         name, fmt = name.strip(), fmt.strip()
         if not fmt:
             return (name, default_format(name))
-        if fmt in FORMATS and re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name):
+        if fmt in FORMATS and re.fullmatch(
+            r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name
+        ):
             return (name, fmt)
         formats = sorted(FORMATS)
         raise Invalid(
@@ -300,7 +302,8 @@ def _value_match(value: Any, _: Any) -> s.ValueMatch:
     if "equals" in value:
         if not isinstance(value["equals"], _SCALARS):
             raise Invalid(
-                f"'equals' takes a plain value; found {describe(value['equals'])}"
+                "'equals' takes a plain value; found "
+                f"{describe(value['equals'])}"
             )
         kw["one_of"] = (value["equals"],)
     if "in" in value:
@@ -315,7 +318,8 @@ def _value_match(value: Any, _: Any) -> s.ValueMatch:
     if "exists" in value:
         if not isinstance(value["exists"], bool):
             raise Invalid(
-                f"'exists' takes true or false; found {describe(value['exists'])}"
+                "'exists' takes true or false; found "
+                f"{describe(value['exists'])}"
             )
         kw["exists"] = value["exists"]
     if "contains" in value:
@@ -330,13 +334,15 @@ def _value_match(value: Any, _: Any) -> s.ValueMatch:
         pattern = value["matches"]
         if not isinstance(pattern, str):
             raise Invalid(
-                f"'matches' takes a regular expression; found {describe(pattern)}"
+                "'matches' takes a regular expression; found "
+                f"{describe(pattern)}"
             )
         try:
             re.compile(pattern)
         except re.error as exc:
             raise Invalid(
-                f"'matches' has an invalid regular expression {pattern!r}: {exc}"
+                f"'matches' has an invalid regular expression {pattern!r}: "
+                f"{exc}"
             ) from None
         kw["matches"] = pattern
     for op in ("gt", "gte", "lt", "lte"):
@@ -382,6 +388,12 @@ def _list_of(
     return hook
 
 
+def _key(key: Any, what: str) -> str:
+    if not isinstance(key, str) or not key:
+        raise Invalid(f"found the key {describe(key)}; expected {what}")
+    return key
+
+
 def _dict_of(
     conv: cattrs.Converter, inner: Any, what: str
 ) -> Callable[[Any, Any], dict[str, Any]]:
@@ -394,11 +406,7 @@ def _dict_of(
         out = {}
         for k, item in value.items():
             try:
-                if not isinstance(k, str) or not k:
-                    raise Invalid(
-                        f"found the key {describe(k)}; expected {what}"
-                    )
-                out[k] = conv.structure(item, inner)
+                out[_key(k, what)] = conv.structure(item, inner)
             except Exception as exc:  # noqa: BLE001 - collected, reported
                 exc.__notes__ = [
                     *getattr(exc, "__notes__", []),
@@ -461,7 +469,7 @@ def _class_hook(
             kw["struct_hook"] = hooks[a.name]
         if kw:
             overrides[a.name] = override(**kw)
-    inner = make_dict_structure_fn(
+    inner: Callable[[Any, Any], Any] = make_dict_structure_fn(
         cls, conv, _cattrs_forbid_extra_keys=True, **overrides
     )
     what = f"a mapping with the keys {', '.join(keys_of(cls))}"
@@ -472,6 +480,11 @@ def _class_hook(
         return inner(value, t)
 
     return hook
+
+
+def _is_list_of(item: Any) -> Callable[[Any], bool]:
+    target = list[item]
+    return lambda t: bool(t == target)
 
 
 def _make_converter() -> cattrs.Converter:
@@ -495,10 +508,9 @@ def _make_converter() -> cattrs.Converter:
     conv.register_structure_hook(s.ValueMatch, _value_match)
     # The container hooks dispatch at call time, so their order does not
     # matter and recursive conditions work.
-    for inner in (s.HintSource, s.RuleDoc, s.ConditionDoc):
+    for item in (s.HintSource, s.RuleDoc, s.ConditionDoc):
         conv.register_structure_hook_func(
-            lambda t, i=inner: t == list[i],  # type: ignore[valid-type]
-            _list_of(conv, inner),
+            _is_list_of(item), _list_of(conv, item)
         )
     conv.register_structure_hook_func(
         lambda t: t == dict[str, s.ValueMatch],
@@ -507,9 +519,7 @@ def _make_converter() -> cattrs.Converter:
     # The generated class hooks look their fields' hooks up once, when they
     # are made: leaves first.
     for cls in DOC_CLASSES:
-        extra = (
-            {"attempt": _attempt_match} if cls is s.ConditionDoc else {}
-        )
+        extra = {"attempt": _attempt_match} if cls is s.ConditionDoc else {}
         conv.register_structure_hook(cls, _class_hook(conv, cls, **extra))
     return conv
 
@@ -575,8 +585,10 @@ def _extra_keys(
         return [
             (
                 join_path(path, str(k)),
-                f"unknown key {k!r}; allowed here: {', '.join(allowed)}"
-                f"{suggest(str(k), allowed)}",
+                (
+                    f"unknown key {k!r}; allowed here: {', '.join(allowed)}"
+                    f"{suggest(str(k), allowed)}"
+                ),
             )
             for k in sorted(exc.extra_fields, key=str)
         ]

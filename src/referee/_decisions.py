@@ -5,13 +5,23 @@ and :class:`Abort`, and the side effects that ride on them.
 A decision says what to do with one outcome and why; carrying it out
 (sleeping, re-sending, raising, alerting, opening a breaker) is the driver's
 job.  Callers ``match`` on the four classes.
+
+Decisions are values: never change one.  They are not ``attrs.frozen``
+because a frozen attrs instance costs three times as much to make, and a
+decision is made on the hot path of every response a rule looks at; for the
+same reason the human ``reason`` is rendered from ``why`` (a format string
+and its arguments) only when someone reads it.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import attrs
+
+
+def _render(why: tuple[Any, ...]) -> str:
+    return str(why[0]).format(*why[1:]) if why else ""
 
 
 if TYPE_CHECKING:
@@ -71,23 +81,31 @@ class PollRequest:
     url: str
 
 
-@attrs.frozen
+@attrs.define(eq=True)
 class Accept:
     """
     Hand the outcome back as it is: return the response, or raise the
     transport failure as the client raised it.
 
-    *rule_id* is None when no rule matched.
+    *rule_id* is None when no rule matched.  *why* is a format string and
+    its arguments; :attr:`reason` renders it.
     """
 
     rule_id: str | None
-    reason: str
+    why: tuple[Any, ...]
     alert: AlertNotice | None = None
     breaker: BreakerSpec | None = None
     log: str | None = None
 
+    @property
+    def reason(self) -> str:
+        """
+        Why, in words.
+        """
+        return _render(self.why)
 
-@attrs.frozen
+
+@attrs.define(eq=True)
 class Retry:
     """
     Send the same request again after *delay* seconds; the next send is
@@ -97,7 +115,7 @@ class Retry:
     """
 
     rule_id: str
-    reason: str
+    why: tuple[Any, ...]
     delay: float
     attempt: int
     delay_source: str = "backoff"
@@ -105,8 +123,15 @@ class Retry:
     breaker: BreakerSpec | None = None
     log: str | None = None
 
+    @property
+    def reason(self) -> str:
+        """
+        Why, in words.
+        """
+        return _render(self.why)
 
-@attrs.frozen
+
+@attrs.define(eq=True)
 class Poll:
     """
     The job is still running: ask again after *delay* seconds, with
@@ -115,7 +140,7 @@ class Poll:
     """
 
     rule_id: str
-    reason: str
+    why: tuple[Any, ...]
     delay: float
     poll: int
     request: PollRequest | None = None
@@ -124,8 +149,15 @@ class Poll:
     breaker: BreakerSpec | None = None
     log: str | None = None
 
+    @property
+    def reason(self) -> str:
+        """
+        Why, in words.
+        """
+        return _render(self.why)
 
-@attrs.frozen
+
+@attrs.define(eq=True)
 class Abort:
     """
     Stop and raise *error* (or return the response, when the caller asked
@@ -133,11 +165,18 @@ class Abort:
     """
 
     rule_id: str | None
-    reason: str
+    why: tuple[Any, ...]
     error: type[Aborted]
     alert: AlertNotice | None = None
     breaker: BreakerSpec | None = None
     log: str | None = None
+
+    @property
+    def reason(self) -> str:
+        """
+        Why, in words.
+        """
+        return _render(self.why)
 
 
 Decision: TypeAlias = Accept | Retry | Poll | Abort

@@ -23,9 +23,9 @@ import re
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote, urljoin, urlsplit
 
-from ._decisions import Abort, Accept, AlertNotice, Poll, PollRequest, Retry
-from ._errors import DeadlineExceeded, RetriesExhausted
 from ._compile import default_error
+from ._decisions import Abort, Accept, AlertNotice, Poll, PollRequest, Retry
+from ._errors import Aborted, DeadlineExceeded, RetriesExhausted
 from ._hints import parse_hint
 from ._matchers import MISSING, Context, lookup
 from ._snapshot import IDEMPOTENT_METHODS
@@ -41,10 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = ["NO_MATCH", "decide"]
 
-NO_MATCH: Final = Accept(rule_id=None, reason="no rule matched")
-_NO_MATCH_FAILURE: Final = Accept(
-    rule_id=None, reason="no rule matched: the failure propagates"
-)
+NO_MATCH: Final = Accept(rule_id=None, why=("no rule matched",))
 _RNG: Final = random.Random()
 
 
@@ -70,68 +67,114 @@ def decide(
 
     Returns:
         An :class:`Accept`, :class:`Retry`, :class:`Poll` or
-        :class:`Abort`.
+        :class:`Abort`.  No rule matching is :data:`NO_MATCH`: an accept
+        with no rule (for a transport failure: let it propagate).
     """
-    key = snap.status
-    cands = policy.index.get(
-        snap.failure if key is None else key, policy.fallback
-    )
+    cands = policy.index.get(snap.key, policy.fallback)  # type: ignore[arg-type]
     if not cands:
-        return NO_MATCH if key is not None else _NO_MATCH_FAILURE
-    ctx = Context(snap, state, policy.body_limit)
+        return NO_MATCH
+    ctx = None
     for rule in cands:
-        needles = rule.when.needles
-        if needles is not None:
-            body = ctx.body()
+        prefilter = rule.prefilter
+        if prefilter is not None:
+            body = snap.body
             if body is None:
-                continue
-            if b"\\" not in body and not all(
-                any(n in body for n in group) for group in needles
-            ):
+                if ctx is None:
+                    ctx = Context(snap, state, policy.body_limit)
+                body = ctx.body()
+                if body is None:
+                    continue
+            if not prefilter(body):
                 continue
         test = rule.when.test
-        if test is None or test(ctx):
-            return _act(policy, rule, ctx, now, rng or _RNG)
-    return NO_MATCH if key is not None else _NO_MATCH_FAILURE
-
-
-def _what(snap: Snapshot) -> str:
-    if snap.status is None:
-        return f"{snap.method} failed ({snap.failure})"
-    return f"{snap.method} got {snap.status}"
+        if test is not None:
+            if ctx is None:
+                ctx = Context(snap, state, policy.body_limit)
+            if not test(ctx):
+                continue
+        return _act(policy, rule, snap, state, ctx, now, rng or _RNG)
+    return NO_MATCH
 
 
 def _act(
     policy: Policy,
     rule: CompiledRule,
-    ctx: Context,
+    snap: Snapshot,
+    state: AttemptState,
+    ctx: Context | None,
     now: float,
     rng: random.Random,
 ) -> Decision:
     action = rule.action
-    alert = _alert(policy, rule, ctx) if rule.alert is not None else None
+    alert = None
+    if rule.alert is not None:
+        if ctx is None:
+            ctx = Context(snap, state, policy.body_limit)
+        alert = _alert(policy, rule, ctx)
     if action == "retry":
-        return _retry(policy, rule, ctx, now, rng, alert)
+        return _retry(policy, rule, snap, state, now, rng, alert)
     if action == "poll":
+        if ctx is None:
+            ctx = Context(snap, state, policy.body_limit)
         return _poll(policy, rule, ctx, now, rng, alert)
-    snap = ctx.snap
     if action == "abort":
         err = rule.error or default_error(snap.status)
         return Abort(
-            rule_id=rule.id,
-            reason=f"{_what(snap)}: rule {rule.id!r} aborts with {err.__name__}",
-            error=err,
-            alert=alert,
-            breaker=rule.breaker,
-            log=rule.log,
+            rule.id,
+            (_ABORTS, *_what(snap), rule.id, err.__name__),
+            err,
+            alert,
+            rule.breaker,
+            rule.log,
         )
     return Accept(
-        rule_id=rule.id,
-        reason=f"{_what(snap)}: rule {rule.id!r} accepts",
-        alert=alert,
-        breaker=rule.breaker,
-        log=rule.log,
+        rule.id,
+        (_ACCEPTS, *_what(snap), rule.id),
+        alert,
+        rule.breaker,
+        rule.log,
     )
+
+
+# The reasons, as format strings over (method, outcome, ...): rendered only
+# when read.
+_ABORTS: Final = "{0} {1}: rule {2!r} aborts with {3}"
+_ACCEPTS: Final = "{0} {1}: rule {2!r} accepts"
+_UNSAFE: Final = (
+    "{0} {1}: rule {2!r} would retry, but {0} is not idempotent and the "
+    "server may have processed it; send an Idempotency-Key header, or set "
+    "unsafe_methods: true on the rule if the API documents that this "
+    "outcome is not processed"
+)
+_EXHAUSTED: Final = (
+    "{0} {1}: rule {2!r} gave up after {3} attempt(s) (attempts: {4})"
+)
+_TOO_LONG: Final = (
+    "{0} {1}: {2} asks for a wait of {3}, above server_delay.max {4} "
+    "(on_exceed: fail)"
+)
+_DEADLINE: Final = (
+    "{0} {1}: a retry in {2} would overrun the call's deadline of {3} "
+    "({4} left)"
+)
+_RETRIES: Final = (
+    "{0} {1}: rule {2!r} retries in {3:.3g}s (attempt {4} of {5}, delay "
+    "from {6})"
+)
+_POLL_DEADLINE: Final = (
+    "{0} {1}: the job is still running after {2} of polling, and another "
+    "poll would overrun the poll deadline of {3}"
+)
+_POLLS: Final = (
+    "{0} {1}: rule {2!r} polls again in {3:.3g}s (poll {4}, delay from {5})"
+)
+_POLL_REQUEST: Final = "{0} {1}: {2}"
+
+
+def _what(snap: Snapshot) -> tuple[str, str]:
+    if snap.status is None:
+        return snap.method, f"failed ({snap.failure})"
+    return snap.method, f"got {snap.status}"
 
 
 def _jitter(delay: float, kind: str, rng: random.Random) -> float:
@@ -143,94 +186,77 @@ def _jitter(delay: float, kind: str, rng: random.Random) -> float:
 
 
 def _hint(
-    ctx: Context, sources: tuple[tuple[str, str], ...], now: float
+    snap: Snapshot, sources: tuple[tuple[str, str, str], ...], now: float
 ) -> tuple[float, str] | None:
-    headers = ctx.snap.headers
-    for name, fmt in sources:
-        value = headers.get(name)
+    headers = snap.headers
+    for lower, fmt, name in sources:
+        value = headers.get(lower)
         if value is None:
             continue
         delay = parse_hint(value, fmt, now)
-        if delay is not None and delay >= 0 and math.isfinite(delay):
+        if delay is not None and delay >= 0:
             return delay, name
     return None
 
 
 def _give_up(
-    policy: Policy,
     rule: CompiledRule,
-    ctx: Context,
-    reason: str,
-    error: type[Any],
+    why: tuple[Any, ...],
+    error: type[Aborted],
     alert: AlertNotice | None,
 ) -> Abort:
-    return Abort(
-        rule_id=rule.id,
-        reason=reason,
-        error=error,
-        alert=alert,
-        breaker=rule.breaker,
-        log=rule.log,
-    )
+    return Abort(rule.id, why, error, alert, rule.breaker, rule.log)
 
 
 def _retry(
     policy: Policy,
     rule: CompiledRule,
-    ctx: Context,
+    snap: Snapshot,
+    state: AttemptState,
     now: float,
     rng: random.Random,
     alert: AlertNotice | None,
 ) -> Decision:
     settings = rule.retry
     assert settings is not None  # noqa: S101 - retry rules have settings
-    snap = ctx.snap
-    state = ctx.state
-    what = _what(snap)
     # RFC 9110 §9.2.2: a request that is not idempotent may have been
     # processed; only a connect failure proves it was not.
     if (
         snap.method not in IDEMPOTENT_METHODS
         and snap.failure != "connect"
         and not settings.unsafe_methods
-        and snap.request_headers.get("Idempotency-Key") is None
+        and snap.request_headers.get("idempotency-key") is None
     ):
         return _give_up(
-            policy,
             rule,
-            ctx,
-            f"{what}: rule {rule.id!r} would retry, but {snap.method} is "
-            f"not idempotent and the server may have processed it; send an "
-            f"Idempotency-Key header, or set unsafe_methods: true on the "
-            f"rule if the API documents that this outcome is not processed",
+            (_UNSAFE, *_what(snap), rule.id),
             rule.error or default_error(snap.status),
             alert,
         )
     attempts = settings.attempts
     if attempts is not None and state.attempt >= attempts:
         return _give_up(
-            policy,
             rule,
-            ctx,
-            f"{what}: rule {rule.id!r} gave up after {state.attempt} "
-            f"attempt{'s' if state.attempt != 1 else ''} (attempts: "
-            f"{attempts})",
+            (_EXHAUSTED, *_what(snap), rule.id, state.attempt, attempts),
             rule.error or RetriesExhausted,
             alert,
         )
-    hint = _hint(ctx, settings.delay_from, now) if settings.delay_from else None
+    hint = (
+        _hint(snap, settings.delay_from, now) if settings.delay_from else None
+    )
     if hint is not None:
         delay, source = hint
         if delay > policy.server_delay_max:
             if policy.on_exceed == "fail":
                 return _give_up(
-                    policy,
                     rule,
-                    ctx,
-                    f"{what}: {source} asks for a wait of "
-                    f"{format_duration(delay)}, above server_delay.max "
-                    f"{format_duration(policy.server_delay_max)} "
-                    f"(on_exceed: fail)",
+                    (
+                        _TOO_LONG,
+                        *_what(snap),
+                        source,
+                        format_duration(delay),
+                        format_duration(policy.server_delay_max),
+                    ),
                     rule.error or default_error(snap.status),
                     alert,
                 )
@@ -242,47 +268,42 @@ def _retry(
         base = schedule[n] if n < len(schedule) else schedule[-1]
         delay = _jitter(base, settings.jitter, rng)
         source = "backoff"
-    expired = _past_deadline(policy, ctx, now, delay)
-    if expired is not None:
-        return _give_up(
-            policy,
-            rule,
-            ctx,
-            f"{what}: a retry in {format_duration(delay)} would {expired}",
-            DeadlineExceeded,
-            alert,
-        )
+    limit = policy.deadline
+    if limit != math.inf and state.poll_started is None:
+        # A call that polls is bounded by the poll deadline instead.
+        left = state.started + limit - now
+        if delay > left:
+            return _give_up(
+                rule,
+                (
+                    _DEADLINE,
+                    *_what(snap),
+                    format_duration(delay),
+                    format_duration(limit),
+                    format_duration(max(left, 0.0)),
+                ),
+                DeadlineExceeded,
+                alert,
+            )
     nxt = state.attempt + 1
     return Retry(
-        rule_id=rule.id,
-        reason=f"{what}: rule {rule.id!r} retries in {delay:.3g}s "
-        f"(attempt {nxt}{'' if attempts is None else f' of {attempts}'}, "
-        f"delay from {source})",
-        delay=delay,
-        attempt=nxt,
-        delay_source=source,
-        alert=alert,
-        breaker=rule.breaker,
-        log=rule.log,
+        rule.id,
+        (
+            _RETRIES,
+            *_what(snap),
+            rule.id,
+            delay,
+            nxt,
+            attempts or "unlimited",
+            source,
+        ),
+        delay,
+        nxt,
+        source,
+        alert,
+        rule.breaker,
+        rule.log,
     )
-
-
-def _past_deadline(
-    policy: Policy, ctx: Context, now: float, delay: float
-) -> str | None:
-    state = ctx.state
-    if state.poll_started is not None:
-        return None  # polling calls are bounded by the poll deadline
-    limit = policy.deadline
-    if limit == math.inf:
-        return None
-    left = state.started + limit - now
-    if delay > left:
-        return (
-            f"overrun the call's deadline of {format_duration(limit)} "
-            f"({format_duration(max(left, 0.0))} left)"
-        )
-    return None
 
 
 _FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.-]*)\}")
@@ -313,7 +334,7 @@ def _field(ctx: Context, policy: Policy, rule: CompiledRule, name: str) -> Any:
         steps = [int(p) if p.isdigit() else p for p in name[5:].split(".")]
         return lookup(doc, steps)
     if name.startswith("header."):
-        value = snap.headers.get(name[7:])
+        value = snap.headers.get(name[7:].lower())
         return MISSING if value is None else value
     return MISSING
 
@@ -322,7 +343,8 @@ def _alert(policy: Policy, rule: CompiledRule, ctx: Context) -> AlertNotice:
     spec = rule.alert
     assert spec is not None  # noqa: S101
     if spec.message is None:
-        message = f"{policy.name}: {_what(ctx.snap)} (rule {rule.id!r})"
+        method, outcome = _what(ctx.snap)
+        message = f"{policy.name}: {method} {outcome} (rule {rule.id!r})"
     else:
 
         def sub(m: re.Match[str]) -> str:
@@ -351,8 +373,9 @@ def _poll(
     assert settings is not None  # noqa: S101 - poll rules have settings
     state = ctx.state
     snap = ctx.snap
-    what = _what(snap)
-    hint = _hint(ctx, settings.delay_from, now) if settings.delay_from else None
+    hint = (
+        _hint(snap, settings.delay_from, now) if settings.delay_from else None
+    )
     if hint is not None:
         delay, source = hint
         if delay > policy.server_delay_max:
@@ -367,13 +390,13 @@ def _poll(
     started = now if state.poll_started is None else state.poll_started
     if now + delay > started + settings.deadline:
         return _give_up(
-            policy,
             rule,
-            ctx,
-            f"{what}: the job is still running after "
-            f"{format_duration(now - started)} of polling, and another poll "
-            f"would overrun the poll deadline of "
-            f"{format_duration(settings.deadline)}",
+            (
+                _POLL_DEADLINE,
+                *_what(snap),
+                format_duration(now - started),
+                format_duration(settings.deadline),
+            ),
             rule.error or DeadlineExceeded,
             alert,
         )
@@ -382,20 +405,22 @@ def _poll(
         built = _poll_request(policy, rule, ctx, settings)
         if isinstance(built, str):
             return _give_up(
-                policy, rule, ctx, f"{what}: {built}", default_error(None), alert
+                rule,
+                (_POLL_REQUEST, *_what(snap), built),
+                rule.error or default_error(None),
+                alert,
             )
         request = built
     return Poll(
-        rule_id=rule.id,
-        reason=f"{what}: rule {rule.id!r} polls again in {delay:.3g}s "
-        f"(poll {state.polls + 1}, delay from {source})",
-        delay=delay,
-        poll=state.polls + 1,
-        request=request,
-        delay_source=source,
-        alert=alert,
-        breaker=rule.breaker,
-        log=rule.log,
+        rule.id,
+        (_POLLS, *_what(snap), rule.id, delay, state.polls + 1, source),
+        delay,
+        state.polls + 1,
+        request,
+        source,
+        alert,
+        rule.breaker,
+        rule.log,
     )
 
 

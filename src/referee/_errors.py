@@ -3,20 +3,20 @@ Everything referee raises.
 
 The tree::
 
-    RefereeError                  base of everything referee raises
-    ├── PolicyError               a policy file is wrong (load time, the author's fault)
-    └── Aborted                   the policy turned an outcome into an error (run time)
-        ├── AuthenticationError   401 and the like: the credentials are wrong
-        ├── PermissionDenied      403 and the like: valid credentials, not allowed
-        ├── InsufficientCredits   402, quota or balance exhausted
-        ├── RateLimited           429 that is not (or no longer) retried
-        ├── BadRequest            400 and the like: the request itself is wrong
-        ├── NotFound              404, unknown ids
-        ├── JobFailed             an asynchronous job reports failure
-        ├── ServerError           5xx that is not (or no longer) retried
-        ├── RetriesExhausted      a retry rule ran out of attempts
-        ├── DeadlineExceeded      the call's (or the poll's) deadline would be overrun
-        └── CircuitOpen           a breaker is open: nothing was sent
+    RefereeError                base of everything referee raises
+    ├── PolicyError             a policy file is wrong (load time)
+    └── Aborted                 the policy made an outcome an error (run time)
+        ├── AuthenticationError 401 and the like: wrong credentials
+        ├── PermissionDenied    403 and the like: valid, but not allowed
+        ├── InsufficientCredits 402, quota or balance exhausted
+        ├── RateLimited         429 that is not (or no longer) retried
+        ├── BadRequest          400 and the like: the request is wrong
+        ├── NotFound            404, unknown ids
+        ├── JobFailed           an asynchronous job reports failure
+        ├── ServerError         5xx that is not (or no longer) retried
+        ├── RetriesExhausted    a retry rule ran out of attempts
+        ├── DeadlineExceeded    waiting would overrun a deadline
+        └── CircuitOpen         a breaker is open: nothing was sent
 
 A policy names its errors by class name (``error: InsufficientCredits``); a
 policy file never imports code.  Applications add their own classes with
@@ -254,7 +254,8 @@ def register_error(cls: type[Aborted], name: str | None = None) -> None:
         TypeError: *cls* is not a subclass of :class:`Aborted`.
         ValueError: The name is taken by another class.
     """
-    if not (isinstance(cls, type) and issubclass(cls, Aborted)):
+    candidate: object = cls  # callers without a type checker pass anything
+    if not (isinstance(candidate, type) and issubclass(candidate, Aborted)):
         msg = (
             f"register_error() takes a subclass of referee.Aborted, "
             f"got {cls!r}"

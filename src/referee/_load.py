@@ -14,14 +14,17 @@ import re
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import yaml
 
-from . import _schema as s
 from ._compile import Policy, compile_policy
 from ._convert import collect, describe, join_path, structure, suggest
 from ._errors import PolicyError, Problem
+
+
+if TYPE_CHECKING:
+    from . import _schema as s
 
 
 __all__ = [
@@ -235,7 +238,14 @@ def parse_document(
         return (
             None,
             lines,
-            [Problem(source, exc.lineno, "", f"this is not valid JSON: {exc.msg}")],
+            [
+                Problem(
+                    source,
+                    exc.lineno,
+                    "",
+                    f"this is not valid JSON: {exc.msg}",
+                )
+            ],
         )
     except RecursionError:
         return (
@@ -301,11 +311,14 @@ def _check_template(template: str) -> str | None:
         name = m.group(1)
         if name in _KNOWN_FIELDS:
             continue
-        if re.fullmatch(r"body\.[^{}\s]+|header\.[A-Za-z0-9!#$%&'*+.^_`|~-]+", name):
+        if re.fullmatch(
+            r"body\.[^{}\s]+|header\.[A-Za-z0-9!#$%&'*+.^_`|~-]+", name
+        ):
             continue
+        known = ", ".join("{" + f + "}" for f in _KNOWN_FIELDS)
         return (
             f"unknown field {{{name}}} in the template {template!r}; "
-            f"expected one of {', '.join('{' + f + '}' for f in _KNOWN_FIELDS)}, "
+            f"expected one of {known}, "
             f"{{body.<path>}} or {{header.<Name>}}"
             f"{suggest(name, _KNOWN_FIELDS)}"
         )
@@ -333,7 +346,9 @@ def _validate(doc: s.PolicyDoc, source: str, lines: _Lines) -> list[Problem]:
     d = doc.defaults
     if d is not None:
         if d.retry is not None and d.retry.backoff is not None:
-            check_backoff("$.defaults.retry.backoff", d.retry.backoff.multiplier)
+            check_backoff(
+                "$.defaults.retry.backoff", d.retry.backoff.multiplier
+            )
         if d.poll is not None:
             check_backoff("$.defaults.poll", d.poll.multiplier)
             if d.poll.request is not None and d.poll.request.url is not None:
@@ -372,7 +387,9 @@ def _validate(doc: s.PolicyDoc, source: str, lines: _Lines) -> list[Problem]:
                 "do: abort",
             )
         if rule.retry is not None and rule.retry.backoff is not None:
-            check_backoff(f"{path}.retry.backoff", rule.retry.backoff.multiplier)
+            check_backoff(
+                f"{path}.retry.backoff", rule.retry.backoff.multiplier
+            )
         if rule.poll is not None:
             check_backoff(f"{path}.poll", rule.poll.multiplier)
             if rule.poll.request is not None and rule.poll.request.url:
@@ -386,9 +403,7 @@ def _validate(doc: s.PolicyDoc, source: str, lines: _Lines) -> list[Problem]:
     return problems
 
 
-def _resolve(
-    name: str, base: Path | None
-) -> tuple[str, str, str] | None:
+def _resolve(name: str, base: Path | None) -> tuple[str, str, str] | None:
     """
     ``(source, text, format)`` for a policy name or path, or None.
     """

@@ -23,10 +23,9 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from ._schema import ConditionDoc, ValueMatch
-
 
 if TYPE_CHECKING:
+    from ._schema import ConditionDoc, ValueMatch
     from ._snapshot import Snapshot
     from ._state import AttemptState
 
@@ -38,6 +37,7 @@ __all__ = [
     "Context",
     "compile_condition",
     "lookup",
+    "make_prefilter",
 ]
 
 #: The longest string a ``matches`` pattern is run against: a bound on the
@@ -72,7 +72,7 @@ class Context:
         self.snap = snap
         self.state = state
         self.body_limit = body_limit
-        self._body: bytes | None | _Missing = (
+        self._body: bytes | _Missing | None = (
             snap.body if snap.body is not None else _NOT_PARSED
         )
         self._json: Any = _NOT_PARSED
@@ -205,7 +205,9 @@ def _header_text(value: Any) -> str:
     return str(value)
 
 
-def compile_value(vm: ValueMatch, *, header: bool = False) -> Callable[[Any], bool]:
+def compile_value(
+    vm: ValueMatch, *, header: bool = False
+) -> Callable[[Any], bool]:
     """
     A value matcher as a function of the value (MISSING when absent).
 
@@ -240,8 +242,10 @@ def compile_value(vm: ValueMatch, *, header: bool = False) -> Callable[[Any], bo
     if vm.matches is not None:
         search = re.compile(vm.matches).search
         tests.append(
-            lambda v: isinstance(v, str)
-            and search(v[:REGEX_INPUT_LIMIT]) is not None
+            lambda v: (
+                isinstance(v, str)
+                and search(v[:REGEX_INPUT_LIMIT]) is not None
+            )
         )
     for op, bound in (
         ("gt", vm.gt),
@@ -332,9 +336,14 @@ def _needles(vm: ValueMatch) -> frozenset[bytes] | None:
             else:
                 return None  # numbers have many spellings in JSON
         return frozenset(out)
-    if vm.has_contains and isinstance(vm.contains, str):
-        if vm.contains and _SAFE_NEEDLE.fullmatch(vm.contains):
-            return frozenset({vm.contains.encode()})
+    text = vm.contains
+    if (
+        vm.has_contains
+        and isinstance(text, str)
+        and text
+        and _SAFE_NEEDLE.fullmatch(text)
+    ):
+        return frozenset({text.encode()})
     return None
 
 
@@ -487,9 +496,10 @@ def _key(c: Context) -> int | str | None:
 
 def _header_test(name: str, vm: ValueMatch) -> Predicate:
     ok = compile_value(vm, header=True)
+    lower = name.lower()
 
     def test(c: Context) -> bool:
-        value = c.snap.headers.get(name)
+        value = c.snap.headers.get(lower)
         return ok(MISSING if value is None else value)
 
     return test
@@ -507,6 +517,28 @@ def _body_test(dotted: str, vm: ValueMatch) -> Predicate:
         return ok(get(doc))
 
     return test
+
+
+def make_prefilter(
+    needles: tuple[frozenset[bytes], ...] | None,
+) -> Callable[[bytes], bool] | None:
+    """
+    A cheap test of the raw body: False when it cannot satisfy the body
+    conditions the needles come from, so the JSON parse can be skipped.
+
+    Needles are plain ASCII without quotes, slashes or backslashes, so a
+    JSON body can spell them differently only with ``\\u`` escapes: a body
+    that has any is never skipped.
+    """
+    if not needles:
+        return None
+    if len(needles) == 1 and len(needles[0]) == 1:
+        (only,) = needles[0]
+        return lambda body: only in body or b"\\u" in body
+    groups = tuple(tuple(g) for g in needles)
+    return lambda body: (
+        b"\\u" in body or all(any(n in body for n in g) for g in groups)
+    )
 
 
 def dumps_value(value: Any) -> str:

@@ -3,24 +3,31 @@ A library-neutral view of one outcome: a response, or a transport failure.
 
 Adapters build a :class:`Snapshot` from their HTTP client's objects; the
 engine reads nothing else.  Everything costly is lazy: the response headers
-are the client's own case-insensitive mapping, read only when a candidate
-rule names a header, and the body may be given as a loader that the engine
-calls only when a candidate rule looks into the body.
+are looked up only when a candidate rule names a header, and the body may be
+given as a loader that the engine calls only when a candidate rule looks
+into the body.
+
+A snapshot is a value: never change one.  It is not ``attrs.frozen``
+because a frozen instance costs three times as much to make, on the hot path
+of every response.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Final
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Final
 
 import attrs
+
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
 
 
 __all__ = [
     "FAILURES",
     "IDEMPOTENT_METHODS",
     "NO_HEADERS",
-    "CIHeaders",
     "Snapshot",
 ]
 
@@ -39,34 +46,11 @@ IDEMPOTENT_METHODS: Final = frozenset(
 )
 
 
-class CIHeaders(dict[str, str]):
-    """
-    A small case-insensitive header mapping, for tests and adapters whose
-    client has none.  Keys are stored lower-cased.
-    """
-
-    __slots__ = ()
-
-    def __init__(self, items: Mapping[str, str] | None = None) -> None:
-        super().__init__()
-        if items:
-            for k, v in items.items():
-                dict.__setitem__(self, k.lower(), v)
-
-    def __getitem__(self, key: str) -> str:
-        return dict.__getitem__(self, key.lower())
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and dict.__contains__(self, key.lower())
-
-    def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
-        return dict.get(self, key.lower(), default)
+#: An empty header mapping.
+NO_HEADERS: Final[Mapping[str, str]] = MappingProxyType({})
 
 
-NO_HEADERS: Final[Mapping[str, str]] = CIHeaders()
-
-
-@attrs.frozen
+@attrs.define(eq=True)
 class Snapshot:
     """
     One outcome of one attempt.
@@ -79,13 +63,15 @@ class Snapshot:
         failure: One of :data:`FAILURES`, or None for a response.
         method: The request's method, upper case.
         url: The request's full URL.
-        headers: The response headers: any mapping whose ``get`` is
-            case-insensitive (httpx, requests and aiohttp all have one;
-            :class:`CIHeaders` otherwise).
+        headers: The response headers: a mapping whose ``get`` answers
+            for lower-case names (a dict with lower-case keys, or the
+            case-insensitive mappings of httpx, requests and aiohttp).
         request_headers: The request headers, likewise.
         body: The response body, if it has been read already.
         load_body: Reads the body when a rule needs it; used when *body* is
             None.  It may be called at most once per decision.
+        key: *status*, or *failure* when there is no status: what the
+            policy's index is keyed by.
     """
 
     status: int | None
@@ -98,6 +84,11 @@ class Snapshot:
     load_body: Callable[[], bytes | None] | None = attrs.field(
         default=None, eq=False, repr=False
     )
+    key: int | str | None = attrs.field(default=None, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.key is None:
+            self.key = self.failure if self.status is None else self.status
 
     @classmethod
     def response(
@@ -116,14 +107,15 @@ class Snapshot:
         case-insensitive.
         """
         return cls(
-            status=status,
-            failure=None,
-            method=method.upper(),
-            url=url,
-            headers=_ci(headers),
-            request_headers=_ci(request_headers),
-            body=body.encode() if isinstance(body, str) else body,
-            load_body=load_body,
+            status,
+            None,
+            method.upper(),
+            url,
+            _lower(headers),
+            _lower(request_headers),
+            body.encode() if isinstance(body, str) else body,
+            load_body,
+            status,
         )
 
     @classmethod
@@ -148,17 +140,21 @@ class Snapshot:
             )
             raise ValueError(msg)
         return cls(
-            status=None,
-            failure=failure,
-            method=method.upper(),
-            url=url,
-            request_headers=_ci(request_headers),
+            None,
+            failure,
+            method.upper(),
+            url,
+            NO_HEADERS,
+            _lower(request_headers),
+            None,
+            None,
+            failure,
         )
 
 
-def _ci(headers: Mapping[str, str] | None) -> Mapping[str, str]:
+def _lower(headers: Mapping[str, str] | None) -> Mapping[str, str]:
     if not headers:
         return NO_HEADERS
     if type(headers) is dict:
-        return CIHeaders(headers)
+        return {k.lower(): v for k, v in headers.items()}
     return headers

@@ -90,7 +90,9 @@ def advance(
         return attrs.evolve(
             state,
             polls=state.polls + 1,
-            poll_started=now if state.poll_started is None else state.poll_started,
+            poll_started=now
+            if state.poll_started is None
+            else state.poll_started,
             history=history,
         )
     return attrs.evolve(state, history=history)

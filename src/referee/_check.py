@@ -1,0 +1,519 @@
+"""
+Static checks: policies that load but are probably not what their author
+meant.
+
+Rule 1: a check never raises on a policy that loaded; everything it finds is
+a :class:`~referee.Problem` of severity ``warning``.
+Rule 2: warnings point at the file and the rule that wrote the setting, not
+at the policy that inherited it: a rule of ``http-default`` is reported in
+``http-default``, as ``$.rules[N]`` of that file.
+
+What is checked:
+
+- rules that can never match: conditions no outcome satisfies, and rules
+  fully shadowed by an earlier rule of the same file;
+- retries without a bound (``attempts: unlimited`` and no ``deadline``), and
+  polls without one (``poll.deadline: none``);
+- retries of unsafe methods (``unsafe_methods: true``) without a description
+  saying why that is safe;
+- server hints honoured without a ceiling (``server_delay: {max: none}``);
+- ``matches:`` patterns with nested quantifiers, which can backtrack
+  catastrophically;
+- backoffs whose ``max`` is below their ``initial``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Final
+
+import attrs
+
+from ._convert import join_path
+from ._errors import Problem
+from ._load import _resolve as resolve_source
+from ._load import parse_document
+from ._snapshot import IDEMPOTENT_METHODS
+from ._units import format_duration
+
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from ._compile import CompiledRule, Policy
+    from ._schema import ConditionDoc, ValueMatch
+
+
+__all__ = ["check_policy", "nested_quantifier"]
+
+_WARNING: Final = "warning"
+
+
+@attrs.frozen
+class _Doc:
+    """
+    One file of the ``extends`` chain, re-read for its line numbers.
+    """
+
+    source: str
+    data: Any
+    lines: Any
+    first: int
+    count: int
+
+    def line(self, path: str) -> int | None:
+        if self.lines is None:
+            return None
+        found: int | None = self.lines.line(path)
+        return found
+
+
+class _Where:
+    """
+    Which file (and line) wrote a rule or a default.
+
+    The policy keeps its sources but not the documents; they are read again
+    here.  When that fails (a policy loaded from a string, a file edited
+    since), every warning names the policy's first source and the rule's
+    position in the compiled policy, without a line.
+    """
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.docs: list[_Doc] | None = self._read(policy)
+
+    @staticmethod
+    def _read(policy: Policy) -> list[_Doc] | None:
+        docs: list[_Doc] = []
+        first = 0
+        for source in policy.sources:
+            try:
+                found = resolve_source(source, None)
+            except Exception:  # noqa: BLE001 - lines are a nicety
+                return None
+            if found is None:
+                return None
+            _src, text, fmt = found
+            try:
+                data, lines, problems = parse_document(text, source, fmt)
+            except Exception:  # noqa: BLE001
+                return None
+            if problems or not isinstance(data, dict):
+                return None
+            rules = data.get("rules") or []
+            if not isinstance(rules, list):
+                return None
+            docs.append(_Doc(source, data, lines, first, len(rules)))
+            first += len(rules)
+        if first != len(policy.rules):
+            return None
+        return docs
+
+    def doc_of(self, rule: CompiledRule) -> _Doc | None:
+        if self.docs is None:
+            return None
+        for doc in self.docs:
+            if doc.first <= rule.index < doc.first + doc.count:
+                return doc
+        return None
+
+    def group(self, rule: CompiledRule) -> str:
+        """
+        What "the same file" means for shadowing.
+        """
+        doc = self.doc_of(rule)
+        return rule.origin if doc is None else f"{doc.first}:{doc.source}"
+
+    def rule_path(self, rule: CompiledRule, *keys: str | int) -> str:
+        doc = self.doc_of(rule)
+        local = rule.index if doc is None else rule.index - doc.first
+        path = f"$.rules[{local}]"
+        for key in keys:
+            path = join_path(path, key)
+        return path
+
+    def at_rule(
+        self, rule: CompiledRule, message: str, *keys: str | int
+    ) -> Problem:
+        doc = self.doc_of(rule)
+        path = self.rule_path(rule, *keys)
+        if doc is None:
+            return Problem(
+                self.policy.sources[0], None, path, message, _WARNING
+            )
+        return Problem(doc.source, doc.line(path), path, message, _WARNING)
+
+    def at_default(self, message: str, *keys: str) -> Problem:
+        """
+        A warning about ``defaults.<keys>``, in the first file that sets it.
+        """
+        path = "$.defaults"
+        for key in keys:
+            path = join_path(path, key)
+        for doc in self.docs or ():
+            node: Any = doc.data.get("defaults")
+            for key in keys:
+                node = node.get(key) if isinstance(node, dict) else None
+            if node is not None:
+                return Problem(
+                    doc.source, doc.line(path), path, message, _WARNING
+                )
+        return Problem(self.policy.sources[0], None, path, message, _WARNING)
+
+
+def check_policy(policy: Policy) -> list[Problem]:
+    """
+    Warnings about *policy*: settings that are legal but probably wrong.
+
+    Returns:
+        Problems of severity ``warning``, rule by rule in policy order, then
+        the policy-wide ones.
+    """
+    where = _Where(policy)
+    out: list[Problem] = []
+    for i, rule in enumerate(policy.rules):
+        out.extend(_never_matches(where, policy.rules[:i], rule))
+        out.extend(_unbounded(where, policy, rule))
+        out.extend(_unsafe(where, rule))
+        out.extend(_backoff(where, rule))
+        out.extend(_patterns(where, rule))
+    out.extend(_defaults(where, policy))
+    out.extend(_server_delay(where, policy))
+    return out
+
+
+def _never_matches(
+    where: _Where, earlier: tuple[CompiledRule, ...], rule: CompiledRule
+) -> Iterator[Problem]:
+    keys = rule.when.keys
+    if keys is not None and not keys:
+        yield where.at_rule(
+            rule,
+            f"rule {rule.id!r} can never match: no status or transport "
+            f"failure satisfies all of its conditions (a status together "
+            f"with a failure, or status lists that do not overlap)",
+            "when",
+        )
+        return
+    group = where.group(rule)
+    for prev in earlier:
+        if prev.when.test is not None or where.group(prev) != group:
+            continue
+        prev_keys = prev.when.keys
+        if prev_keys is None or (keys is not None and keys <= prev_keys):
+            yield where.at_rule(
+                rule,
+                f"rule {rule.id!r} can never match: {prev.id!r} above "
+                f"already catches every outcome it could; move it up or "
+                f"narrow {prev.id!r}",
+            )
+            return
+
+
+def _unbounded(
+    where: _Where, policy: Policy, rule: CompiledRule
+) -> Iterator[Problem]:
+    if (
+        rule.retry is not None
+        and rule.retry.attempts is None
+        and math.isinf(policy.deadline)
+    ):
+        own = (
+            rule.doc.retry is not None and rule.doc.retry.attempts is not None
+        )
+        yield where.at_rule(
+            rule,
+            f"rule {rule.id!r} retries without a bound: attempts is "
+            f"unlimited and the policy has no deadline, so one call may "
+            f"retry forever; set attempts, or a deadline in defaults",
+            *(("retry", "attempts") if own else ()),
+        )
+    if rule.poll is not None and math.isinf(rule.poll.deadline):
+        own = rule.doc.poll is not None and rule.doc.poll.deadline is not None
+        yield where.at_rule(
+            rule,
+            f"rule {rule.id!r} polls without a bound: its poll deadline is "
+            f"none, so a job that never finishes is polled forever; set "
+            f"poll.deadline",
+            *(("poll", "deadline") if own else ()),
+        )
+
+
+def _only_safe(rule: CompiledRule) -> bool:
+    """
+    Whether the rule can only match outcomes that a retry never re-sends
+    unsafely: idempotent methods, or connect failures.
+    """
+    when = rule.doc.when
+    if (
+        when is not None
+        and when.method is not None
+        and set(when.method) <= IDEMPOTENT_METHODS
+    ):
+        return True
+    keys = rule.when.keys
+    return keys is not None and keys <= {"connect"}
+
+
+def _unsafe(where: _Where, rule: CompiledRule) -> Iterator[Problem]:
+    retry = rule.retry
+    if retry is None or not retry.unsafe_methods:
+        return
+    if (rule.description or "").strip() or _only_safe(rule):
+        return
+    yield where.at_rule(
+        rule,
+        f"rule {rule.id!r} retries POST/PATCH (unsafe_methods: true) "
+        f"without a description saying why that is safe; a retried paid "
+        f"call can spend credits twice",
+        *(("retry", "unsafe_methods") if _sets_unsafe(rule) else ()),
+    )
+
+
+def _sets_unsafe(rule: CompiledRule) -> bool:
+    return rule.doc.retry is not None and bool(rule.doc.retry.unsafe_methods)
+
+
+def _backoff(where: _Where, rule: CompiledRule) -> Iterator[Problem]:
+    # Only rules that set initial or max themselves: the defaults are
+    # checked once, in _defaults.
+    if rule.retry is not None:
+        b = rule.doc.retry.backoff if rule.doc.retry is not None else None
+        own = b is not None and (b.initial is not None or b.max is not None)
+        if own and rule.retry.max < rule.retry.initial:
+            yield where.at_rule(
+                rule,
+                _backoff_msg(
+                    f"rule {rule.id!r}", rule.retry.initial, rule.retry.max
+                ),
+                "retry",
+                "backoff",
+            )
+    if rule.poll is not None:
+        p = rule.doc.poll
+        own = p is not None and (p.initial is not None or p.max is not None)
+        if own and rule.poll.max < rule.poll.initial:
+            yield where.at_rule(
+                rule,
+                _backoff_msg(
+                    f"rule {rule.id!r}'s poll",
+                    rule.poll.initial,
+                    rule.poll.max,
+                ),
+                "poll",
+            )
+
+
+def _backoff_msg(what: str, initial: float, cap: float) -> str:
+    return (
+        f"{what} has a backoff max ({format_duration(cap)}) below its "
+        f"initial delay ({format_duration(initial)}): every delay is "
+        f"{format_duration(cap)}; raise max or lower initial"
+    )
+
+
+def _defaults(where: _Where, policy: Policy) -> Iterator[Problem]:
+    if policy.retry.max < policy.retry.initial:
+        yield where.at_default(
+            _backoff_msg(
+                "defaults.retry", policy.retry.initial, policy.retry.max
+            ),
+            "retry",
+            "backoff",
+        )
+    if policy.poll.max < policy.poll.initial:
+        yield where.at_default(
+            _backoff_msg(
+                "defaults.poll", policy.poll.initial, policy.poll.max
+            ),
+            "poll",
+        )
+
+
+def _server_delay(where: _Where, policy: Policy) -> Iterator[Problem]:
+    if not math.isinf(policy.server_delay_max):
+        return
+    honouring = [
+        r.id
+        for r in policy.rules
+        if (r.retry is not None and r.retry.delay_from)
+        or (r.poll is not None and r.poll.delay_from)
+    ]
+    if not honouring:
+        return
+    names = ", ".join(repr(n) for n in honouring[:3])
+    if len(honouring) > 3:
+        names += f" and {len(honouring) - 3} more"
+    who = (
+        f"rule {names} honours"
+        if len(honouring) == 1
+        else f"rules {names} honour"
+    )
+    yield where.at_default(
+        f"server hints have no ceiling (server_delay: {{max: none}}) and "
+        f"{who} them: a server can make a client sleep for a day; set "
+        f"server_delay.max (120s is the default)",
+        "server_delay",
+        "max",
+    )
+
+
+def _patterns(where: _Where, rule: CompiledRule) -> Iterator[Problem]:
+    if rule.doc.when is None:
+        return
+    for keys, pattern in _walk(rule.doc.when, ("when",)):
+        if nested_quantifier(pattern):
+            yield where.at_rule(
+                rule,
+                f"rule {rule.id!r} matches with the pattern {pattern!r}, "
+                f"whose quantified group contains a quantifier: it can "
+                f"backtrack catastrophically on a hostile body (exponential "
+                f"time, even on inputs capped at a few kB); rewrite it "
+                f"without the nested repetition",
+                *keys,
+            )
+
+
+def _walk(
+    cond: ConditionDoc, keys: tuple[str | int, ...]
+) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """
+    Every ``matches`` pattern in a condition, with the keys leading to it.
+    """
+    matchers: list[tuple[tuple[str | int, ...], ValueMatch]] = []
+    for field in ("headers", "body"):
+        table: dict[str, ValueMatch] | None = getattr(cond, field)
+        for name, vm in (table or {}).items():
+            matchers.append(((*keys, field, name), vm))
+    if cond.attempt is not None:
+        matchers.append(((*keys, "attempt"), cond.attempt))
+    for path, vm in matchers:
+        if vm.matches is not None:
+            yield (*path, "matches"), vm.matches
+    for field in ("any", "all"):
+        subs: list[ConditionDoc] | None = getattr(cond, field)
+        for i, sub in enumerate(subs or ()):
+            yield from _walk(sub, (*keys, field, i))
+    if cond.not_ is not None:
+        yield from _walk(cond.not_, (*keys, "not"))
+
+
+def _quantifier(pattern: str, i: int) -> tuple[bool, bool, int]:
+    """
+    The quantifier at *i*: ``(present, repeats, end)``.
+
+    *repeats* is whether it allows more than one repetition (``*``, ``+``,
+    ``{2,}``, ``{1,5}``; not ``?`` or ``{1}``).  A lazy or possessive
+    suffix is skipped; a possessive one means no backtracking, so it does
+    not count as repeating.
+    """
+    n = len(pattern)
+    if i >= n:
+        return False, False, i
+    ch = pattern[i]
+    if ch in "*+":
+        repeats, end = True, i + 1
+    elif ch == "?":
+        repeats, end = False, i + 1
+    elif ch == "{":
+        close = pattern.find("}", i)
+        if close < 0:
+            return False, False, i
+        body = pattern[i + 1 : close]
+        lo, comma, hi = body.partition(",")
+        if not lo.strip().isdigit() and lo.strip():
+            return False, False, i
+        if comma and hi.strip() and not hi.strip().isdigit():
+            return False, False, i
+        if not comma:
+            if not lo.strip():
+                return False, False, i
+            repeats = int(lo) > 1
+        else:
+            repeats = not hi.strip() or int(hi) > 1
+        end = close + 1
+    else:
+        return False, False, i
+    if end < n and pattern[end] == "?":
+        end += 1
+    elif end < n and pattern[end] == "+":
+        return True, False, end + 1
+    return True, repeats, end
+
+
+def _group_start(pattern: str, i: int) -> tuple[bool, int]:
+    """
+    At an opening parenthesis: ``(opens_a_group, index after the prefix)``.
+
+    ``(?i)`` (inline flags) and ``(?#…)`` (a comment) open no group; a
+    back-reference ``(?P=name)`` is skipped whole.
+    """
+    n = len(pattern)
+    j = i + 1
+    if j >= n or pattern[j] != "?":
+        return True, j
+    j += 1
+    if pattern.startswith("P<", j):
+        close = pattern.find(">", j)
+        return True, (close + 1 if close > 0 else n)
+    if pattern.startswith(("P=", "#"), j):
+        close = pattern.find(")", j)
+        return False, (close + 1 if close > 0 else n)
+    if pattern.startswith(("<=", "<!"), j):
+        return True, j + 2
+    if j < n and pattern[j] in ":=!>":
+        return True, j + 1
+    while j < n and (pattern[j].isalpha() or pattern[j] == "-"):
+        j += 1
+    if j < n and pattern[j] == ")":
+        return False, j + 1
+    return True, j + 1
+
+
+def _skip_class(pattern: str, i: int) -> int:
+    n = len(pattern)
+    j = i + 1
+    if j < n and pattern[j] == "^":
+        j += 1
+    if j < n and pattern[j] == "]":
+        j += 1
+    while j < n and pattern[j] != "]":
+        j += 2 if pattern[j] == "\\" else 1
+    return j + 1
+
+
+def nested_quantifier(pattern: str) -> bool:
+    """
+    Whether *pattern* repeats a group that itself repeats something:
+    ``(a+)+``, ``(.*)*``, ``(\\w+\\s?)*``, ``(?:x{2,})+``, the shape behind
+    most catastrophic backtracking.  A heuristic: it does not look for
+    overlapping alternatives such as ``(a|a)*``.
+    """
+    # One flag per open group: does its content repeat something?
+    stack: list[bool] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        ch = pattern[i]
+        if ch == "\\":
+            atom_end = i + 2
+        elif ch == "[":
+            atom_end = _skip_class(pattern, i)
+        elif ch == "(":
+            opens, i = _group_start(pattern, i)
+            if opens:
+                stack.append(False)
+            continue
+        elif ch == ")":
+            inner = stack.pop() if stack else False
+            _present, repeats, i = _quantifier(pattern, i + 1)
+            if inner and repeats:
+                return True
+            if stack and (inner or repeats):
+                stack[-1] = True
+            continue
+        else:
+            atom_end = i + 1
+        _present, repeats, i = _quantifier(pattern, atom_end)
+        if repeats and stack:
+            stack[-1] = True
+    return False

@@ -1,0 +1,675 @@
+"""
+The ``referee`` command: check policy files, explain decisions.
+
+- ``referee check FILE...``: load each policy, print its errors and the
+  warnings of the static checks; exit 0 when clean, 1 on errors, 2 on
+  warnings under ``--strict``.
+- ``referee explain POLICY --status N ...``: decide one made-up outcome and
+  say which rule fired, what it does, and why.
+
+Output goes to stdout, errors and notes to stderr.  ``main`` returns the exit
+code instead of exiting, so tests can call it in-process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
+
+from ._check import check_policy
+from ._decisions import Abort, Accept, Poll, Retry
+from ._engine import decide
+from ._errors import PolicyError, Problem, RetriesExhausted
+from ._load import load_policy
+from ._snapshot import FAILURES, Snapshot
+from ._state import AttemptState
+from ._units import format_duration
+
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from ._compile import CompiledRule, Policy
+    from ._decisions import Decision
+
+
+__all__ = ["main"]
+
+#: The URL of an explained request when ``--url`` is not given.
+DEFAULT_URL = "https://api.example.com/"
+#: The most later sends ``explain --json`` lists.
+SCHEDULE_LIMIT = 100
+#: The most later sends ``explain`` prints.
+SCHEDULE_SHOWN = 6
+
+
+def _version() -> str:
+    try:
+        return metadata.version("referee")
+    except metadata.PackageNotFoundError:  # pragma: no cover - not installed
+        return "unknown"
+
+
+def _out(text: str = "", *, err: bool = False) -> None:
+    """
+    Print *text*, replacing what the terminal's encoding cannot show
+    (``≤`` on a cp1252 console) rather than crashing.
+    """
+    stream = sys.stderr if err else sys.stdout
+    try:
+        print(text, file=stream)
+    except UnicodeEncodeError:
+        enc = getattr(stream, "encoding", None) or "ascii"
+        print(text.encode(enc, "replace").decode(enc), file=stream)
+
+
+# -- parsing -------------------------------------------------------------
+
+
+def _header(text: str) -> tuple[str, str]:
+    name, colon, value = text.partition(":")
+    if not colon or not name.strip():
+        msg = f"expected 'Name: value', found {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return name.strip(), value.strip()
+
+
+def _status(text: str) -> int:
+    try:
+        status = int(text)
+    except ValueError:
+        status = 0
+    if not 100 <= status <= 599:
+        msg = f"expected an HTTP status from 100 to 599, found {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return status
+
+
+def _at_least(low: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if value < low:
+            msg = f"expected an integer >= {low}, found {text!r}"
+            raise argparse.ArgumentTypeError(msg)
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """
+    The argument parser of the ``referee`` command.
+    """
+    parser = argparse.ArgumentParser(
+        prog="referee",
+        description="Declarative error policies for HTTP API clients.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"referee {_version()}"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    check = sub.add_parser(
+        "check",
+        help="load policy files and warn about suspicious rules",
+        description="Load each policy (a path or a bundled name), print "
+        "its errors, then the warnings of the static checks. Exit 0 when "
+        "clean, 1 when a file has errors, 2 with --strict when there are "
+        "warnings.",
+    )
+    check.add_argument(
+        "files", nargs="+", metavar="FILE", help="a policy file or name"
+    )
+    check.add_argument(
+        "--strict", action="store_true", help="exit 2 on warnings"
+    )
+    check.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON list of problems instead",
+    )
+    check.set_defaults(run=_run_check)
+
+    explain = sub.add_parser(
+        "explain",
+        help="show what a policy decides for one outcome",
+        description="Decide one made-up outcome (a response, or a "
+        "transport failure) and show the rule that fires, the action, "
+        "its delay, error, alert and breaker, and the reason.",
+    )
+    explain.add_argument("policy", metavar="POLICY", help="a file or name")
+    outcome = explain.add_mutually_exclusive_group(required=True)
+    outcome.add_argument(
+        "--status", type=_status, metavar="N", help="the response status"
+    )
+    outcome.add_argument(
+        "--failure",
+        choices=sorted(FAILURES),
+        help="a transport failure instead of a response",
+    )
+    explain.add_argument("--method", default="GET", help="default: GET")
+    explain.add_argument(
+        "--url", default=DEFAULT_URL, help=f"default: {DEFAULT_URL}"
+    )
+    explain.add_argument(
+        "--header",
+        type=_header,
+        action="append",
+        default=[],
+        metavar="'K: V'",
+        help="a response header (repeatable)",
+    )
+    explain.add_argument(
+        "--request-header",
+        type=_header,
+        action="append",
+        default=[],
+        metavar="'K: V'",
+        help="a request header, e.g. Idempotency-Key (repeatable)",
+    )
+    explain.add_argument(
+        "--body", metavar="JSON", help="the response body (sent as is)"
+    )
+    explain.add_argument(
+        "--attempt",
+        type=_at_least(1),
+        default=1,
+        metavar="N",
+        help="the attempt decided; 1 is the first send (default: 1)",
+    )
+    explain.add_argument(
+        "--polls",
+        type=_at_least(0),
+        default=0,
+        metavar="N",
+        help="how many polls the call has made (default: 0)",
+    )
+    explain.add_argument(
+        "--seed", type=int, help="seed the jitter for a reproducible delay"
+    )
+    explain.add_argument(
+        "--json", action="store_true", help="print one JSON object"
+    )
+    explain.set_defaults(run=_run_explain, parser=explain)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """
+    Run the ``referee`` command with *argv* (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit code: 0 on success, 1 when a policy has errors, 2 for
+        usage errors (and ``check --strict`` warnings).
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help(sys.stderr)
+            return 2
+        code: int = args.run(args)
+    except SystemExit as exc:  # argparse: usage errors, --help, --version
+        return exc.code if isinstance(exc.code, int) else 2
+    return code
+
+
+# -- check ---------------------------------------------------------------
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _warning_line(p: Problem) -> str:
+    where = p.file if p.line is None else f"{p.file}:{p.line}"
+    path = f" {p.path}:" if p.path else ""
+    return f"{where}: {p.severity}:{path} {p.message}"
+
+
+def _problem_json(p: Problem) -> dict[str, Any]:
+    return {
+        "file": p.file,
+        "severity": p.severity,
+        "line": p.line,
+        "path": p.path,
+        "message": p.message,
+    }
+
+
+def _run_check(args: argparse.Namespace) -> int:
+    found: list[Problem] = []
+    errors = warnings = 0
+    for name in args.files:
+        try:
+            policy = load_policy(name)
+        except PolicyError as exc:
+            errors += len(exc.problems)
+            found.extend(exc.problems)
+            if not args.json:
+                for p in exc.problems:
+                    _out(str(p))
+                _out(f"{name}: {_plural(len(exc.problems), 'error')}")
+            continue
+        notes = check_policy(policy)
+        warnings += len(notes)
+        found.extend(notes)
+        if not args.json:
+            for p in notes:
+                _out(_warning_line(p))
+            rules = _plural(len(policy.rules), "rule")
+            if notes:
+                _out(f"{name}: {rules}, {_plural(len(notes), 'warning')}")
+            else:
+                _out(f"{name}: ok, {rules}")
+    if args.json:
+        _out(json.dumps([_problem_json(p) for p in found], indent=2))
+    if errors:
+        return 1
+    if warnings and args.strict:
+        return 2
+    return 0
+
+
+# -- explain -------------------------------------------------------------
+
+
+def _snapshot(args: argparse.Namespace) -> Snapshot:
+    request_headers = _headers(args.request_header)
+    if args.failure is not None:
+        return Snapshot.failed(
+            args.failure,
+            method=args.method,
+            url=args.url,
+            request_headers=request_headers,
+        )
+    body = None
+    if args.body is not None:
+        body = args.body.encode()
+        try:
+            json.loads(args.body)
+        except ValueError as exc:
+            _out(
+                f"referee explain: note: --body is not valid JSON ({exc}); "
+                f"it is sent as raw bytes, and body conditions do not "
+                f"match it",
+                err=True,
+            )
+    return Snapshot.response(
+        args.status,
+        method=args.method,
+        url=args.url,
+        headers=_headers(args.header),
+        request_headers=request_headers,
+        body=body,
+    )
+
+
+def _headers(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    # Repeated fields combine into one, comma-separated (RFC 9110 §5.3).
+    out: dict[str, str] = {}
+    index: dict[str, str] = {}
+    for name, value in pairs:
+        key = index.setdefault(name.lower(), name)
+        out[key] = f"{out[key]}, {value}" if key in out else value
+    return out
+
+
+def _run_explain(args: argparse.Namespace) -> int:
+    if args.failure is not None and (args.header or args.body is not None):
+        args.parser.error(
+            "--header and --body describe a response; a transport failure "
+            "(--failure) has neither"
+        )
+    try:
+        policy = load_policy(args.policy)
+    except PolicyError as exc:
+        for p in exc.problems:
+            _out(str(p), err=True)
+        return 1
+    snap = _snapshot(args)
+    now = time.time()
+    state = AttemptState(
+        attempt=args.attempt,
+        polls=args.polls,
+        started=now,
+        poll_started=now if args.polls else None,
+    )
+    decision = decide(
+        policy, snap, state, now=now, rng=random.Random(args.seed)
+    )
+    report = _report(policy, snap, state, decision)
+    if args.json:
+        _out(json.dumps(report, indent=2))
+    else:
+        _print_report(policy, report)
+    return 0
+
+
+_ACTIONS = {Accept: "accept", Retry: "retry", Poll: "poll", Abort: "abort"}
+
+
+def _jitter_range(base: float, jitter: str) -> tuple[float, float]:
+    if jitter == "full":
+        return 0.0, base
+    if jitter == "equal":
+        return base / 2, base
+    return base, base
+
+
+def _at(schedule: tuple[float, ...], n: int) -> float:
+    """
+    The *n*-th (0-based) delay of a schedule; its last repeats forever.
+    """
+    return schedule[n] if n < len(schedule) else schedule[-1]
+
+
+def _later_retries(
+    rule: CompiledRule, decision: Retry
+) -> tuple[list[tuple[int, float]], bool]:
+    """
+    ``(attempt, upper bound of the delay before it)`` for the sends after
+    the one *decision* schedules, and whether the list was cut short.
+    """
+    settings = rule.retry
+    assert settings is not None  # noqa: S101 - retry rules have settings
+    last = settings.attempts
+    out: list[tuple[int, float]] = []
+    attempt = decision.attempt + 1
+    while last is None or attempt <= last:
+        if len(out) == SCHEDULE_LIMIT:
+            return out, True
+        out.append((attempt, _at(settings.schedule, attempt - 2)))
+        attempt += 1
+    return out, False
+
+
+def _later_polls(
+    rule: CompiledRule, decision: Poll
+) -> tuple[list[tuple[int, float]], bool]:
+    """
+    ``(poll, upper bound of the delay before it)`` for the polls after this
+    one that fit in the poll deadline, if every delay took its upper bound.
+    """
+    settings = rule.poll
+    assert settings is not None  # noqa: S101 - poll rules have settings
+    elapsed = decision.delay
+    out: list[tuple[int, float]] = []
+    n = decision.poll + 1
+    while True:
+        bound = _at(settings.schedule, n - 1)
+        if elapsed + bound > settings.deadline:
+            return out, False
+        if len(out) == SCHEDULE_LIMIT:
+            return out, True
+        out.append((n, bound))
+        elapsed += bound
+        n += 1
+
+
+def _delay_range(
+    rule: CompiledRule | None, decision: Decision, state: AttemptState
+) -> tuple[float, float, str] | None:
+    """
+    The range the jitter drew the delay from: ``(low, high, jitter)``.
+    """
+    if rule is None:
+        return None
+    if isinstance(decision, Retry) and decision.delay_source == "backoff":
+        assert rule.retry is not None  # noqa: S101
+        base = _at(rule.retry.schedule, state.attempt - 1)
+        return (*_jitter_range(base, rule.retry.jitter), rule.retry.jitter)
+    if isinstance(decision, Poll) and decision.delay_source == "schedule":
+        assert rule.poll is not None  # noqa: S101
+        base = _at(rule.poll.schedule, state.polls)
+        return (*_jitter_range(base, rule.poll.jitter), rule.poll.jitter)
+    return None
+
+
+def _gives_up_with(rule: CompiledRule | None) -> str | None:
+    if rule is None:
+        return None
+    if rule.action == "retry":
+        return (rule.error or RetriesExhausted).__name__
+    if rule.action == "poll":
+        return rule.error.__name__ if rule.error else "DeadlineExceeded"
+    return None
+
+
+def _seconds(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _report(
+    policy: Policy, snap: Snapshot, state: AttemptState, decision: Decision
+) -> dict[str, Any]:
+    rule = None if decision.rule_id is None else policy.rule(decision.rule_id)
+    delay = decision.delay if isinstance(decision, Retry | Poll) else None
+    source = (
+        decision.delay_source if isinstance(decision, Retry | Poll) else None
+    )
+    spread = _delay_range(rule, decision, state)
+    schedule: list[tuple[int, float]] | None = None
+    truncated = False
+    if isinstance(decision, Retry) and rule is not None:
+        schedule, truncated = _later_retries(rule, decision)
+    elif isinstance(decision, Poll) and rule is not None:
+        schedule, truncated = _later_polls(rule, decision)
+    alert = decision.alert
+    breaker = decision.breaker
+    request = decision.request if isinstance(decision, Poll) else None
+    return {
+        "policy": policy.name,
+        "sources": list(policy.sources),
+        "outcome": {
+            "status": snap.status,
+            "failure": snap.failure,
+            "method": snap.method,
+            "url": snap.url,
+        },
+        "attempt": state.attempt,
+        "polls": state.polls,
+        "rule": decision.rule_id,
+        "origin": rule.origin if rule is not None else None,
+        "description": rule.description if rule is not None else None,
+        "action": _ACTIONS[type(decision)],
+        "delay": delay,
+        "delay_source": source,
+        "jitter": None if spread is None else spread[2],
+        "delay_range": None if spread is None else [spread[0], spread[1]],
+        "next_attempt": decision.attempt
+        if isinstance(decision, Retry)
+        else None,
+        "poll": decision.poll if isinstance(decision, Poll) else None,
+        "attempts": (
+            rule.retry.attempts
+            if rule is not None and rule.retry is not None
+            else None
+        ),
+        "deadline": _seconds(
+            rule.poll.deadline
+            if rule is not None and rule.poll is not None
+            else policy.deadline
+        ),
+        "schedule": None if schedule is None else [b for _n, b in schedule],
+        "schedule_truncated": truncated,
+        "poll_request": (
+            None
+            if request is None
+            else {"method": request.method, "url": request.url}
+        ),
+        "error": decision.error.__name__
+        if isinstance(decision, Abort)
+        else None,
+        "gives_up_with": _gives_up_with(rule),
+        "alert": None
+        if alert is None
+        else {
+            "kind": alert.kind,
+            "severity": alert.severity,
+            "message": alert.message,
+            "key": alert.key,
+            "dedupe": alert.dedupe,
+        },
+        "breaker": None
+        if breaker is None
+        else {"name": breaker.name, "open_for": breaker.open_for},
+        "log": decision.log,
+        "reason": decision.reason,
+    }
+
+
+def _secs(value: float) -> str:
+    return f"{value:.3g}s"
+
+
+def _short(value: float) -> str:
+    if value == 0:
+        return "0"
+    if value < 60:
+        return _secs(value)
+    return format_duration(value)
+
+
+def _print_report(policy: Policy, r: dict[str, Any]) -> None:
+    def row(label: str, text: str) -> None:
+        _out(f"{label:<11} {text}")
+
+    def more(text: str) -> None:
+        _out(f"{'':<11} {text}")
+
+    row("policy", policy.name)
+    if policy.description:
+        more(policy.description)
+    row("sources", " → ".join(policy.sources))
+    o = r["outcome"]
+    what = (
+        o["status"] if o["status"] is not None else f"{o['failure']} failure"
+    )
+    row("outcome", f"{o['method']} {o['url']} → {what}")
+    counts = f"attempt {r['attempt']}"
+    if r["polls"]:
+        counts += f", after {_plural(r['polls'], 'poll')}"
+    more(counts)
+    if r["rule"] is None:
+        row("rule", "none matched")
+    else:
+        origin = r["origin"]
+        row(
+            "rule",
+            r["rule"]
+            if origin == policy.name
+            else f"{r['rule']} (from {origin})",
+        )
+        if r["description"]:
+            more(r["description"])
+    action = r["action"]
+    if action == "accept":
+        passed = (
+            "the failure propagates"
+            if o["failure"] is not None
+            else "the response is returned"
+        )
+        row("action", f"accept: {passed}")
+    elif action == "retry":
+        limit = "" if r["attempts"] is None else f" of {r['attempts']}"
+        row("action", f"retry: send attempt {r['next_attempt']}{limit}")
+    elif action == "poll":
+        row("action", f"poll: poll {r['poll']}")
+    else:
+        row("action", "abort")
+        row("error", r["error"])
+    if r["delay"] is not None:
+        row("delay", _delay_text(r, policy))
+    if r["schedule"] is not None:
+        row("later", _schedule_text(r))
+    if r["poll_request"] is not None:
+        pr = r["poll_request"]
+        row("poll with", f"{pr['method']} {pr['url']}")
+    if r["gives_up_with"] is not None and action != "abort":
+        row("gives up", f"with {r['gives_up_with']}")
+    alert = r["alert"]
+    if alert is None:
+        row("alert", "none")
+    else:
+        dedupe = (
+            ""
+            if alert["dedupe"] is None
+            else f", dedupe {format_duration(alert['dedupe'])}"
+        )
+        row("alert", f"{alert['kind']} ({alert['severity']}{dedupe})")
+        more(alert["message"])
+        more(f"key {alert['key']}")
+    breaker = r["breaker"]
+    if breaker is None:
+        row("breaker", "none")
+    else:
+        row(
+            "breaker",
+            f"opens {breaker['name']!r} for "
+            f"{format_duration(breaker['open_for'])}",
+        )
+    row("reason", r["reason"])
+
+
+def _delay_text(r: dict[str, Any], policy: Policy) -> str:
+    delay = _secs(r["delay"])
+    source = r["delay_source"]
+    if r["delay_range"] is None:
+        text = f"{delay} (from {source})"
+        if source.endswith("(capped)"):
+            text += (
+                f"; server_delay.max is "
+                f"{format_duration(policy.server_delay_max)}"
+            )
+        return text
+    low, high = r["delay_range"]
+    what = "backoff" if source == "backoff" else "poll schedule"
+    if r["jitter"] == "none":
+        return f"{delay} ({what}, no jitter)"
+    return (
+        f"{delay} ({what}, {r['jitter']} jitter over "
+        f"[{_short(low)}, {_short(high)}])"
+    )
+
+
+def _schedule_text(r: dict[str, Any]) -> str:
+    notes: list[str] = []
+    if r["action"] == "retry":
+        first, word = r["next_attempt"] + 1, "attempt"
+    else:
+        first, word = r["poll"] + 1, "poll"
+    schedule = r["schedule"]
+    bounds = ", ".join(
+        f"{word} {first + i} ≤{_short(b)}"
+        for i, b in enumerate(schedule[:SCHEDULE_SHOWN])
+    )
+    if not bounds:
+        bounds = f"no later {word}s"
+    if r["schedule_truncated"]:
+        bounds += " …"
+        notes.append(f"more than {len(schedule)} {word}s")
+    elif len(schedule) > SCHEDULE_SHOWN:
+        bounds += " …"
+        notes.append(f"{len(schedule)} later {word}s")
+    if r["action"] == "retry":
+        attempts = r["attempts"]
+        notes.append(
+            f"attempts: {'unlimited' if attempts is None else attempts}"
+        )
+    if r["deadline"] is not None:
+        notes.append(f"deadline {format_duration(r['deadline'])}")
+    return f"{bounds} ({'; '.join(notes)})" if notes else bounds
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

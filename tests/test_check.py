@@ -1,0 +1,677 @@
+import textwrap
+
+import pytest
+
+import referee
+from referee._check import check_policy, nested_quantifier
+
+
+def load(text):
+    """
+    A policy from dedented YAML.
+    """
+    return referee.load_policy_text(textwrap.dedent(text))
+
+
+def messages(policy):
+    """
+    The warnings' messages.
+    """
+    return [p.message for p in check_policy(policy)]
+
+
+def paths(policy):
+    """
+    The warnings' paths.
+    """
+    return [p.path for p in check_policy(policy)]
+
+
+class TestClean:
+    def test_http_default(self):
+        """
+        The bundled http-default policy draws no warning.
+        """
+        assert [] == check_policy(referee.load_policy("http-default"))
+
+    def test_simple_policy(self):
+        """
+        A plain policy draws no warning.
+        """
+        policy = load(
+            """
+            policy: plain
+            rules:
+              - {id: a, when: {status: 429}, do: retry}
+              - {id: b, when: {status: 5xx}, do: retry}
+              - {id: c, when: {status: 402}, do: abort}
+            """
+        )
+
+        assert [] == check_policy(policy)
+
+    def test_severity_is_warning(self):
+        """
+        Every problem found is a warning.
+        """
+        policy = load(
+            """
+            policy: p
+            rules:
+              - {id: a, when: {status: 500, failure: connect}, do: abort}
+            """
+        )
+
+        assert ["warning"] == [p.severity for p in check_policy(policy)]
+
+
+class TestNeverMatches:
+    def test_status_and_failure(self):
+        """
+        A rule asking for a status and a transport failure at once never
+        matches.
+        """
+        policy = load(
+            """
+            policy: p
+            rules:
+              - {id: a, when: {status: 500, failure: connect}, do: abort}
+            """
+        )
+
+        assert [
+            "rule 'a' can never match: no status or transport failure "
+            "satisfies all of its conditions (a status together with a "
+            "failure, or status lists that do not overlap)"
+        ] == messages(policy)
+        assert ["$.rules[0].when"] == paths(policy)
+
+    def test_disjoint_statuses(self):
+        """
+        A rule whose `all` branches name disjoint statuses never matches.
+        """
+        policy = load(
+            """
+            policy: p
+            rules:
+              - id: a
+                when: {all: [{status: 500}, {status: 502}]}
+                do: abort
+            """
+        )
+
+        assert ["$.rules[0].when"] == paths(policy)
+
+    def test_shadowed_by_wider_status(self):
+        """
+        A rule whose statuses an earlier unconditional rule covers is
+        shadowed.
+        """
+        policy = load(
+            """
+            policy: p
+            rules:
+              - {id: all-5xx, when: {status: 5xx}, do: retry}
+              - {id: late-503, when: {status: 503}, do: abort}
+            """
+        )
+
+        assert [
+            "rule 'late-503' can never match: 'all-5xx' above already "
+            "catches every outcome it could; move it up or narrow 'all-5xx'"
+        ] == messages(policy)
+        assert ["$.rules[1]"] == paths(policy)
+
+    def test_shadowed_by_rule_without_when(self):
+        """
+        A rule without `when` shadows every rule after it.
+        """
+        policy = load(
+            """
+            policy: p
+            rules:
+              - {id: everything, do: accept}
+              - {id: later, when: {method: GET}, do: abort}
+            """
+        )
+
+        assert ["$.rules[1]"] == paths(policy)
+
+    @pytest.mark.parametrize(
+        "earlier",
+        [
+            "{status: 503, method: GET}",
+            "{status: 503, body: {x: 1}}",
+            "{status: 502}",
+            "{status: 5xx, attempt: {gte: 2}}",
+        ],
+        ids=["method", "body", "other-status", "attempt"],
+    )
+    def test_narrower_rule_does_not_shadow(self, earlier):
+        """
+        An earlier rule with further conditions, or other statuses, does
+        not shadow.
+        """
+        policy = load(
+            f"""
+            policy: p
+            rules:
+              - {{id: a, when: {earlier}, do: retry}}
+              - {{id: b, when: {{status: 503}}, do: abort}}
+            """
+        )
+
+        assert [] == check_policy(policy)
+
+    def test_keyed_rule_does_not_shadow_any_status(self):
+        """
+        A rule naming statuses does not shadow a rule that matches any.
+        """
+        policy = load(
+            """
+            policy: p
+            rules:
+              - {id: a, when: {status: 5xx}, do: retry}
+              - {id: b, when: {method: POST}, do: abort}
+            """
+        )
+
+        assert [] == check_policy(policy)
+
+    def test_inherited_rules_may_be_overridden(self):
+        """
+        A child rule covering the extended policy's rules is not reported:
+        overriding is what extending is for.
+        """
+        policy = load(
+            """
+            policy: child
+            extends: http-default
+            rules:
+              - {id: no-5xx-retries, when: {status: 5xx}, do: abort}
+            """
+        )
+
+        assert [] == check_policy(policy)
+
+    def test_reported_once(self):
+        """
+        A rule that never matches is reported once, not also as shadowed.
+        """
+        policy = load(
+            """
+            policy: p
+            rules:
+              - {id: a, do: accept}
+              - {id: b, when: {status: 500, failure: read}, do: abort}
+            """
+        )
+
+        assert ["$.rules[1].when"] == paths(policy)
+
+
+class TestUnbounded:
+    def test_unlimited_attempts_without_deadline(self):
+        """
+        Unlimited attempts without a deadline draw a warning at the
+        attempts key.
+        """
+        policy = load(
+            """
+            policy: p
+            rules:
+              - id: forever
+                when: {status: 503}
+                do: retry
+                retry: {attempts: unlimited}
+            """
+        )
+
+        assert [
+            "rule 'forever' retries without a bound: attempts is "
+            "unlimited and the policy has no deadline, so one call may "
+            "retry forever; set attempts, or a deadline in defaults"
+        ] == messages(policy)
+        assert ["$.rules[0].retry.attempts"] == paths(policy)
+
+    def test_unlimited_from_defaults(self):
+        """
+        Unlimited attempts inherited from the defaults are reported on the
+        rule.
+        """
+        policy = load(
+            """
+            policy: p
+            defaults: {retry: {attempts: unlimited}}
+            rules:
+              - {id: forever, when: {status: 503}, do: retry}
+            """
+        )
+
+        assert ["$.rules[0]"] == paths(policy)
+
+    def test_deadline_bounds_unlimited_attempts(self):
+        """
+        A deadline is a bound: unlimited attempts under it are fine.
+        """
+        policy = load(
+            """
+            policy: p
+            defaults: {deadline: 2m}
+            rules:
+              - id: forever
+                when: {status: 503}
+                do: retry
+                retry: {attempts: unlimited}
+            """
+        )
+
+        assert [] == check_policy(policy)
+
+    def test_poll_without_deadline(self):
+        """
+        A poll whose deadline is none draws a warning.
+        """
+        policy = load(
+            """
+            policy: p
+            rules:
+              - id: job
+                when: {status: 202}
+                do: poll
+                poll: {deadline: none}
+            """
+        )
+
+        assert ["$.rules[0].poll.deadline"] == paths(policy)
+
+
+class TestUnsafe:
+    def test_without_description(self):
+        """
+        unsafe_methods without a description draws a warning.
+        """
+        policy = load(
+            """
+            policy: p
+            rules:
+              - id: r
+                when: {status: 429}
+                do: retry
+                retry: {unsafe_methods: true}
+            """
+        )
+
+        assert [
+            "rule 'r' retries POST/PATCH (unsafe_methods: true) without a "
+            "description saying why that is safe; a retried paid call can "
+            "spend credits twice"
+        ] == messages(policy)
+        assert ["$.rules[0].retry.unsafe_methods"] == paths(policy)
+
+    def test_with_description(self):
+        """
+        A description acknowledges the unsafe retry.
+        """
+        policy = load(
+            """
+            policy: p
+            rules:
+              - id: r
+                description: the API documents that a 429 is not processed
+                when: {status: 429}
+                do: retry
+                retry: {unsafe_methods: true}
+            """
+        )
+
+        assert [] == check_policy(policy)
+
+    def test_from_defaults(self):
+        """
+        unsafe_methods from the defaults is reported on each rule that
+        retries.
+        """
+        policy = load(
+            """
+            policy: p
+            defaults: {retry: {unsafe_methods: true}}
+            rules:
+              - {id: a, when: {status: 429}, do: retry}
+              - {id: b, when: {status: 503}, do: retry}
+            """
+        )
+
+        assert ["$.rules[0]", "$.rules[1]"] == paths(policy)
+
+    @pytest.mark.parametrize(
+        "when",
+        ["{status: 429, method: [GET, PUT]}", "{failure: connect}"],
+        ids=["idempotent-methods", "connect"],
+    )
+    def test_moot(self, when):
+        """
+        A rule that only matches idempotent methods, or connect failures,
+        needs no acknowledgement.
+        """
+        policy = load(
+            f"""
+            policy: p
+            rules:
+              - id: r
+                when: {when}
+                do: retry
+                retry: {{unsafe_methods: true}}
+            """
+        )
+
+        assert [] == check_policy(policy)
+
+
+class TestServerDelay:
+    def test_no_ceiling(self):
+        """
+        server_delay max none, with a rule honouring hints, draws a warning
+        at the setting.
+        """
+        policy = load(
+            """
+            policy: p
+            defaults:
+              server_delay: {max: none}
+            rules:
+              - {id: r, when: {status: 429}, do: retry}
+            """
+        )
+        (problem,) = check_policy(policy)
+
+        assert "$.defaults.server_delay.max" == problem.path
+        assert problem.message.startswith(
+            "server hints have no ceiling (server_delay: {max: none}) and "
+            "rule 'r' honours them"
+        )
+
+    def test_no_hints_honoured(self):
+        """
+        Without a rule honouring hints, no ceiling is needed.
+        """
+        policy = load(
+            """
+            policy: p
+            defaults:
+              server_delay: {max: none}
+            rules:
+              - id: r
+                when: {status: 429}
+                do: retry
+                retry: {delay_from: []}
+            """
+        )
+
+        assert [] == check_policy(policy)
+
+    def test_many_rules_are_summed_up(self):
+        """
+        The message names three rules and counts the rest.
+        """
+        policy = load(
+            """
+            policy: p
+            extends: http-default
+            defaults:
+              server_delay: {max: none}
+            """
+        )
+        (message,) = messages(policy)
+
+        assert (
+            "rules 'connect-failed', 'transport-failed', 'request-timeout' "
+            "and 2 more honour them"
+        ) in message
+
+
+class TestBackoff:
+    def test_rule_max_below_initial(self):
+        """
+        A rule's backoff max below its initial draws a warning.
+        """
+        policy = load(
+            """
+            policy: p
+            rules:
+              - id: r
+                when: {status: 503}
+                do: retry
+                retry: {backoff: {initial: 10s, max: 1s}}
+            """
+        )
+
+        assert [
+            "rule 'r' has a backoff max (1s) below its initial delay (10s): "
+            "every delay is 1s; raise max or lower initial"
+        ] == messages(policy)
+        assert ["$.rules[0].retry.backoff"] == paths(policy)
+
+    def test_defaults_reported_once(self):
+        """
+        A bad default backoff is reported once, at the defaults, however
+        many rules inherit it.
+        """
+        policy = load(
+            """
+            policy: p
+            defaults:
+              retry: {backoff: {initial: 1m}}
+            rules:
+              - {id: a, when: {status: 503}, do: retry}
+              - {id: b, when: {status: 429}, do: retry}
+            """
+        )
+
+        assert ["$.defaults.retry.backoff"] == paths(policy)
+
+    def test_poll(self):
+        """
+        A poll's max below its initial draws a warning.
+        """
+        policy = load(
+            """
+            policy: p
+            rules:
+              - id: job
+                when: {status: 202}
+                do: poll
+                poll: {initial: 5s, max: 2s}
+            """
+        )
+
+        assert ["$.rules[0].poll"] == paths(policy)
+
+
+NESTED = [
+    "(a+)+",
+    "(.*)*",
+    r"(\w+\s?)*",
+    "(?:x{2,})+",
+    "((ab)+)+",
+    "(?P<name>a*)*",
+    "^(a|b+){1,10}$",
+]
+NOT_NESTED = [
+    "(?i)insufficient",
+    "(ab)+",
+    r"\d+",
+    "(a+)?",
+    "[(a+)]+",
+    "(a{1})+",
+    "(a+)++",
+    "(?i:foo)+",
+    r"\(a+\)+",
+    "(?#a+)+",
+]
+
+
+class TestNestedQuantifier:
+    @pytest.mark.parametrize("pattern", NESTED, ids=NESTED)
+    def test_nested(self, pattern):
+        """
+        A repeated group that itself repeats something is found.
+        """
+        assert nested_quantifier(pattern)
+
+    @pytest.mark.parametrize("pattern", NOT_NESTED, ids=NOT_NESTED)
+    def test_not_nested(self, pattern):
+        """
+        Plain, optional, bounded, possessive, escaped and class-bound
+        quantifiers are not flagged.
+        """
+        assert not nested_quantifier(pattern)
+
+    def test_warning_names_pattern_and_path(self):
+        """
+        The warning names the pattern and the path to it, through any and
+        not.
+        """
+        policy = load(
+            """
+            policy: p
+            rules:
+              - id: r
+                when:
+                  any:
+                    - status: 422
+                      not: {headers: {X-Why: {matches: "(a+)+"}}}
+                do: abort
+            """
+        )
+        (problem,) = check_policy(policy)
+
+        assert (
+            "$.rules[0].when.any[0].not.headers['X-Why'].matches"
+            == problem.path
+        )
+        assert problem.message.startswith(
+            "rule 'r' matches with the pattern '(a+)+'"
+        )
+
+    def test_body_path(self):
+        """
+        Body paths with dots are quoted in the warning's path.
+        """
+        policy = load(
+            """
+            policy: p
+            rules:
+              - id: r
+                when: {status: 422, body: {error.detail: {matches: "(.*)*"}}}
+                do: abort
+            """
+        )
+
+        assert ["$.rules[0].when.body['error.detail'].matches"] == paths(
+            policy
+        )
+
+
+class TestLocation:
+    def test_lines_from_yaml(self, tmp_path):
+        """
+        Warnings carry the file and the line of the rule.
+        """
+        path = tmp_path / "p.yaml"
+        path.write_text(
+            "policy: p\n"
+            "rules:\n"
+            "  - {id: a, do: accept}\n"
+            "  - id: b\n"
+            "    when: {status: 500}\n"
+            "    do: abort\n"
+        )
+        (problem,) = check_policy(referee.load_policy(path))
+
+        assert (str(path), 4, "$.rules[1]") == (
+            problem.file,
+            problem.line,
+            problem.path,
+        )
+
+    def test_inherited_rule_reported_in_its_file(self, tmp_path):
+        """
+        A warning about an extended policy's rule names that file and the
+        rule's position in it.
+        """
+        (tmp_path / "base.yaml").write_text(
+            "policy: base\n"
+            "rules:\n"
+            "  - id: impossible\n"
+            "    when: {status: 500, failure: read}\n"
+            "    do: abort\n"
+        )
+        child = tmp_path / "child.yaml"
+        child.write_text(
+            "policy: child\n"
+            "extends: base.yaml\n"
+            "rules:\n"
+            "  - {id: a, when: {status: 429}, do: retry}\n"
+        )
+        (problem,) = check_policy(referee.load_policy(child))
+
+        assert (str(tmp_path / "base.yaml"), 4, "$.rules[0].when") == (
+            problem.file,
+            problem.line,
+            problem.path,
+        )
+
+    def test_defaults_reported_where_set(self, tmp_path):
+        """
+        A warning about a default names the file and line that set it.
+        """
+        path = tmp_path / "p.yaml"
+        path.write_text(
+            "policy: p\n"
+            "extends: http-default\n"
+            "defaults:\n"
+            "  server_delay:\n"
+            "    max: none\n"
+        )
+        (problem,) = check_policy(referee.load_policy(path))
+
+        assert (str(path), 5) == (problem.file, problem.line)
+
+    def test_json_has_no_lines(self, tmp_path):
+        """
+        A JSON policy's warnings have paths but no lines.
+        """
+        path = tmp_path / "p.json"
+        path.write_text(
+            '{"policy": "p", "rules": [{"id": "a", "do": "accept"},'
+            ' {"id": "b", "when": {"status": 500}, "do": "abort"}]}'
+        )
+        (problem,) = check_policy(referee.load_policy(path))
+
+        assert (str(path), None, "$.rules[1]") == (
+            problem.file,
+            problem.line,
+            problem.path,
+        )
+
+    def test_string_policy(self):
+        """
+        A policy loaded from a string is reported as <string>, without a
+        line.
+        """
+        policy = load(
+            """
+            policy: p
+            rules:
+              - {id: a, do: accept}
+              - {id: b, when: {status: 500}, do: abort}
+            """
+        )
+        (problem,) = check_policy(policy)
+
+        assert ("<string>", None, "$.rules[1]") == (
+            problem.file,
+            problem.line,
+            problem.path,
+        )
