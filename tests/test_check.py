@@ -32,7 +32,9 @@ class TestClean:
         """
         The bundled http-default policy draws no warning.
         """
-        assert [] == check_policy(referee.load_policy("http-default"))
+        expected = []
+
+        assert expected == check_policy(referee.load_policy("http-default"))
 
     def test_simple_policy(self):
         """
@@ -48,7 +50,7 @@ class TestClean:
             """
         )
 
-        assert [] == check_policy(policy)
+        assert not check_policy(policy)
 
     def test_severity_is_warning(self):
         """
@@ -61,8 +63,9 @@ class TestClean:
               - {id: a, when: {status: 500, failure: connect}, do: abort}
             """
         )
+        expected = ["warning"]
 
-        assert ["warning"] == [p.severity for p in check_policy(policy)]
+        assert expected == [p.severity for p in check_policy(policy)]
 
 
 class TestNeverMatches:
@@ -78,13 +81,18 @@ class TestNeverMatches:
               - {id: a, when: {status: 500, failure: connect}, do: abort}
             """
         )
+        expected = (
+            [
+                (
+                    "rule 'a' can never match: no status or transport failure "
+                    "satisfies all of its conditions (a status together with a "
+                    "failure, or status lists that do not overlap)"
+                )
+            ],
+            ["$.rules[0].when"],
+        )
 
-        assert [
-            "rule 'a' can never match: no status or transport failure "
-            "satisfies all of its conditions (a status together with a "
-            "failure, or status lists that do not overlap)"
-        ] == messages(policy)
-        assert ["$.rules[0].when"] == paths(policy)
+        assert expected == (messages(policy), paths(policy))
 
     def test_disjoint_statuses(self):
         """
@@ -99,8 +107,9 @@ class TestNeverMatches:
                 do: abort
             """
         )
+        expected = ["$.rules[0].when"]
 
-        assert ["$.rules[0].when"] == paths(policy)
+        assert expected == paths(policy)
 
     def test_shadowed_by_wider_status(self):
         """
@@ -115,12 +124,17 @@ class TestNeverMatches:
               - {id: late-503, when: {status: 503}, do: abort}
             """
         )
+        expected = (
+            [
+                (
+                    "rule 'late-503' can never match: 'all-5xx' above already "
+                    "catches every outcome it could; move it up or narrow 'all-5xx'"
+                )
+            ],
+            ["$.rules[1]"],
+        )
 
-        assert [
-            "rule 'late-503' can never match: 'all-5xx' above already "
-            "catches every outcome it could; move it up or narrow 'all-5xx'"
-        ] == messages(policy)
-        assert ["$.rules[1]"] == paths(policy)
+        assert expected == (messages(policy), paths(policy))
 
     def test_shadowed_by_rule_without_when(self):
         """
@@ -134,8 +148,9 @@ class TestNeverMatches:
               - {id: later, when: {method: GET}, do: abort}
             """
         )
+        expected = ["$.rules[1]"]
 
-        assert ["$.rules[1]"] == paths(policy)
+        assert expected == paths(policy)
 
     @pytest.mark.parametrize(
         "earlier",
@@ -161,7 +176,7 @@ class TestNeverMatches:
             """
         )
 
-        assert [] == check_policy(policy)
+        assert not check_policy(policy)
 
     def test_keyed_rule_does_not_shadow_any_status(self):
         """
@@ -176,7 +191,7 @@ class TestNeverMatches:
             """
         )
 
-        assert [] == check_policy(policy)
+        assert not check_policy(policy)
 
     def test_inherited_rules_may_be_overridden(self):
         """
@@ -192,7 +207,7 @@ class TestNeverMatches:
             """
         )
 
-        assert [] == check_policy(policy)
+        assert not check_policy(policy)
 
     def test_reported_once(self):
         """
@@ -206,8 +221,9 @@ class TestNeverMatches:
               - {id: b, when: {status: 500, failure: read}, do: abort}
             """
         )
+        expected = ["$.rules[1].when"]
 
-        assert ["$.rules[1].when"] == paths(policy)
+        assert expected == paths(policy)
 
 
 class TestUnbounded:
@@ -226,13 +242,18 @@ class TestUnbounded:
                 retry: {attempts: unlimited}
             """
         )
+        expected = (
+            [
+                (
+                    "rule 'forever' retries without a bound: attempts is "
+                    "unlimited and the policy has no deadline, so one call may "
+                    "retry forever; set attempts, or a deadline in defaults"
+                )
+            ],
+            ["$.rules[0].retry.attempts"],
+        )
 
-        assert [
-            "rule 'forever' retries without a bound: attempts is "
-            "unlimited and the policy has no deadline, so one call may "
-            "retry forever; set attempts, or a deadline in defaults"
-        ] == messages(policy)
-        assert ["$.rules[0].retry.attempts"] == paths(policy)
+        assert expected == (messages(policy), paths(policy))
 
     def test_unlimited_from_defaults(self):
         """
@@ -247,8 +268,9 @@ class TestUnbounded:
               - {id: forever, when: {status: 503}, do: retry}
             """
         )
+        expected = ["$.rules[0]"]
 
-        assert ["$.rules[0]"] == paths(policy)
+        assert expected == paths(policy)
 
     def test_deadline_bounds_unlimited_attempts(self):
         """
@@ -266,7 +288,7 @@ class TestUnbounded:
             """
         )
 
-        assert [] == check_policy(policy)
+        assert not check_policy(policy)
 
     def test_poll_without_deadline(self):
         """
@@ -282,8 +304,9 @@ class TestUnbounded:
                 poll: {deadline: none}
             """
         )
+        expected = ["$.rules[0].poll.deadline"]
 
-        assert ["$.rules[0].poll.deadline"] == paths(policy)
+        assert expected == paths(policy)
 
 
 class TestUnsafe:
@@ -301,13 +324,18 @@ class TestUnsafe:
                 retry: {unsafe_methods: true}
             """
         )
+        expected = (
+            [
+                (
+                    "rule 'r' retries POST/PATCH (unsafe_methods: true) without a "
+                    "description saying why that is safe; a retried paid call can "
+                    "spend credits twice"
+                )
+            ],
+            ["$.rules[0].retry.unsafe_methods"],
+        )
 
-        assert [
-            "rule 'r' retries POST/PATCH (unsafe_methods: true) without a "
-            "description saying why that is safe; a retried paid call can "
-            "spend credits twice"
-        ] == messages(policy)
-        assert ["$.rules[0].retry.unsafe_methods"] == paths(policy)
+        assert expected == (messages(policy), paths(policy))
 
     def test_with_description(self):
         """
@@ -325,7 +353,7 @@ class TestUnsafe:
             """
         )
 
-        assert [] == check_policy(policy)
+        assert not check_policy(policy)
 
     def test_from_defaults(self):
         """
@@ -341,8 +369,9 @@ class TestUnsafe:
               - {id: b, when: {status: 503}, do: retry}
             """
         )
+        expected = ["$.rules[0]", "$.rules[1]"]
 
-        assert ["$.rules[0]", "$.rules[1]"] == paths(policy)
+        assert expected == paths(policy)
 
     @pytest.mark.parametrize(
         "when",
@@ -365,7 +394,7 @@ class TestUnsafe:
             """
         )
 
-        assert [] == check_policy(policy)
+        assert not check_policy(policy)
 
 
 class TestServerDelay:
@@ -384,8 +413,9 @@ class TestServerDelay:
             """
         )
         (problem,) = check_policy(policy)
+        expected = "$.defaults.server_delay.max"
 
-        assert "$.defaults.server_delay.max" == problem.path
+        assert expected == problem.path
         assert problem.message.startswith(
             "server hints have no ceiling (server_delay: {max: none}) and "
             "rule 'r' honours them"
@@ -408,7 +438,7 @@ class TestServerDelay:
             """
         )
 
-        assert [] == check_policy(policy)
+        assert not check_policy(policy)
 
     def test_many_rules_are_summed_up(self):
         """
@@ -445,12 +475,17 @@ class TestBackoff:
                 retry: {backoff: {initial: 10s, max: 1s}}
             """
         )
+        expected = (
+            [
+                (
+                    "rule 'r' has a backoff max (1s) below its initial delay (10s): "
+                    "every delay is 1s; raise max or lower initial"
+                )
+            ],
+            ["$.rules[0].retry.backoff"],
+        )
 
-        assert [
-            "rule 'r' has a backoff max (1s) below its initial delay (10s): "
-            "every delay is 1s; raise max or lower initial"
-        ] == messages(policy)
-        assert ["$.rules[0].retry.backoff"] == paths(policy)
+        assert expected == (messages(policy), paths(policy))
 
     def test_defaults_reported_once(self):
         """
@@ -467,8 +502,9 @@ class TestBackoff:
               - {id: b, when: {status: 429}, do: retry}
             """
         )
+        expected = ["$.defaults.retry.backoff"]
 
-        assert ["$.defaults.retry.backoff"] == paths(policy)
+        assert expected == paths(policy)
 
     def test_poll(self):
         """
@@ -484,8 +520,9 @@ class TestBackoff:
                 poll: {initial: 5s, max: 2s}
             """
         )
+        expected = ["$.rules[0].poll"]
 
-        assert ["$.rules[0].poll"] == paths(policy)
+        assert expected == paths(policy)
 
 
 NESTED = [
@@ -545,14 +582,12 @@ class TestNestedQuantifier:
             """
         )
         (problem,) = check_policy(policy)
+        expected = (
+            "$.rules[0].when.any[0].not.headers['X-Why'].matches",
+            "rule 'r' matches with the pattern '(a+)+'",
+        )
 
-        assert (
-            "$.rules[0].when.any[0].not.headers['X-Why'].matches"
-            == problem.path
-        )
-        assert problem.message.startswith(
-            "rule 'r' matches with the pattern '(a+)+'"
-        )
+        assert expected == (problem.path, problem.message[: len(expected[1])])
 
     def test_body_path(self):
         """
@@ -567,10 +602,9 @@ class TestNestedQuantifier:
                 do: abort
             """
         )
+        expected = ["$.rules[0].when.body['error.detail'].matches"]
 
-        assert ["$.rules[0].when.body['error.detail'].matches"] == paths(
-            policy
-        )
+        assert expected == paths(policy)
 
 
 class TestLocation:
@@ -669,8 +703,9 @@ class TestLocation:
             """
         )
         (problem,) = check_policy(policy)
+        expected = ("<string>", None, "$.rules[1]")
 
-        assert ("<string>", None, "$.rules[1]") == (
+        assert expected == (
             problem.file,
             problem.line,
             problem.path,

@@ -163,8 +163,9 @@ SERVER_ERROR_ABORT = Outcome("abort", "server-error", ServerError)
 SEARCH_ONGOING = Outcome("poll", "search-ongoing")
 BULK_ONGOING = Outcome("poll", "bulk-ongoing")
 BULK_FAILED = Outcome("abort", "bulk-failed", JobFailed)
-SEARCH_FINISHED = Outcome("accept", "search-finished")
-BULK_COMPLETED = Outcome("accept", "bulk-completed")
+# E5/E6 answers pass through: no rule names them (see enrow.yaml).
+SEARCH_FINISHED = ACCEPT
+BULK_COMPLETED = ACCEPT
 UNKNOWN_BULK_ID = Outcome("abort", "unknown-bulk-id", NotFound)
 UNKNOWN_SINGLE_ID = Outcome("retry", "unknown-single-id")
 

@@ -7,6 +7,7 @@ accept, retry, poll or abort — and referee enforces it.
 
 from __future__ import annotations
 
+from contextlib import suppress
 from typing import Any
 
 from ._compile import CompiledRule, Policy
@@ -82,6 +83,16 @@ __all__ = [
     "load_policy_text",
     "register_error",
 ]
+
+
+# Public names say where users import them from (as httpx does): tracebacks
+# read referee.PolicyError, not referee._errors.PolicyError.
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type) or callable(_obj):
+        with suppress(AttributeError, TypeError):
+            _obj.__module__ = "referee"
+del _name, _obj
 
 
 def __getattr__(name: str) -> Any:

@@ -270,16 +270,21 @@ class Policy:
     retry: RetrySettings
     poll: PollSettings
     doc: s.PolicyDoc = attrs.field(repr=False)
-    index: dict[int | str, tuple[CompiledRule, ...]] = attrs.field(repr=False)
-    fallback: tuple[CompiledRule, ...] = attrs.field(repr=False)
+    index: Index = attrs.field(repr=False)
+    fallback: Candidates = attrs.field(repr=False)
 
-    def candidates(self, key: int | str) -> tuple[CompiledRule, ...]:
+    def candidates(
+        self, key: int | str, method: str | None = None
+    ) -> Candidates:
         """
         The rules that can match an outcome with this status (or failure
-        word), in order.  Empty: the outcome is accepted as it is, and an
-        adapter need not build a snapshot at all.
+        word) and method, in order.  Empty: the outcome is accepted as it
+        is, and an adapter need not build a snapshot at all.
         """
-        return self.index.get(key, self.fallback)
+        found = self.index.get(key, self.fallback)
+        if type(found) is dict:
+            return found.get(method) or found[None]
+        return found  # type: ignore[return-value]
 
     def rule(self, rule_id: str) -> CompiledRule:
         """
@@ -451,14 +456,23 @@ def compile_policy(
     )
 
 
+#: A key with more candidates than this is split by method.
+SPLIT_BY_METHOD: Final = 4
+
+Candidates = tuple[CompiledRule, ...]
+Index = dict[int | str, "Candidates | dict[str | None, Candidates]"]
+
+
 def build_index(
     rules: Sequence[CompiledRule],
-) -> tuple[
-    dict[int | str, tuple[CompiledRule, ...]], tuple[CompiledRule, ...]
-]:
+) -> tuple[Index, Candidates]:
     """
     For every status (or failure word) some rule names, the rules that can
     match it, in order; and the rules that name none, for every other key.
+
+    A key with many candidates gets a second level by method: a dict from
+    each method some candidate names to its candidates, with the rules that
+    name no method under None for every other method.
     """
     named: set[int | str] = set()
     for r in rules:
@@ -475,4 +489,28 @@ def build_index(
         else:
             for k in keys:
                 lists[k].append(r)
-    return {k: tuple(v) for k, v in lists.items()}, tuple(fallback)
+    index: Index = {}
+    for k, lst in lists.items():
+        index[k] = (
+            _by_method(lst) if len(lst) > SPLIT_BY_METHOD else tuple(lst)
+        )
+    return index, tuple(fallback)
+
+
+def _by_method(
+    rules: Sequence[CompiledRule],
+) -> Candidates | dict[str | None, Candidates]:
+    methods: set[str] = set()
+    for r in rules:
+        if r.when.methods is not None:
+            methods |= r.when.methods
+    if not methods:
+        return tuple(rules)
+    split: dict[str | None, Candidates] = {
+        m: tuple(
+            r for r in rules if r.when.methods is None or m in r.when.methods
+        )
+        for m in methods
+    }
+    split[None] = tuple(r for r in rules if r.when.methods is None)
+    return split

@@ -33,7 +33,7 @@ from ._units import format_duration
 
 
 if TYPE_CHECKING:
-    from ._compile import CompiledRule, Policy
+    from ._compile import Candidates, CompiledRule, Policy
     from ._decisions import Decision
     from ._snapshot import Snapshot
     from ._state import AttemptState
@@ -70,10 +70,17 @@ def decide(
         :class:`Abort`.  No rule matching is :data:`NO_MATCH`: an accept
         with no rule (for a transport failure: let it propagate).
     """
-    cands = policy.index.get(snap.key, policy.fallback)  # type: ignore[arg-type]
-    if not cands:
+    found = policy.index.get(snap.key, policy.fallback)  # type: ignore[arg-type]
+    if not found:
         return NO_MATCH
+    cands: Candidates = (
+        # A key with many rules is split by method.
+        (found.get(snap.method) or found[None])
+        if type(found) is dict
+        else found  # type: ignore[assignment]
+    )
     ctx = None
+    escaped = None
     for rule in cands:
         prefilter = rule.prefilter
         if prefilter is not None:
@@ -85,7 +92,13 @@ def decide(
                 if body is None:
                     continue
             if not prefilter(body):
-                continue
+                # The needles are plain ASCII without quotes, slashes or
+                # backslashes: JSON can spell them otherwise only with \u
+                # escapes, so a body with any is never skipped.
+                if escaped is None:
+                    escaped = b"\\u" in body
+                if not escaped:
+                    continue
         test = rule.when.test
         if test is not None:
             if ctx is None:
@@ -146,9 +159,7 @@ _UNSAFE: Final = (
     "unsafe_methods: true on the rule if the API documents that this "
     "outcome is not processed"
 )
-_EXHAUSTED: Final = (
-    "{0} {1}: rule {2!r} gave up after {3} attempt(s) (attempts: {4})"
-)
+_EXHAUSTED: Final = "{0} {1}: rule {2!r} gave up after {3} {5} (attempts: {4})"
 _TOO_LONG: Final = (
     "{0} {1}: {2} asks for a wait of {3}, above server_delay.max {4} "
     "(on_exceed: fail)"
@@ -237,7 +248,14 @@ def _retry(
     if attempts is not None and state.attempt >= attempts:
         return _give_up(
             rule,
-            (_EXHAUSTED, *_what(snap), rule.id, state.attempt, attempts),
+            (
+                _EXHAUSTED,
+                *_what(snap),
+                rule.id,
+                state.attempt,
+                attempts,
+                "attempt" if state.attempt == 1 else "attempts",
+            ),
             rule.error or RetriesExhausted,
             alert,
         )

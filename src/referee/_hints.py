@@ -56,6 +56,8 @@ FORMATS: Final[frozenset[str]] = frozenset(
 # No header value we understand comes near this (an IMF-fixdate has 29
 # characters); anything longer is rejected before any parsing is done.
 _MAX_LENGTH: Final = 64
+#: The IETF RateLimit field may list several policies.
+_MAX_FIELD: Final = 512
 
 # In `auto`, a plain number above this is a Unix time, not a delay: 10**9
 # seconds is 31 years of waiting, and the Unix time of September 2001.
@@ -109,7 +111,8 @@ def parse_hint(value: str, fmt: str, now: float) -> float | None:
     Returns:
         The delay, negative for a time in the past and not capped; or None
         if the value is unusable: empty, malformed, negative, not ASCII,
-        longer than 64 characters, or ``fmt`` is unknown. Never NaN or
+        longer than 64 characters (512 for ``ratelimit``), or ``fmt`` is
+        unknown. Never NaN or
         infinite.
     """
     # The common case, "Retry-After: 120", skips the dispatch below (a third
@@ -122,7 +125,7 @@ def parse_hint(value: str, fmt: str, now: float) -> float | None:
         and len(value) <= _MAX_LENGTH
     ):
         return float(value)
-    if len(value) > _MAX_LENGTH:
+    if len(value) > (_MAX_FIELD if fmt == "ratelimit" else _MAX_LENGTH):
         return None
     if not value.isascii():
         # str.isdigit() is true of "²" and "١٢", so anything but ASCII is

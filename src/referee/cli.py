@@ -144,7 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="show what a policy decides for one outcome",
         description="Decide one made-up outcome (a response, or a "
         "transport failure) and show the rule that fires, the action, "
-        "its delay, error, alert and breaker, and the reason.",
+        "its delay, error, alert and breaker, and the reason. The call "
+        "is taken to start now: deadlines are whole, and epoch or date "
+        "hints are read against the real clock.",
     )
     explain.add_argument("policy", metavar="POLICY", help="a file or name")
     outcome = explain.add_mutually_exclusive_group(required=True)
