@@ -222,8 +222,7 @@ class TestFormats:
 
     def test_decisions_differ_across_snapshots(self):
         """
-        The snapshots exercise every action, so equal decisions mean
-        something.
+        The snapshots draw all four decisions, so equality means something.
         """
         kinds = {
             kind
@@ -296,8 +295,7 @@ rules:
 class TestExtends:
     def test_bundled_parent(self):
         """
-        A child of http-default tries its own rules first, then the
-        parent's, and inherits the parent's deadline.
+        A child of http-default puts its rules before the parent's.
         """
         parent = referee.load_policy("http-default")
         child = referee.load_policy_text(
@@ -338,14 +336,14 @@ class TestExtends:
 
     def test_relative_path(self, tmp_path, monkeypatch):
         """
-        A relative extends is resolved against the extending file, wherever
-        the current directory is.
+        A relative extends is resolved against the extending file.
         """
         _write(tmp_path / "base" / "parent.yaml", PARENT)
         child_path = _write(
             tmp_path / "apis" / "child.yaml",
             CHILD.format(parent="../base/parent.yaml"),
         )
+        # Wherever the current directory is.
         monkeypatch.chdir(tmp_path / "base")
         policy = referee.load_policy(child_path)
         ids = ["child-unavailable", "rule-2", "parent-unavailable", "rule-2"]
@@ -359,15 +357,14 @@ class TestExtends:
 
     def test_defaults_merge_key_by_key(self, tmp_path):
         """
-        The child's retry.attempts wins; the parent's backoff, deadline and
-        server_delay.max are inherited; server_delay.on_exceed is the
-        child's.
+        Defaults merge key by key: the child's keys win, the rest inherit.
         """
         _write(tmp_path / "parent.yaml", PARENT)
         child = referee.load_policy(
             _write(tmp_path / "child.yaml", CHILD.format(parent="parent.yaml"))
         )
         retry = child.retry
+        # attempts and on_exceed are the child's; the rest is the parent's.
         expected = (6, 3.0, 1.5, 20.0, "equal", 60.0, 45.0, "fail")
 
         assert expected == (
@@ -658,8 +655,7 @@ class TestUnits:
 
     def test_body_limit_applies(self):
         """
-        A body larger than body_limit is not parsed, so body conditions do
-        not match it.
+        Body conditions do not match a body larger than body_limit.
         """
         policy = referee.load_policy_text(
             "policy: limit\n"

@@ -7,13 +7,13 @@ always load.
 import json
 import math
 import random
+import subprocess
+import sys
 
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-import referee
 from tests.strategies import (
     FEATURES,
     documents,
@@ -25,6 +25,8 @@ from tests.strategies import (
     states,
     valid_policies,
 )
+
+import referee
 
 
 FAST = settings(
@@ -73,7 +75,8 @@ def _all_decisions(snap, state, now, seed):
 
 def _ceiling(policy, decision):
     """
-    The largest delay *decision* may carry.
+    The largest delay *decision* may carry: the rule's backoff (or poll)
+    max for a scheduled delay, server_delay.max for a server hint.
     """
     rule = policy.rule(decision.rule_id)
     settings = rule.retry if isinstance(decision, referee.Retry) else rule.poll
@@ -87,9 +90,7 @@ class TestDecideIsTotal:
     @given(outcomes())
     def test_never_raises(self, outcome):
         """
-        Every policy decides every outcome with one of the four decisions;
-        its reason renders, its rule is the policy's, an abort's error is
-        an Aborted.
+        Every policy decides every outcome, without raising.
         """
         for _name, policy, d in _all_decisions(*outcome):
             assert isinstance(d, DECISIONS)
@@ -107,10 +108,7 @@ class TestDelays:
     @given(outcomes())
     def test_delays_in_bounds(self, outcome):
         """
-        Every delay lies in [0, ceiling]: the rule's backoff or poll max for
-        a scheduled delay, server_delay.max for a server hint.  A retry
-        moves to the next attempt, within the rule's attempts; a poll to
-        the next poll.
+        Every delay lies in [0, ceiling] and every count moves by one.
         """
         _snap, state, _now, _seed = outcome
         for name, policy, d in _all_decisions(*outcome):
@@ -131,15 +129,14 @@ class TestDelays:
     @given(outcomes())
     def test_deadlines_hold(self, outcome):
         """
-        A retry of a call that is not polling never sleeps past
-        started + deadline; a poll never sleeps past the poll deadline,
-        counted from the first poll (this one, if the call has not polled).
+        No retry overruns the call's deadline, no poll the poll deadline.
         """
         _snap, state, now, _seed = outcome
         for name, policy, d in _all_decisions(*outcome):
             if isinstance(d, referee.Retry) and state.poll_started is None:
                 limit = state.started + policy.deadline
             elif isinstance(d, referee.Poll):
+                # Counted from the first poll: this one, if there was none.
                 first = (
                     now if state.poll_started is None else state.poll_started
                 )
@@ -157,6 +154,54 @@ def _slack(limit):
     return 1e-9 * max(1.0, abs(limit)) if math.isfinite(limit) else 0.0
 
 
+POLL_TEMPLATES = """\
+policy: poll-templates
+rules:
+  - id: same-url
+    when: {status: 202}
+    do: poll
+    poll: {request: {url: "/jobs/1"}}
+  - id: follow
+    when: {status: 203}
+    do: poll
+    poll: {request: {url: "{header.Location}"}}
+"""
+
+
+class TestDecideCrashes:
+    @pytest.mark.xfail(
+        reason=(
+            "core bug: _engine._poll_request calls urljoin unguarded, which "
+            "raises ValueError('Invalid IPv6 URL') for an unbalanced '[' in "
+            "the request URL or in the built poll URL (e.g. from a Location "
+            "header a server sent)"
+        ),
+        raises=ValueError,
+        strict=True,
+    )
+    @pytest.mark.parametrize(
+        ("status", "url", "location"),
+        [
+            (202, "http://[::1", None),
+            (203, "https://api.example.com/x", "http://[::1"),
+        ],
+        ids=["request-url", "location-header"],
+    )
+    def test_bad_urls_do_not_raise(self, status, url, location):
+        """
+        A poll whose URL cannot be parsed aborts instead of raising.
+        """
+        policy = referee.load_policy_text(POLL_TEMPLATES)
+        snap = referee.Snapshot.response(
+            status,
+            url=url,
+            headers={"Location": location} if location else None,
+        )
+        d = referee.decide(policy, snap, referee.AttemptState(), now=0.0)
+
+        assert isinstance(d, referee.Abort)
+
+
 def _load(fmt, text):
     """
     Load *text*: a Policy, or the PolicyError it raised.  Anything else
@@ -165,10 +210,20 @@ def _load(fmt, text):
     try:
         return referee.load_policy_text(text, fmt=fmt)
     except referee.PolicyError as exc:
-        assert exc.problems
-        assert all(isinstance(p, referee.Problem) for p in exc.problems)
-        assert str(exc)
         return exc
+
+
+def _is_a_result(result):
+    """
+    A Policy, or a PolicyError that lists its problems.
+    """
+    if isinstance(result, referee.PolicyError):
+        return (
+            bool(result.problems)
+            and all(isinstance(p, referee.Problem) for p in result.problems)
+            and bool(str(result))
+        )
+    return isinstance(result, referee.Policy)
 
 
 FORMATS = ["yaml", "toml", "json"]
@@ -182,9 +237,7 @@ class TestLoaderIsTotal:
         Any document, as JSON or YAML, loads or raises PolicyError.
         """
         for fmt, text in policy_texts(doc):
-            assert isinstance(
-                _load(fmt, text), referee.Policy | referee.PolicyError
-            )
+            assert _is_a_result(_load(fmt, text))
 
     @LOADS
     @given(documents.map(lambda d: {"policy": "p", "rules": [d]}))
@@ -193,21 +246,16 @@ class TestLoaderIsTotal:
         A policy with any one rule loads or raises PolicyError.
         """
         for fmt, text in policy_texts(doc):
-            assert isinstance(
-                _load(fmt, text), referee.Policy | referee.PolicyError
-            )
+            assert _is_a_result(_load(fmt, text))
 
     @LOADS
     @given(mutated_policies())
     def test_mutated_policy(self, doc):
         """
-        A valid policy with keys deleted, replaced or inserted loads or
-        raises PolicyError.
+        A mutated valid policy loads or raises PolicyError.
         """
         for fmt, text in policy_texts(doc):
-            assert isinstance(
-                _load(fmt, text), referee.Policy | referee.PolicyError
-            )
+            assert _is_a_result(_load(fmt, text))
 
     @LOADS
     @given(raw_texts, st.sampled_from(FORMATS))
@@ -215,9 +263,7 @@ class TestLoaderIsTotal:
         """
         Any text in any format loads or raises PolicyError.
         """
-        assert isinstance(
-            _load(fmt, text), referee.Policy | referee.PolicyError
-        )
+        assert _is_a_result(_load(fmt, text))
 
     @LOADS
     @given(mutated_policies())
@@ -256,6 +302,7 @@ class TestLoaderCrashes:
             "past Python's 4300-digit limit in every format, and of the "
             "YAML and TOML parsers on deep nesting"
         ),
+        raises=(ValueError, KeyError, RecursionError, yaml.YAMLError),
         strict=True,
     )
     @pytest.mark.parametrize(
@@ -269,6 +316,35 @@ class TestLoaderCrashes:
         """
         with pytest.raises(referee.PolicyError):
             referee.load_policy_text(text, fmt=fmt)
+
+    @pytest.mark.xfail(
+        reason=(
+            "core bug: _load parses with yaml.CSafeLoader, whose composer "
+            "recurses in C: 30000 nested flow lists (60 kB, far under "
+            "MAX_FILE) kill the interpreter with SIGSEGV"
+        ),
+        strict=True,
+    )
+    def test_deep_yaml_does_not_crash_the_interpreter(self):
+        """
+        Deeply nested YAML is a PolicyError, not a crash.
+        """
+        # In a child process: a crash would take pytest down with it.
+        code = (
+            "import referee\n"
+            "try:\n"
+            "    referee.load_policy_text('[' * 30000 + ']' * 30000)\n"
+            "except referee.PolicyError:\n"
+            "    pass\n"
+        )
+        proc = subprocess.run(  # noqa: S603 - our own interpreter
+            [sys.executable, "-c", code],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+
+        assert 0 == proc.returncode, proc.stderr
 
 
 class TestValidPolicies:

@@ -25,14 +25,10 @@ What is checked:
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Final
-
-import attrs
+from typing import TYPE_CHECKING, Final
 
 from ._convert import join_path
 from ._errors import Problem
-from ._load import _resolve as resolve_source
-from ._load import parse_document
 from ._snapshot import IDEMPOTENT_METHODS
 from ._units import format_duration
 
@@ -49,99 +45,30 @@ __all__ = ["check_policy", "nested_quantifier"]
 _WARNING: Final = "warning"
 
 
-@attrs.frozen
-class _Doc:
-    """
-    One file of the ``extends`` chain, re-read for its line numbers.
-    """
-
-    source: str
-    data: Any
-    lines: Any
-    first: int
-    count: int
-
-    def line(self, path: str) -> int | None:
-        if self.lines is None:
-            return None
-        found: int | None = self.lines.line(path)
-        return found
-
-
 class _Where:
     """
-    Which file (and line) wrote a rule or a default.
-
-    The policy keeps its sources but not the documents; they are read again
-    here.  When that fails (a policy loaded from a string, a file edited
-    since), every warning names the policy's first source and the rule's
-    position in the compiled policy, without a line.
+    Which file (and line) wrote a rule or a default: every compiled rule
+    knows its source and its path there, and the policy keeps each YAML
+    source's line map.
     """
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
-        self.docs: list[_Doc] | None = self._read(policy)
-
-    @staticmethod
-    def _read(policy: Policy) -> list[_Doc] | None:
-        docs: list[_Doc] = []
-        first = 0
-        for source in policy.sources:
-            try:
-                found = resolve_source(source, None)
-            except Exception:  # noqa: BLE001 - lines are a nicety
-                return None
-            if found is None:
-                return None
-            _src, text, fmt = found
-            try:
-                data, lines, problems = parse_document(text, source, fmt)
-            except Exception:  # noqa: BLE001
-                return None
-            if problems or not isinstance(data, dict):
-                return None
-            rules = data.get("rules") or []
-            if not isinstance(rules, list):
-                return None
-            docs.append(_Doc(source, data, lines, first, len(rules)))
-            first += len(rules)
-        if first != len(policy.rules):
-            return None
-        return docs
-
-    def doc_of(self, rule: CompiledRule) -> _Doc | None:
-        if self.docs is None:
-            return None
-        for doc in self.docs:
-            if doc.first <= rule.index < doc.first + doc.count:
-                return doc
-        return None
 
     def group(self, rule: CompiledRule) -> str:
         """
         What "the same file" means for shadowing.
         """
-        doc = self.doc_of(rule)
-        return rule.origin if doc is None else f"{doc.first}:{doc.source}"
-
-    def rule_path(self, rule: CompiledRule, *keys: str | int) -> str:
-        doc = self.doc_of(rule)
-        local = rule.index if doc is None else rule.index - doc.first
-        path = f"$.rules[{local}]"
-        for key in keys:
-            path = join_path(path, key)
-        return path
+        return rule.source
 
     def at_rule(
         self, rule: CompiledRule, message: str, *keys: str | int
     ) -> Problem:
-        doc = self.doc_of(rule)
-        path = self.rule_path(rule, *keys)
-        if doc is None:
-            return Problem(
-                self.policy.sources[0], None, path, message, _WARNING
-            )
-        return Problem(doc.source, doc.line(path), path, message, _WARNING)
+        path = rule.path
+        for key in keys:
+            path = join_path(path, key)
+        line = self.policy.line_of(rule.source, path)
+        return Problem(rule.source, line, path, message, _WARNING)
 
     def at_default(self, message: str, *keys: str) -> Problem:
         """
@@ -150,14 +77,11 @@ class _Where:
         path = "$.defaults"
         for key in keys:
             path = join_path(path, key)
-        for doc in self.docs or ():
-            node: Any = doc.data.get("defaults")
-            for key in keys:
-                node = node.get(key) if isinstance(node, dict) else None
-            if node is not None:
-                return Problem(
-                    doc.source, doc.line(path), path, message, _WARNING
-                )
+        for source in self.policy.sources:
+            if path in self.policy.lines.get(source, {}):
+                line = self.policy.line_of(source, path)
+                return Problem(source, line, path, message, _WARNING)
+        # JSON and TOML sources have no line maps: name the first source.
         return Problem(self.policy.sources[0], None, path, message, _WARNING)
 
 

@@ -34,7 +34,7 @@ from ._matchers import CompiledCondition, compile_condition, make_prefilter
 
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from ._matchers import Predicate
 
@@ -203,6 +203,8 @@ class CompiledRule:
         index: Its position in the policy, counting from 0, the extended
             policies' rules included.
         origin: The policy (name) that wrote it.
+        source: The file (or bundled name) that wrote it.
+        path: Where in that file: ``$.rules[3]``.
         action: ``accept``, ``retry``, ``poll`` or ``abort``.
         when: The compiled condition.
         prefilter: A test of the raw body that is False when the body
@@ -219,6 +221,8 @@ class CompiledRule:
     id: str
     index: int
     origin: str
+    source: str
+    path: str
     action: str
     when: CompiledCondition = attrs.field(eq=False, repr=False)
     prefilter: Callable[[bytes], bool] | None = attrs.field(
@@ -257,6 +261,7 @@ class Policy:
         retry: The default retry settings.
         poll: The default poll settings.
         doc: The merged document.
+        lines: For each source, path → line (YAML sources only).
     """
 
     name: str
@@ -272,6 +277,26 @@ class Policy:
     doc: s.PolicyDoc = attrs.field(repr=False)
     index: Index = attrs.field(repr=False)
     fallback: Candidates = attrs.field(repr=False)
+    lines: Mapping[str, Mapping[str, int]] = attrs.field(
+        factory=dict, repr=False
+    )
+
+    def line_of(self, source: str, path: str) -> int | None:
+        """
+        The line of *path* in *source* (YAML only), or of its nearest
+        enclosing node; None where the format gives no lines.
+        """
+        table = self.lines.get(source)
+        if not table:
+            return None
+        while True:
+            found = table.get(path)
+            if found is not None:
+                return found
+            cut = max(path.rfind("."), path.rfind("["))
+            if cut <= 0:
+                return table.get("$")
+            path = path[:cut]
 
     def candidates(
         self, key: int | str, method: str | None = None
@@ -381,9 +406,15 @@ def compile_policy(
     head = chain[0][1]
 
     rules: list[CompiledRule] = []
-    for _src, doc in chain:
+    # A rule with the id of an inherited rule replaces it: the child's
+    # version is the one that runs, and ids stay unique in the policy.
+    taken: set[str] = set()
+    for src, doc in chain:
+        ids = [rd.id or f"rule-{i + 1}" for i, rd in enumerate(doc.rules)]
         for i, rd in enumerate(doc.rules):
-            rid = rd.id or f"rule-{i + 1}"
+            rid = ids[i]
+            if rid in taken:
+                continue
             retry = (
                 _retry_settings(merge(rd.retry, resolved.retry))  # type: ignore[arg-type]
                 if rd.do == "retry"
@@ -415,6 +446,8 @@ def compile_policy(
                     id=rid,
                     index=len(rules),
                     origin=doc.policy,
+                    source=src,
+                    path=f"$.rules[{i}]",
                     action=rd.do,
                     when=when,
                     prefilter=make_prefilter(when.needles),
@@ -428,6 +461,7 @@ def compile_policy(
                     doc=rd,
                 )
             )
+        taken.update(ids)
 
     index, fallback = build_index(rules)
     assert resolved.deadline is not None  # noqa: S101

@@ -468,7 +468,13 @@ def _poll_request(
             f"rule {rule.id!r} cannot build its poll request: the response "
             f"has no {', '.join(missing)}"
         )
-    url = urljoin(snap.url, url)
+    try:
+        url = urljoin(snap.url, url)
+    except ValueError:
+        return (
+            f"rule {rule.id!r} cannot build its poll request: {url!r} is "
+            f"not a URL"
+        )
     if not _same_origin(snap.url, url):
         return (
             f"rule {rule.id!r} refuses to poll {_origin_of(url)}: it is not "

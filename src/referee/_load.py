@@ -18,6 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+import attrs
 import yaml
 
 from ._compile import Policy, compile_policy
@@ -94,18 +95,41 @@ class _Lines:
             path = path[:cut]
 
 
+_MAP_TAG: Final = "tag:yaml.org,2002:map"
+_SEQ_TAG: Final = "tag:yaml.org,2002:seq"
+#: Deeper than this, libyaml's recursion could overflow the C stack (a
+#: crash no handler can catch); the pure-Python loader is used instead,
+#: whose RecursionError is reported as a problem.
+_DEEP: Final = 200
+_BRACKETS: Final = re.compile(r"[^\[\]{}]+")
+_INDENT: Final = re.compile(r"^( *)", re.MULTILINE)
+
+
+def _deep(text: str) -> bool:
+    depth = deepest = 0
+    for ch in _BRACKETS.sub("", text):
+        depth = depth + 1 if ch in "[{" else max(depth - 1, 0)
+        deepest = max(deepest, depth)
+        if deepest > _DEEP:
+            return True
+    widest = max((len(m) for m in _INDENT.findall(text)), default=0)
+    return widest > _DEEP
+
+
 def _yaml_to_python(
     text: str, source: str
 ) -> tuple[Any, _Lines, list[Problem]]:
     lines = _Lines()
     problems: list[Problem] = []
-    loader = _YamlLoader(text)
+    loader = (yaml.SafeLoader if _deep(text) else _YamlLoader)(text)
     try:
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
         what = exc.problem or str(exc)
+        if "another document" in what:
+            what += " (a policy file holds one document: remove the '---')"
         problems.append(
             Problem(source, line, "", f"this is not valid YAML: {what}")
         )
@@ -115,14 +139,35 @@ def _yaml_to_python(
             Problem(source, None, "", f"this is not valid YAML: {exc}")
         )
         return None, lines, problems
+    except RecursionError:
+        problems.append(
+            Problem(source, None, "", "the document is nested too deeply")
+        )
+        return None, lines, problems
     finally:
         loader.dispose()
     if node is None:
-        return None, lines, problems
+        return _EMPTY, lines, problems
     # Aliases share nodes, and expanding them can blow a small document up
     # ("billion laughs"): allow each distinct node a few visits at most.
-    budget = [_distinct_nodes(node) * 4 + 10_000]
-    limit = budget[0]
+    written = _distinct_nodes(node)
+    limit = written * 4 + 10_000
+    budget = [limit]
+
+    def problem(n: yaml.Node, path: str, message: str) -> None:
+        problems.append(Problem(source, n.start_mark.line + 1, path, message))
+
+    def construct(n: yaml.Node, path: str, what: str) -> Any:
+        try:
+            return loader.construct_object(n, deep=True)
+        except Exception as exc:  # noqa: BLE001 - PyYAML raises many kinds
+            reason = (
+                _yaml_reason(exc)
+                if isinstance(exc, yaml.YAMLError)
+                else f"{type(exc).__name__}: {exc}"
+            )
+            problem(n, path, f"this {what} cannot be read: {reason}")
+            return _BAD
 
     def walk(n: yaml.Node, path: str) -> Any:
         budget[0] -= 1
@@ -130,69 +175,71 @@ def _yaml_to_python(
             raise _TooBig
         lines.lines.setdefault(path, n.start_mark.line + 1)
         if isinstance(n, yaml.MappingNode):
+            if n.tag != _MAP_TAG:
+                problem(n, path, f"unsupported YAML tag {n.tag!r}")
+                return None
             out: dict[Any, Any] = {}
-            loader.flatten_mapping(n)
+            try:
+                loader.flatten_mapping(n)
+            except Exception as exc:  # noqa: BLE001 - a bad merge key
+                problem(n, path, f"this mapping cannot be read: {exc}")
+                return None
             for knode, vnode in n.value:
-                try:
-                    key = loader.construct_object(knode, deep=True)
-                except yaml.YAMLError as exc:
-                    problems.append(
-                        Problem(
-                            source,
-                            knode.start_mark.line + 1,
-                            path,
-                            f"this key cannot be read: {exc}",
-                        )
-                    )
-                    continue
-                if not isinstance(key, str):
-                    hint = (
-                        " (YAML reads yes/no/on/off/true/false as booleans "
-                        "and bare numbers as numbers: quote the key)"
-                        if isinstance(key, bool | int | float)
-                        else ""
-                    )
-                    problems.append(
-                        Problem(
-                            source,
-                            knode.start_mark.line + 1,
-                            path,
-                            f"found the key {describe(key)}; keys must be "
-                            f"strings{hint}",
-                        )
-                    )
+                key = _key_of(knode, path)
+                if key is _BAD:
                     continue
                 sub = join_path(path, key)
                 if key in out:
-                    problems.append(
-                        Problem(
-                            source,
-                            knode.start_mark.line + 1,
-                            sub,
-                            f"duplicate key {key!r}; it is already given on "
-                            f"line {lines.lines.get(sub, '?')}",
-                        )
+                    problem(
+                        knode,
+                        sub,
+                        f"duplicate key {key!r}; it is already given on "
+                        f"line {lines.lines.get(sub, '?')}",
                     )
                     continue
                 lines.lines[sub] = knode.start_mark.line + 1
                 out[key] = walk(vnode, sub)
             return out
         if isinstance(n, yaml.SequenceNode):
+            if n.tag != _SEQ_TAG:
+                problem(n, path, f"unsupported YAML tag {n.tag!r}")
+                return None
             return [walk(v, join_path(path, i)) for i, v in enumerate(n.value)]
         if n.tag == _STR_TAG:
             return n.value
-        try:
-            return loader.construct_object(n, deep=True)
-        except yaml.YAMLError as exc:
-            problems.append(
-                Problem(
-                    source,
-                    n.start_mark.line + 1,
-                    path,
-                    f"this value cannot be read: {_yaml_reason(exc)}",
-                )
+        value = construct(n, path, "value")
+        return None if value is _BAD else value
+
+    def _key_of(knode: yaml.Node, path: str) -> Any:
+        if not isinstance(knode, yaml.ScalarNode):
+            kind = (
+                "a mapping"
+                if isinstance(knode, yaml.MappingNode)
+                else "a list"
             )
-            return None
+            problem(
+                knode, path, f"found {kind} as a key; keys must be strings"
+            )
+            return _BAD
+        key = (
+            knode.value
+            if knode.tag == _STR_TAG
+            else construct(knode, path, "key")
+        )
+        if key is _BAD or isinstance(key, str):
+            return key
+        hint = (
+            " (YAML reads yes/no/on/off/true/false as booleans and bare "
+            "numbers as numbers: quote the key)"
+            if isinstance(key, bool | int | float)
+            else ""
+        )
+        problem(
+            knode,
+            path,
+            f"found the key {describe(key)}; keys must be strings{hint}",
+        )
+        return _BAD
 
     try:
         data = walk(node, "$")
@@ -202,8 +249,8 @@ def _yaml_to_python(
                 source,
                 None,
                 "",
-                f"the document's aliases expand it to more than {limit} "
-                f"nodes; refusing to load it",
+                f"the document's aliases (*references to &anchors) expand "
+                f"its {written} nodes past {limit}; refusing to load it",
             )
         )
         return None, lines, problems
@@ -213,6 +260,10 @@ def _yaml_to_python(
         )
         return None, lines, problems
     return data, lines, problems
+
+
+_BAD: Final = object()
+_EMPTY: Final = object()
 
 
 def _distinct_nodes(root: yaml.Node) -> int:
@@ -262,8 +313,20 @@ def parse_document(
                 lines,
                 [Problem(source, line, "", f"this is not valid TOML: {exc}")],
             )
+        except (ValueError, RecursionError) as exc:
+            return None, lines, [_unreadable(source, "TOML", exc)]
+    duplicates: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in items:
+            if k in out:
+                duplicates.append(k)
+            out[k] = v
+        return out
+
     try:
-        return json.loads(text), lines, []
+        data = json.loads(text, object_pairs_hook=pairs)
     except json.JSONDecodeError as exc:
         return (
             None,
@@ -277,12 +340,55 @@ def parse_document(
                 )
             ],
         )
-    except RecursionError:
+    except (ValueError, RecursionError) as exc:
+        return None, lines, [_unreadable(source, "JSON", exc)]
+    if duplicates:
         return (
             None,
             lines,
-            [Problem(source, None, "", "the document is nested too deeply")],
+            [
+                Problem(source, None, "", f"duplicate key {k!r}")
+                for k in dict.fromkeys(duplicates)
+            ],
         )
+    return data, lines, []
+
+
+def _unreadable(source: str, fmt: str, exc: BaseException) -> Problem:
+    if isinstance(exc, RecursionError):
+        return Problem(source, None, "", "the document is nested too deeply")
+    return Problem(source, None, "", f"this is not valid {fmt}: {exc}")
+
+
+def _order(data: Any) -> dict[str, int]:
+    """
+    Path → position in the document, from the order of the parsed keys
+    (dicts keep it): document order where the format gives no lines.
+    """
+    order: dict[str, int] = {}
+    stack: list[tuple[str, Any]] = [("$", data)]
+    while stack and len(order) < 100_000:
+        path, value = stack.pop()
+        order[path] = len(order)
+        if isinstance(value, dict):
+            items = [(join_path(path, str(k)), v) for k, v in value.items()]
+        elif isinstance(value, list):
+            items = [(join_path(path, i), v) for i, v in enumerate(value)]
+        else:
+            continue
+        stack.extend(reversed(items))
+    return order
+
+
+def _position(order: dict[str, int], path: str) -> int:
+    while True:
+        found = order.get(path)
+        if found is not None:
+            return found
+        cut = max(path.rfind("."), path.rfind("["))
+        if cut <= 0:
+            return 0
+        path = path[:cut]
 
 
 def _format_of(source: str) -> str:
@@ -293,22 +399,33 @@ def _format_of(source: str) -> str:
     return "yaml"
 
 
+_KEYS_HINT: Final = (
+    "a policy is a mapping with the keys policy, description, extends, "
+    "defaults, rules"
+)
+
+
 def _read_one(
     text: str, source: str, fmt: str
-) -> tuple[s.PolicyDoc | None, list[Problem]]:
+) -> tuple[s.PolicyDoc | None, _Lines, list[Problem]]:
     data, lines, problems = parse_document(text, source, fmt)
     if problems:
-        return None, problems
+        return None, lines, problems
+    if data is _EMPTY or (fmt != "yaml" and not data):
+        return None, lines, [Problem(source, None, "", f"empty; {_KEYS_HINT}")]
     if not isinstance(data, dict):
-        return None, [
-            Problem(
-                source,
-                lines.line("$"),
-                "$",
-                f"found {describe(data)}; a policy is a mapping with the "
-                f"keys policy, description, extends, defaults, rules",
-            )
-        ]
+        return (
+            None,
+            lines,
+            [
+                Problem(
+                    source,
+                    lines.line("$"),
+                    "$",
+                    f"found {describe(data)}; {_KEYS_HINT}",
+                )
+            ],
+        )
     try:
         doc = structure(data)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a Problem
@@ -318,11 +435,16 @@ def _read_one(
         found_problems = [
             Problem(source, lines.line(path), path, msg) for path, msg in found
         ]
-        # Document order: cattrs reports by field, not by line.
-        found_problems.sort(key=lambda p: p.line or 0)
-        return None, found_problems
+        # Document order: cattrs reports by field, not by line; where the
+        # format gives no lines, the order of the parsed keys is the
+        # document's.
+        order = _order(data)
+        found_problems.sort(
+            key=lambda p: (p.line or 0, _position(order, p.path))
+        )
+        return None, lines, found_problems
     problems = _validate(doc, source, lines)
-    return (None if problems else doc), problems
+    return (None if problems else doc), lines, problems
 
 
 _TEMPLATE_FIELDS: Final = re.compile(r"\{([^{}]*)\}")
@@ -436,84 +558,86 @@ def _validate(doc: s.PolicyDoc, source: str, lines: _Lines) -> list[Problem]:
     return problems
 
 
-def _resolve(name: str, base: Path | None) -> tuple[str, str, str] | None:
+def _read_path(path: Path) -> tuple[str, str, str] | str:
+    try:
+        if path.stat().st_size > MAX_FILE:
+            return f"it is larger than {MAX_FILE} bytes"
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    except UnicodeDecodeError:
+        return "it is not UTF-8 text"
+    return str(path), text, _format_of(path.name)
+
+
+def _resolve(name: str, base: Path | None) -> tuple[str, str, str] | str:
     """
-    ``(source, text, format)`` for a policy name or path, or None.
+    ``(source, text, format)`` for a policy name or path, or why not.
     """
     if _is_path(name):
         path = Path(name)
         if base is not None and not path.is_absolute():
             path = base / path
-        try:
-            if path.stat().st_size > MAX_FILE:
-                raise _FileTooBig(str(path))
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            return None
-        return str(path), text, _format_of(path.name)
-    text_b = _read_bundled(name)
-    if text_b is None:
-        return None
-    return name, text_b, "yaml"
-
-
-class _FileTooBig(Exception):
-    pass
-
-
-def _not_found(name: str, referrer: str | None) -> Problem:
-    if _is_path(name):
-        msg = f"cannot read the policy file {name!r}"
-    else:
+        return _read_path(path)
+    text = _read_bundled(name)
+    if text is None:
         names = bundled_names()
-        msg = (
-            f"no bundled policy named {name!r}; bundled: {', '.join(names)}"
-            f"{suggest(name, names)} (a path needs a suffix: "
-            f"{', '.join(SUFFIXES)})"
+        return (
+            f"there is no bundled policy named {name!r}; bundled: "
+            f"{', '.join(names)}{suggest(name, names)} (a path needs a "
+            f"suffix: {', '.join(SUFFIXES)})"
         )
-    if referrer is None:
-        return Problem(name, None, "", msg)
-    return Problem(referrer, None, "$.extends", msg)
+    return name, text, "yaml"
+
+
+def _cannot(name: str, reason: str) -> str:
+    if reason.startswith("there is no bundled"):
+        return reason
+    return f"cannot read the policy file {name!r}: {reason}"
 
 
 def _chain(
-    first: tuple[str, str, str],
+    first: tuple[str, str, str], lines_of: dict[str, dict[str, int]]
 ) -> list[tuple[str, s.PolicyDoc]]:
     chain: list[tuple[str, s.PolicyDoc]] = []
     seen: list[str] = []
-    current: tuple[str, str, str] | None = first
-    while current is not None:
+    current = first
+    while True:
         source, text, fmt = current
+        doc, lines, problems = _read_one(text, source, fmt)
+        if problems or doc is None:
+            raise PolicyError(problems)
         key = str(Path(source).resolve()) if _is_path(source) else source
-        if key in seen:
-            cycle = " -> ".join([*(c for c, _d in chain), source])
+        seen.append(key)
+        chain.append((source, doc))
+        lines_of[source] = lines.lines
+        if doc.extends is None:
+            return chain
+        line = lines.line("$.extends")
+        base = Path(source).parent if _is_path(source) else None
+        found = _resolve(doc.extends, base)
+        if isinstance(found, str):
             raise PolicyError(
                 [
                     Problem(
-                        chain[-1][0],
-                        None,
+                        source, line, "$.extends", _cannot(doc.extends, found)
+                    )
+                ]
+            )
+        nxt = found[0]
+        if (str(Path(nxt).resolve()) if _is_path(nxt) else nxt) in seen:
+            cycle = " -> ".join([*(c for c, _d in chain), nxt])
+            raise PolicyError(
+                [
+                    Problem(
+                        source,
+                        line,
                         "$.extends",
                         f"extends forms a cycle: {cycle}",
                     )
                 ]
             )
-        seen.append(key)
-        doc, problems = _read_one(text, source, fmt)
-        if problems or doc is None:
-            raise PolicyError(problems)
-        chain.append((source, doc))
-        if doc.extends is None:
-            break
-        base = Path(source).parent if _is_path(source) else None
-        try:
-            current = _resolve(doc.extends, base)
-        except _FileTooBig as exc:
-            raise PolicyError(
-                [Problem(source, None, "$.extends", f"{exc} is too large")]
-            ) from None
-        if current is None:
-            raise PolicyError([_not_found(doc.extends, source)])
-    return chain
+        current = found
 
 
 def load_policy(name_or_path: str | Path) -> Policy:
@@ -526,22 +650,21 @@ def load_policy(name_or_path: str | Path) -> Policy:
             extends) is wrong; every problem is listed.
     """
     name = str(name_or_path)
-    if isinstance(name_or_path, Path) and not name.endswith(SUFFIXES):
-        name = str(name_or_path)
-    try:
-        first = (
-            _resolve(name, None)
-            if not isinstance(name_or_path, Path)
-            else _resolve_path(name_or_path)
-        )
-    except _FileTooBig:
-        raise PolicyError(
-            [Problem(name, None, "", f"larger than {MAX_FILE} bytes")]
-        ) from None
-    if first is None:
-        raise PolicyError([_not_found(name, None)])
+    found = (
+        _read_path(name_or_path)
+        if isinstance(name_or_path, Path)
+        else _resolve(name, None)
+    )
+    if isinstance(found, str):
+        raise PolicyError([Problem(name, None, "", _cannot(name, found))])
+    return _compile(found)
+
+
+def _compile(first: tuple[str, str, str]) -> Policy:
+    lines: dict[str, dict[str, int]] = {}
     with _no_gc():
-        return compile_policy(_chain(first))
+        policy = compile_policy(_chain(first, lines))
+    return attrs.evolve(policy, lines=lines)
 
 
 @contextmanager
@@ -557,16 +680,6 @@ def _no_gc() -> Iterator[None]:
             gc.enable()
 
 
-def _resolve_path(path: Path) -> tuple[str, str, str] | None:
-    try:
-        if path.stat().st_size > MAX_FILE:
-            raise _FileTooBig(str(path))
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return None
-    return str(path), text, _format_of(path.name)
-
-
 def load_policy_text(
     text: str, *, fmt: str = "yaml", source: str = "<string>"
 ) -> Policy:
@@ -580,5 +693,4 @@ def load_policy_text(
     if fmt not in {"yaml", "toml", "json"}:
         msg = f"fmt must be 'yaml', 'toml' or 'json', not {fmt!r}"
         raise ValueError(msg)
-    with _no_gc():
-        return compile_policy(_chain((source, text, fmt)))
+    return _compile((source, text, fmt))
