@@ -312,6 +312,56 @@ rules:
 
         assert "ongoing" == d.rule_id
 
+    @pytest.mark.parametrize(
+        "body",
+        [
+            '{"qualification":"ongoing"}',
+            '{"qualification" :\n  "ongoing"}',
+            '{"a": {"qualification": "ongoing"}, "qualification": "ongoing"}',
+        ],
+        ids=["compact", "spaced", "nested-too"],
+    )
+    def test_json_spacing_still_matches(self, body):
+        """
+        The key-and-value prefilter allows any JSON spacing.
+        """
+        assert (
+            "ongoing"
+            == run(self.POLL, Snapshot.response(202, body=body)).rule_id
+        )
+
+    def test_value_under_another_key_is_not_parsed(self, monkeypatch):
+        """
+        A body with the value under another key is skipped without a parse.
+        """
+        import referee._matchers as m
+
+        parses = []
+        real = m.orjson.loads
+        monkeypatch.setattr(
+            m,
+            "orjson",
+            type(
+                "J",
+                (),
+                {
+                    "loads": staticmethod(
+                        lambda b: parses.append(b) or real(b)
+                    ),
+                    "JSONDecodeError": m.orjson.JSONDecodeError,
+                },
+            ),
+        )
+        body = '{"qualification": "valid", "note": "ongoing"}'
+
+        assert run(self.POLL, Snapshot.response(200, body=body)) is NO_MATCH
+        assert [] == parses
+        run(
+            self.POLL,
+            Snapshot.response(200, body='{"qualification": "ongoing"}'),
+        )
+        assert 1 == len(parses)
+
     def test_value_elsewhere_does_not_match(self):
         """
         The value under another key passes the prefilter but not the match.

@@ -23,7 +23,7 @@ import re
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote, urljoin, urlsplit
 
-from ._compile import default_error
+from ._compile import Gated, default_error
 from ._decisions import Abort, Accept, AlertNotice, Poll, PollRequest, Retry
 from ._errors import Aborted, DeadlineExceeded, RetriesExhausted
 from ._hints import parse_hint
@@ -70,20 +70,28 @@ def decide(
         :class:`Abort`.  No rule matching is :data:`NO_MATCH`: an accept
         with no rule (for a transport failure: let it propagate).
     """
-    found = policy.index.get(snap.key, policy.fallback)  # type: ignore[arg-type]
+    found: Any = policy.index.get(snap.key, policy.fallback)  # type: ignore[arg-type]
     if not found:
         return NO_MATCH
-    cands: Candidates = (
-        # A key with many rules is split by method.
-        (found.get(snap.method) or found[None])
-        if type(found) is dict
-        else found  # type: ignore[assignment]
-    )
+    if type(found) is not tuple:
+        if type(found) is dict:  # a key with many rules, split by method
+            found = found.get(snap.method) or found[None]
+            if not found:
+                return NO_MATCH
+        if type(found) is Gated:  # every candidate needs bytes in the body
+            body = snap.body
+            if body is not None and found.skip(body):
+                return NO_MATCH
+            if body is None and snap.load_body is None:
+                return NO_MATCH
+            found = found.rules
+    cands: Candidates = found
     ctx = None
     escaped = None
     for rule in cands:
+        needle = rule.needle
         prefilter = rule.prefilter
-        if prefilter is not None:
+        if needle is not None or prefilter is not None:
             body = snap.body
             if body is None:
                 if ctx is None:
@@ -91,12 +99,14 @@ def decide(
                 body = ctx.body()
                 if body is None:
                     continue
-            if not prefilter(body):
+            if (needle is not None and body.find(needle) < 0) or (
+                prefilter is not None and not prefilter(body)
+            ):
                 # The needles are plain ASCII without quotes, slashes or
-                # backslashes: JSON can spell them otherwise only with \u
-                # escapes, so a body with any is never skipped.
+                # backslashes: JSON can spell them otherwise only with
+                # escapes, so a body with a backslash is never skipped.
                 if escaped is None:
-                    escaped = b"\\u" in body
+                    escaped = body.find(b"\\") >= 0
                 if not escaped:
                     continue
         test = rule.when.test

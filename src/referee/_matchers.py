@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
+import attrs
 import orjson
 
 
@@ -35,6 +36,7 @@ __all__ = [
     "REGEX_INPUT_LIMIT",
     "CompiledCondition",
     "Context",
+    "Needles",
     "compile_condition",
     "lookup",
     "make_prefilter",
@@ -317,6 +319,40 @@ def _glob(patterns: Sequence[str], *, case: bool) -> Callable[[str], bool]:
 _SAFE_NEEDLE = re.compile(r"[ -!#-.0-\[\]-~]*")
 
 
+@attrs.frozen
+class Needles:
+    """
+    What the raw bytes of a JSON body must contain for one body condition
+    to hold: one of *values* (JSON tokens such as ``"ongoing"``), and, when
+    *pair* is set, a match of that pattern: the last key of the path
+    followed by one of the values (``"qualification": "ongoing"``, with
+    any spacing).
+    The pair is what keeps a value that appears under another key from
+    costing a parse.
+    """
+
+    values: frozenset[bytes]
+    pair: re.Pattern[bytes] | None
+
+
+def _body_needles(dotted: str, vm: ValueMatch) -> Needles | None:
+    values = _needles(vm)
+    if values is None:
+        return None
+    last = dotted.rsplit(".", 1)[-1]
+    if vm.one_of is None or last.isdigit() or not _SAFE_NEEDLE.fullmatch(last):
+        return Needles(values, None)
+    alternatives = b"|".join(re.escape(v) for v in sorted(values))
+    pattern = (
+        rb'"'
+        + re.escape(last.encode())
+        + rb'"\s*:\s*(?:'
+        + alternatives
+        + b")"
+    )
+    return Needles(values, re.compile(pattern))
+
+
 def _needles(vm: ValueMatch) -> frozenset[bytes] | None:
     """
     Byte strings of which a JSON body must contain one for *vm* to hold, or
@@ -366,7 +402,7 @@ class CompiledCondition:
         self,
         test: Predicate | None,
         keys: Keys,
-        needles: tuple[frozenset[bytes], ...] | None,
+        needles: tuple[Needles, ...] | None,
         methods: frozenset[str] | None = None,
     ) -> None:
         self.test = test
@@ -407,7 +443,7 @@ def compile_condition(cond: ConditionDoc | None) -> CompiledCondition:
 
 def _compile(
     cond: ConditionDoc, *, top: bool
-) -> tuple[Predicate | None, Keys, tuple[frozenset[bytes], ...] | None]:
+) -> tuple[Predicate | None, Keys, tuple[Needles, ...] | None]:
     cheap: list[Predicate] = []
     costly: list[Predicate] = []
     keys: Keys = None
@@ -440,11 +476,11 @@ def _compile(
     if cond.headers is not None:
         for name, vm in cond.headers.items():
             costly.append(_header_test(name, vm))
-    needles: list[frozenset[bytes]] = []
+    needles: list[Needles] = []
     if cond.body is not None:
         for dotted, vm in cond.body.items():
             costly.append(_body_test(dotted, vm))
-            group = _needles(vm)
+            group = _body_needles(dotted, vm)
             if group is not None:
                 needles.append(group)
     for sub in cond.all or ():
@@ -544,21 +580,37 @@ def _body_test(dotted: str, vm: ValueMatch) -> Predicate:
 
 
 def make_prefilter(
-    needles: tuple[frozenset[bytes], ...] | None,
-) -> Callable[[bytes], bool] | None:
+    needles: tuple[Needles, ...] | None,
+) -> tuple[bytes | None, Callable[[bytes], bool] | None]:
     """
-    A cheap test of the raw body: False when it cannot satisfy the body
+    Cheap tests of the raw body, False when it cannot satisfy the body
     conditions the needles come from (unless it spells them with ``\\u``
     escapes, which the engine checks once per decision), so that the JSON
-    parse can be skipped.
+    parse can be skipped: a single byte string the engine looks for
+    inline, and a function for the rest.
     """
     if not needles:
-        return None
-    if len(needles) == 1 and len(needles[0]) == 1:
-        (only,) = needles[0]
-        return lambda body: only in body
-    groups = tuple(tuple(g) for g in needles)
-    return lambda body: all(any(n in body for n in g) for g in groups)
+        return None, None
+    if len(needles) == 1 and len(needles[0].values) == 1:
+        (only,) = needles[0].values
+        pair = needles[0].pair
+        return only, (None if pair is None else _searches(pair))
+    groups = tuple((tuple(n.values), n.pair) for n in needles)
+
+    def prefilter(body: bytes) -> bool:
+        for values, pair in groups:
+            if not any(v in body for v in values):
+                return False
+            if pair is not None and pair.search(body) is None:
+                return False
+        return True
+
+    return None, prefilter
+
+
+def _searches(pair: re.Pattern[bytes]) -> Callable[[bytes], bool]:
+    search = pair.search
+    return lambda body: search(body) is not None
 
 
 def dumps_value(value: Any) -> str:
