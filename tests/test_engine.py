@@ -5,8 +5,8 @@ The decision engine: the semantics of DESIGN.md §2, one behaviour a test.
 from __future__ import annotations
 
 import random
-from email.utils import format_datetime
 from datetime import UTC, datetime
+from email.utils import format_datetime
 
 import pytest
 
@@ -69,7 +69,7 @@ class TestMatching:
         """
         d = run(RETRY_503, Snapshot.failed("read"))
 
-        assert Accept == type(d)
+        assert Accept is type(d)
         assert d.rule_id is None
 
     def test_first_match_wins(self):
@@ -298,7 +298,7 @@ rules:
             Snapshot.response(202, body='{"qualification": "ongoing"}'),
         )
 
-        assert Poll == type(d)
+        assert Poll is type(d)
 
     def test_escaped_body_still_matches(self):
         """
@@ -505,7 +505,7 @@ class TestRetry:
             state = advance(state, snap, d, now=NOW)
 
         assert [1.0, 2.0, 4.0] == delays
-        assert Abort == type(d)
+        assert Abort is type(d)
         assert referee.RetriesExhausted is d.error
         assert 4 == state.attempt
 
@@ -616,7 +616,7 @@ rules:
             RETRY_503, Snapshot.response(503, headers={"Retry-After": "86400"})
         )
 
-        assert Abort == type(d)
+        assert Abort is type(d)
         assert referee.ServerError is d.error
         assert "above server_delay.max" in d.reason
 
@@ -656,7 +656,7 @@ rules: [{id: r, when: {status: 503}, do: retry}]
             pol, Snapshot.response(503, headers={"Retry-After": "6"}), state
         )
 
-        assert Retry == type(ok)
+        assert Retry is type(ok)
         assert referee.DeadlineExceeded is late.error
 
     @pytest.mark.parametrize("method", ["POST", "PATCH"])
@@ -667,7 +667,7 @@ rules: [{id: r, when: {status: 503}, do: retry}]
         """
         d = run(RETRY_503, Snapshot.response(503, method=method))
 
-        assert Abort == type(d)
+        assert Abort is type(d)
         assert referee.ServerError is d.error
         assert "not idempotent" in d.reason
 
@@ -679,7 +679,7 @@ rules: [{id: r, when: {status: 503}, do: retry}]
             "policy: t\nrules: [{id: r, when: {failure: connect}, do: retry}]"
         )
 
-        assert Retry == type(
+        assert Retry is type(
             run(pol, Snapshot.failed("connect", method="POST"))
         )
 
@@ -691,7 +691,7 @@ rules: [{id: r, when: {status: 503}, do: retry}]
             503, method="POST", request_headers={"Idempotency-Key": "k1"}
         )
 
-        assert Retry == type(run(RETRY_503, snap))
+        assert Retry is type(run(RETRY_503, snap))
 
     def test_unsafe_methods_flag(self):
         """
@@ -701,7 +701,7 @@ rules: [{id: r, when: {status: 503}, do: retry}]
             "policy: t\nrules: [{id: r, when: {status: 429}, do: retry, retry: {unsafe_methods: true}}]"
         )
 
-        assert Retry == type(run(pol, Snapshot.response(429, method="POST")))
+        assert Retry is type(run(pol, Snapshot.response(429, method="POST")))
 
     def test_exhausted_retry_raises_rule_error(self):
         """
@@ -753,7 +753,7 @@ rules:
 
         assert [2.0, 4.0, 8.0, 8.0] == delays
         assert (1, 4) == (state.attempt, state.polls)
-        assert Retry == type(
+        assert Retry is type(
             run(self.POLL, Snapshot.response(503), state, now=now)
         )
 
@@ -782,7 +782,7 @@ rules: [{id: r, when: {status: 503}, do: retry}]
         )
         state = AttemptState(started=NOW - 60, polls=5, poll_started=NOW - 50)
 
-        assert Retry == type(run(pol, Snapshot.response(503), state))
+        assert Retry is type(run(pol, Snapshot.response(503), state))
 
     def test_poll_request_from_the_body(self):
         """
@@ -848,7 +848,7 @@ rules:
 
         d = run(pol, snap)
 
-        assert Abort == type(d)
+        assert Abort is type(d)
         assert "another origin" in d.reason or "not the origin" in d.reason
 
     def test_poll_request_missing_field(self):
@@ -861,7 +861,7 @@ rules:
 
         d = run(pol, Snapshot.response(202, url="https://api.x/jobs"))
 
-        assert Abort == type(d)
+        assert Abort is type(d)
         assert "header.Location" in d.reason
 
 
