@@ -58,8 +58,7 @@ URLS = [
     "/relative/path",
     "",
     "not a url at all",
-    # "http://[::1" is left out: it crashes a templated poll (a core bug,
-    # tested apart in test_properties.py).
+    "http://[::1",
     "http://api.example.com:99999/",
     "file:///etc/passwd",
 ]
@@ -189,6 +188,7 @@ _HINTS = st.one_of(
                     "https://api.example.com/jobs/2",
                     "https://evil.example.net/steal",
                     "//evil.example.net/x",
+                    "http://[::1",
                     "",
                 ]
             )
@@ -482,9 +482,7 @@ rules:
       headers: {Location: {exists: true}}
     do: poll
     poll:
-      # Not "{header.Location}" alone: a Location such as "http://[" crashes
-      # the engine (a core bug, tested apart in test_properties.py).
-      request: {url: "{request.path}/next?at={header.Location}"}
+      request: {url: "{header.Location}"}
   - id: results
     when:
       body:

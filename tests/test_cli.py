@@ -1,4 +1,6 @@
+import errno
 import json
+import os
 import runpy
 import subprocess
 import sys
@@ -185,7 +187,7 @@ class TestCheck:
     def test_errors(self, capsys, write):
         """
         A broken policy exits 1; each problem is printed as
-        file:line: path: message, then a summary.
+        file:line: path: message, in line order, then a summary.
         """
         path = write(BROKEN)
         code = main(["check", path])
@@ -193,7 +195,10 @@ class TestCheck:
 
         assert 1 == code
         assert 3 == len(lines)
-        assert lines[0].startswith(f"{path}:5: $.rules[0].do: found 'retri'")
+        assert lines[0].startswith(
+            f"{path}:4: $.rules[0].when.status: found 99"
+        )
+        assert lines[1].startswith(f"{path}:5: $.rules[0].do: found 'retri'")
         assert f"{path}: 2 errors" == lines[-1]
 
     def test_missing_file(self, capsys, tmp_path):
@@ -205,7 +210,10 @@ class TestCheck:
         out = capsys.readouterr().out
 
         assert 1 == code
-        assert f"cannot read the policy file {path!r}" in out
+        assert (
+            f"{path}: cannot read the policy file {path!r}: "
+            f"{os.strerror(errno.ENOENT)}\n"
+        ) in out
 
     def test_warnings(self, capsys, write):
         """
@@ -271,8 +279,8 @@ class TestCheck:
             1,
             [
                 (warns, "warning", 4, "$.rules[1]"),
-                (broken, "error", 5, "$.rules[0].do"),
                 (broken, "error", 4, "$.rules[0].when.status"),
+                (broken, "error", 5, "$.rules[0].do"),
             ],
         )
 

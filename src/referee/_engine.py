@@ -28,6 +28,7 @@ from ._decisions import Abort, Accept, AlertNotice, Poll, PollRequest, Retry
 from ._errors import Aborted, DeadlineExceeded, RetriesExhausted
 from ._hints import parse_hint
 from ._matchers import MISSING, Context, lookup
+from ._redact import redact_url
 from ._snapshot import IDEMPOTENT_METHODS
 from ._units import format_duration
 
@@ -334,6 +335,7 @@ def _retry(
     )
 
 
+_URLS: Final = frozenset({"url", "request.url"})
 _FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.-]*)\}")
 
 
@@ -376,8 +378,12 @@ def _alert(policy: Policy, rule: CompiledRule, ctx: Context) -> AlertNotice:
     else:
 
         def sub(m: re.Match[str]) -> str:
-            value = _field(ctx, policy, rule, m.group(1))
-            return "?" if value is MISSING or value is None else str(value)
+            name = m.group(1)
+            value = _field(ctx, policy, rule, name)
+            if value is MISSING or value is None:
+                return "?"
+            # Alerts travel to chat rooms and inboxes: no credentials.
+            return redact_url(str(value)) if name in _URLS else str(value)
 
         message = _FIELD.sub(sub, spec.message)
     return AlertNotice(

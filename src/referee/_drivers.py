@@ -1,0 +1,456 @@
+"""
+The drivers: they carry out what the flow asks — send, sleep, finish — and
+own the clock, the sleeping and the logging.  Nothing else does.
+
+An adapter hands a driver its native request, a function that sends it,
+and an :class:`Exchange`: how to snapshot a response, which exceptions are
+transport failures (and in which portable word), how to build a poll
+request, how to close an abandoned response.  The sync and the async driver
+run the same :func:`~referee._flow.call_flow`; only their ``send`` and
+``sleep`` differ.
+
+Tree of what a call ends with:
+
+- the policy accepts: the response is returned, or the transport failure
+  is re-raised as the client raised it;
+- the policy aborts: the decision's error is raised (chained to the
+  transport failure, if that was the last outcome), or, when the caller
+  asked for responses, the last response is returned with the outcome
+  attached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar
+
+import attrs
+import structlog
+
+from ._compile import default_error
+from ._decisions import Abort, Accept, Poll, Retry
+from ._flow import Finished, Observed, Send, Sleep, call_flow
+from ._redact import redact_url
+from ._snapshot import Snapshot
+
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Generator
+
+    from ._compile import Policy
+    from ._decisions import Decision, PollRequest
+    from ._errors import Aborted
+    from ._flow import Action
+    from ._state import AttemptRecord, AttemptState
+
+
+__all__ = [
+    "AsyncExchange",
+    "CallOutcome",
+    "Exchange",
+    "SleepRecorder",
+    "run_async",
+    "run_sync",
+]
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+Resp_contra = TypeVar("Resp_contra", contravariant=True)
+
+_log = structlog.get_logger("referee")
+
+
+class Exchange(Protocol[Req, Resp_contra]):
+    """
+    What an adapter tells a driver about its HTTP client.
+    """
+
+    def snapshot(self, request: Req, response: Resp_contra) -> Snapshot:
+        """
+        A snapshot of *response*, the answer to *request*.
+        """
+
+    def failure(self, exc: BaseException) -> str | None:
+        """
+        The portable word for a transport failure (``connect``,
+        ``timeout``, ``read``, ``protocol``), or None when *exc* is not
+        one: then it propagates untouched.
+        """
+
+    def method_url(self, request: Req) -> tuple[str, str]:
+        """
+        The request's method (upper case) and URL.
+        """
+
+    def poll_request(self, request: Req, poll: PollRequest) -> Req:
+        """
+        *request* turned into the poll request: same headers, the poll's
+        method and URL (the engine has checked it is on the same origin).
+        """
+
+    def replayable(self, request: Req) -> str | None:
+        """
+        None when *request* can be sent again; otherwise why not (a
+        streaming body that has been consumed).
+        """
+
+    def close(self, response: Resp_contra) -> None:
+        """
+        Release an abandoned response (the one before a retry or a poll).
+        """
+
+
+@attrs.frozen
+class CallOutcome:
+    """
+    How a call ended, attached to the response returned when the caller
+    asked for responses instead of exceptions.
+
+    Attributes:
+        decision: The last decision (an Accept or an Abort).
+        trail: One record per decided outcome, oldest first.
+        error: The error that would have been raised, or None.
+    """
+
+    decision: Accept | Abort
+    trail: tuple[AttemptRecord, ...]
+    error: Aborted | None
+
+
+class SleepRecorder:
+    """
+    Under :func:`referee.testing.no_sleep`, the delays the drivers were
+    asked to sleep, in order; nothing really sleeps, and each call's clock
+    moves on by the delays it skipped, so deadlines still hold.
+    """
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+        self._lock = threading.Lock()
+
+    def record(self, seconds: float) -> None:
+        with self._lock:
+            self.delays.append(seconds)
+
+
+#: The active recorder, or None: drivers sleep for real.
+_RECORDER: list[SleepRecorder] = []
+
+
+def active_recorder() -> SleepRecorder | None:
+    return _RECORDER[-1] if _RECORDER else None
+
+
+class _Clock:
+    """
+    The call's clock: real time, plus the sleeps skipped under no_sleep.
+    """
+
+    __slots__ = ("skipped",)
+
+    def __init__(self) -> None:
+        self.skipped = 0.0
+
+    def now(self) -> float:
+        return time.time() + self.skipped
+
+
+_PLAIN_ACCEPT: Final = "accept"
+
+
+class _Call(Generic[Req, Resp]):
+    """
+    The state a driver keeps about one call, besides the flow's.
+    """
+
+    def __init__(
+        self,
+        policy: Policy,
+        exchange: Exchange[Req, Resp],
+        request: Req,
+        *,
+        raise_on_abort: bool,
+        rng: random.Random | None,
+    ) -> None:
+        self.policy = policy
+        self.exchange = exchange
+        self.request = request
+        self.raise_on_abort = raise_on_abort
+        self.clock = _Clock()
+        self.started = self.clock.now()
+        self.flow: Generator[Action, Observed | None, Finished] = call_flow(
+            policy, started=self.started, rng=rng or random.Random()
+        )
+        self.response: Resp | None = None
+        self.exc: BaseException | None = None
+        self.sent: Req = request
+        self.state: AttemptState | None = None
+        self.attempt = 1
+        #: The async driver closes abandoned responses itself (closing
+        #: needs an await); the sync one lets the exchange close them.
+        self.closing: list[Resp] | None = None
+
+    def to_send(self, action: Send) -> Req | Finished:
+        """
+        The request to send for *action*, or why the call ends here.
+        """
+        self.attempt = action.attempt
+        req = self.request
+        if action.request is not None:
+            req = self.exchange.poll_request(self.request, action.request)
+        if action.attempt > 1 or action.poll > 0:
+            why = self.exchange.replayable(req)
+            if why is not None:
+                return self._cannot_resend(why)
+        self.sent = req
+        return req
+
+    def _cannot_resend(self, why: str) -> Finished:
+        state = self.state
+        assert state is not None  # noqa: S101 - a re-send follows a sleep
+        last = state.history[-1]
+        rule = self.policy.rule(last.rule_id) if last.rule_id else None
+        snap = self.last_snap
+        error = (rule.error if rule else None) or default_error(snap.status)
+        decision = Abort(
+            last.rule_id,
+            (
+                "{0}: rule {1!r} would send the request again, but {2}",
+                f"{snap.method} {snap.status or snap.failure}",
+                last.rule_id,
+                why,
+            ),
+            error,
+        )
+        return Finished(decision, state, snap)
+
+    def observe(
+        self, response: Resp | None, exc: BaseException | None
+    ) -> Observed:
+        """
+        The snapshot of what a send led to; an exception that is no
+        transport failure propagates from here.
+        """
+        if self.response is not None and response is not self.response:
+            self._close(self.response)
+        self.response, self.exc = response, exc
+        if exc is not None:
+            word = self.exchange.failure(exc)
+            if word is None:
+                raise exc
+            method, url = self.exchange.method_url(self.sent)
+            snap = Snapshot.failed(word, method=method, url=url)
+        else:
+            snap = self.exchange.snapshot(self.sent, response)  # type: ignore[arg-type]
+        self.last_snap = snap
+        return Observed(snap, self.clock.now())
+
+    def _close(self, response: Resp) -> None:
+        if self.closing is not None:
+            self.closing.append(response)
+            return
+        try:
+            self.exchange.close(response)
+        except Exception as exc:  # noqa: BLE001 - closing is best effort
+            _log.debug("referee.close_failed", error=repr(exc))
+
+    def before_sleep(self, action: Sleep) -> float | None:
+        """
+        Log the decision, release the response; the seconds to really
+        sleep, or None under no_sleep.
+        """
+        self.state = action.state
+        self._log(action.decision, self.last_snap)
+        if self.response is not None:
+            self._close(self.response)
+            self.response = None
+        recorder = active_recorder()
+        if recorder is not None:
+            recorder.record(action.seconds)
+            self.clock.skipped += action.seconds
+            return None
+        return action.seconds
+
+    def finish(self, finished: Finished) -> Resp:
+        """
+        The response to return, or the exception to raise.
+        """
+        decision, state = finished.decision, finished.state
+        plain = (
+            isinstance(decision, Accept)
+            and decision.rule_id is None
+            and len(state.history) == 1
+        )
+        if not plain:
+            self._log(decision, finished.snap)
+        if isinstance(decision, Accept):
+            if self.exc is not None:
+                raise self.exc
+            return self.response  # type: ignore[return-value]
+        snap = finished.snap
+        error = decision.error(
+            decision.reason,
+            rule_id=decision.rule_id,
+            status=snap.status,
+            failure=snap.failure,
+            response=self.response,
+            trail=state.history,
+        )
+        if self.raise_on_abort or self.response is None:
+            if self.exc is not None:
+                raise error from self.exc
+            raise error
+        return self.response
+
+    def outcome(self, finished: Finished) -> CallOutcome:
+        decision = finished.decision
+        error = None
+        if isinstance(decision, Abort):
+            snap = finished.snap
+            error = decision.error(
+                decision.reason,
+                rule_id=decision.rule_id,
+                status=snap.status,
+                failure=snap.failure,
+                response=self.response,
+                trail=finished.state.history,
+            )
+        return CallOutcome(decision, finished.state.history, error)
+
+    def _log(self, decision: Decision, snap: Snapshot) -> None:
+        action = _ACTION[type(decision)]
+        delay = decision.delay if isinstance(decision, Retry | Poll) else None
+        level = decision.log or ("warning" if action == "abort" else "info")
+        getattr(_log, level)(
+            "referee.decision",
+            policy=self.policy.name,
+            rule=decision.rule_id,
+            action=action,
+            method=snap.method,
+            url=redact_url(snap.url),
+            status=snap.status,
+            failure=snap.failure,
+            attempt=self.attempt,
+            delay=delay,
+            elapsed=round(self.clock.now() - self.started, 6),
+            reason=decision.reason,
+        )
+
+
+_ACTION: Final[dict[type, str]] = {
+    Accept: "accept",
+    Retry: "retry",
+    Poll: "poll",
+    Abort: "abort",
+}
+
+
+def run_sync(
+    policy: Policy,
+    request: Req,
+    send: Callable[[Req], Resp],
+    exchange: Exchange[Req, Resp],
+    *,
+    raise_on_abort: bool = True,
+    rng: random.Random | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    on_finish: Callable[[Resp, CallOutcome], None] | None = None,
+) -> Resp:
+    """
+    Run one call to the end with blocking sends and sleeps.
+    """
+    call = _Call(
+        policy, exchange, request, raise_on_abort=raise_on_abort, rng=rng
+    )
+    action = next(call.flow)
+    while True:
+        if isinstance(action, Send):
+            req = call.to_send(action)
+            if isinstance(req, Finished):
+                return _end(call, req, on_finish)
+            try:
+                response: Resp | None = send(req)
+                exc: BaseException | None = None
+            except Exception as e:  # noqa: BLE001 - sorted by the exchange
+                response, exc = None, e
+            observed = call.observe(response, exc)
+            try:
+                action = call.flow.send(observed)
+            except StopIteration as stop:
+                return _end(call, stop.value, on_finish)
+        else:
+            seconds = call.before_sleep(action)
+            if seconds:
+                sleep(seconds)
+            action = next(call.flow)
+
+
+class AsyncExchange(Exchange[Req, Resp_contra], Protocol):
+    """
+    An exchange whose responses are closed with an await.
+    """
+
+    async def aclose(self, response: Resp_contra) -> None:
+        """
+        Release an abandoned response.
+        """
+
+
+async def run_async(
+    policy: Policy,
+    request: Req,
+    send: Callable[[Req], Awaitable[Resp]],
+    exchange: AsyncExchange[Req, Resp],
+    *,
+    raise_on_abort: bool = True,
+    rng: random.Random | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    on_finish: Callable[[Resp, CallOutcome], None] | None = None,
+) -> Resp:
+    """
+    Run one call to the end with awaited sends and sleeps.
+    """
+    call = _Call(
+        policy, exchange, request, raise_on_abort=raise_on_abort, rng=rng
+    )
+    closing: list[Resp] = []
+    call.closing = closing
+    action = next(call.flow)
+    while True:
+        if isinstance(action, Send):
+            req = call.to_send(action)
+            if isinstance(req, Finished):
+                return _end(call, req, on_finish)
+            try:
+                response: Resp | None = await send(req)
+                exc: BaseException | None = None
+            except Exception as e:  # noqa: BLE001 - sorted by the exchange
+                response, exc = None, e
+            observed = call.observe(response, exc)
+            try:
+                action = call.flow.send(observed)
+            except StopIteration as stop:
+                return _end(call, stop.value, on_finish)
+        else:
+            seconds = call.before_sleep(action)
+            while closing:
+                try:
+                    await exchange.aclose(closing.pop())
+                except Exception as exc:  # noqa: BLE001 - best effort
+                    _log.debug("referee.close_failed", error=repr(exc))
+            if seconds:
+                await sleep(seconds)
+            action = next(call.flow)
+
+
+def _end(
+    call: _Call[Req, Resp],
+    finished: Finished,
+    on_finish: Callable[[Resp, CallOutcome], None] | None,
+) -> Resp:
+    if on_finish is not None and call.response is not None:
+        on_finish(call.response, call.outcome(finished))
+    return call.finish(finished)

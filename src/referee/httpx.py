@@ -1,0 +1,314 @@
+"""
+referee for httpx: transports that wrap any other transport.
+
+::
+
+    client = httpx.Client(transport=PolicyTransport(referee.load_policy("enrow")))
+    client = httpx.AsyncClient(
+        transport=AsyncPolicyTransport(policy, transport=inner)
+    )
+
+The transport only translates: httpx requests and responses to snapshots,
+httpx's exceptions to the portable failure words; the driver does the rest.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Final
+
+import httpx
+
+from ._drivers import CallOutcome, run_async, run_sync
+from ._snapshot import Snapshot
+
+
+if TYPE_CHECKING:
+    import random
+
+    from ._compile import Policy
+    from ._decisions import PollRequest
+
+
+__all__ = ["OUTCOME_EXTENSION", "AsyncPolicyTransport", "PolicyTransport"]
+
+#: Where a response returned instead of an exception carries its
+#: :class:`~referee._drivers.CallOutcome`: ``response.extensions[...]``.
+OUTCOME_EXTENSION: Final = "referee.outcome"
+
+# httpx's exception tree, in portable words.  A connect timeout never
+# reached the server: it is a connect failure, not a timeout.
+_FAILURES: Final[tuple[tuple[type[BaseException], str], ...]] = (
+    (httpx.ConnectError, "connect"),
+    (httpx.ConnectTimeout, "connect"),
+    (httpx.PoolTimeout, "connect"),
+    (httpx.TimeoutException, "timeout"),
+    (httpx.RemoteProtocolError, "protocol"),
+    (httpx.LocalProtocolError, "protocol"),
+    (httpx.ReadError, "read"),
+    (httpx.WriteError, "read"),
+    (httpx.CloseError, "read"),
+    (httpx.NetworkError, "read"),
+)
+
+
+class _Exchange:
+    """
+    What the driver needs to know about httpx.
+    """
+
+    def snapshot(
+        self, request: httpx.Request, response: httpx.Response
+    ) -> Snapshot:
+        # The body is read only if a rule looks into it; httpx keeps what it
+        # read, so the caller can still read it afterwards.
+        return Snapshot(
+            response.status_code,
+            None,
+            request.method,
+            str(request.url),
+            response.headers,
+            request.headers,
+            None,
+            response.read,
+            response.status_code,
+        )
+
+    def failure(self, exc: BaseException) -> str | None:
+        # A server that hangs up before answering is a broken read, in
+        # every adapter; httpx calls it a protocol error.
+        if isinstance(exc, httpx.RemoteProtocolError) and str(
+            exc
+        ).startswith("Server disconnected"):
+            return "read"
+        for cls, word in _FAILURES:
+            if isinstance(exc, cls):
+                return word
+        return None
+
+    def method_url(self, request: httpx.Request) -> tuple[str, str]:
+        return request.method, str(request.url)
+
+    def poll_request(
+        self, request: httpx.Request, poll: PollRequest
+    ) -> httpx.Request:
+        headers = httpx.Headers(request.headers)
+        for name in ("content-length", "content-type", "transfer-encoding"):
+            headers.pop(name, None)
+        same = poll.method == request.method
+        return httpx.Request(
+            poll.method,
+            poll.url,
+            headers=request.headers if same else headers,
+            content=_content(request) if same else None,
+            extensions=request.extensions,
+        )
+
+    def replayable(self, request: httpx.Request) -> str | None:
+        if isinstance(request.stream, httpx.ByteStream):
+            return None
+        try:
+            request.read()
+        except httpx.StreamConsumed:
+            return (
+                "its body was a stream that has been consumed; pass the "
+                "body as bytes (content=...) to let referee re-send it"
+            )
+        return None
+
+    def close(self, response: httpx.Response) -> None:
+        response.close()
+
+
+class _AsyncExchange(_Exchange):
+    def snapshot(
+        self, request: httpx.Request, response: httpx.Response
+    ) -> Snapshot:
+        # The engine is synchronous: the async transport reads the body
+        # before deciding when a rule may look into it, and the loader
+        # hands over what was read.
+        snap = super().snapshot(request, response)
+        snap.load_body = _read_loaded(response)
+        return snap
+
+    def replayable(self, request: httpx.Request) -> str | None:
+        if isinstance(request.stream, httpx.ByteStream):
+            return None
+        if _content(request) is not None:
+            return None
+        return (
+            "its body is a stream that cannot be read twice; pass the body "
+            "as bytes (content=...) to let referee re-send it"
+        )
+
+    async def aclose(self, response: httpx.Response) -> None:
+        await response.aclose()
+
+
+def _content(request: httpx.Request) -> bytes | None:
+    try:
+        return request.content
+    except httpx.RequestNotRead:
+        return None
+
+
+def _attach(response: httpx.Response, outcome: CallOutcome) -> None:
+    response.extensions = {**response.extensions, OUTCOME_EXTENSION: outcome}
+
+
+class PolicyTransport(httpx.BaseTransport):
+    """
+    An httpx transport that enforces *policy* around *transport* (default:
+    a new :class:`httpx.HTTPTransport`).
+
+    Args:
+        policy: The compiled policy.
+        transport: The transport that really sends.
+        raise_on_abort: When False, an abort returns the last response
+            instead of raising; ``response.extensions["referee.outcome"]``
+            holds the outcome and the trail.
+        rng: The source of jitter.
+    """
+
+    def __init__(
+        self,
+        policy: Policy,
+        transport: httpx.BaseTransport | None = None,
+        *,
+        raise_on_abort: bool = True,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.policy = policy
+        self.transport = transport or httpx.HTTPTransport()
+        self.raise_on_abort = raise_on_abort
+        self.rng = rng
+        self._exchange = _Exchange()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        policy = self.policy
+        try:
+            first = self.transport.handle_request(request)
+        except Exception as exc:
+            if self._exchange.failure(exc) is None:
+                raise
+            return self._run(request, exc)
+        # The success path: a status (and method) no rule can match is
+        # returned without a snapshot, a decision or a header look-up.
+        if not policy.candidates(first.status_code, request.method):
+            return first
+        return self._run(request, first)
+
+    def _run(
+        self, request: httpx.Request, first: httpx.Response | BaseException
+    ) -> httpx.Response:
+        pending = [first]
+
+        def send(req: httpx.Request) -> httpx.Response:
+            if pending:
+                got = pending.pop()
+                if isinstance(got, BaseException):
+                    raise got
+                return got
+            return self.transport.handle_request(req)
+
+        return run_sync(
+            self.policy,
+            request,
+            send,
+            self._exchange,
+            raise_on_abort=self.raise_on_abort,
+            rng=self.rng,
+            on_finish=None if self.raise_on_abort else _attach,
+        )
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def __enter__(self) -> PolicyTransport:
+        self.transport.__enter__()
+        return self
+
+    def __exit__(self, *args: Any) -> None:
+        self.transport.__exit__(*args)
+
+
+class AsyncPolicyTransport(httpx.AsyncBaseTransport):
+    """
+    The asyncio twin of :class:`PolicyTransport`, wrapping an
+    :class:`httpx.AsyncBaseTransport` (default: a new
+    :class:`httpx.AsyncHTTPTransport`).
+    """
+
+    def __init__(
+        self,
+        policy: Policy,
+        transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        raise_on_abort: bool = True,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.policy = policy
+        self.transport = transport or httpx.AsyncHTTPTransport()
+        self.raise_on_abort = raise_on_abort
+        self.rng = rng
+        self._exchange = _AsyncExchange()
+
+    async def handle_async_request(
+        self, request: httpx.Request
+    ) -> httpx.Response:
+        policy = self.policy
+        try:
+            first = await self.transport.handle_async_request(request)
+        except Exception as exc:
+            if self._exchange.failure(exc) is None:
+                raise
+            return await self._run(request, exc)
+        if not policy.candidates(first.status_code, request.method):
+            return first
+        return await self._run(request, first)
+
+    async def _run(
+        self, request: httpx.Request, first: httpx.Response | BaseException
+    ) -> httpx.Response:
+        pending = [first]
+
+        async def send(req: httpx.Request) -> httpx.Response:
+            if pending:
+                got = pending.pop()
+                if isinstance(got, BaseException):
+                    raise got
+                response = got
+            else:
+                response = await self.transport.handle_async_request(req)
+            if self.policy.candidates(response.status_code, req.method):
+                await response.aread()
+            return response
+
+        return await run_async(
+            self.policy,
+            request,
+            send,
+            self._exchange,
+            raise_on_abort=self.raise_on_abort,
+            rng=self.rng,
+            on_finish=None if self.raise_on_abort else _attach,
+        )
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+    async def __aenter__(self) -> AsyncPolicyTransport:
+        await self.transport.__aenter__()
+        return self
+
+    async def __aexit__(self, *args: Any) -> None:
+        await self.transport.__aexit__(*args)
+
+
+def _read_loaded(response: httpx.Response) -> Any:
+    def load() -> bytes | None:
+        try:
+            return response.content
+        except httpx.ResponseNotRead:
+            return None
+
+    return load
