@@ -414,7 +414,8 @@ def states(draw, now):
     poll_started = draw(
         st.one_of(
             st.none(),
-            st.floats(min_value=min(started, now), max_value=now),
+            # now first: min(0.0, -0.0) is 0.0, above max_value=-0.0.
+            st.floats(min_value=min(now, started), max_value=now),
             st.floats(min_value=-1.0e10, max_value=1.0e11),
         )
     )

@@ -8,7 +8,7 @@ accept, retry, poll or abort — and referee enforces it.
 from __future__ import annotations
 
 from contextlib import suppress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._compile import CompiledRule, Policy
 from ._decisions import (
@@ -41,6 +41,10 @@ from ._errors import (
     register_error,
 )
 from ._load import bundled_names, load_policy, load_policy_text
+
+
+if TYPE_CHECKING:
+    from ._generic import arun, guard, run
 from ._snapshot import FAILURES, IDEMPOTENT_METHODS, Snapshot
 from ._state import AttemptRecord, AttemptState, advance
 
@@ -77,25 +81,40 @@ __all__ = [
     "ServerError",
     "Snapshot",
     "advance",
+    "arun",
     "bundled_names",
     "decide",
+    "guard",
     "load_policy",
     "load_policy_text",
     "register_error",
+    "run",
 ]
 
 
 # Public names say where users import them from (as httpx does): tracebacks
 # read referee.PolicyError, not referee._errors.PolicyError.
 for _name in __all__:
-    _obj = globals()[_name]
+    _obj = globals().get(_name)
     if isinstance(_obj, type) or callable(_obj):
         with suppress(AttributeError, TypeError):
             _obj.__module__ = "referee"
 del _name, _obj
 
 
+# The drivers (and structlog) load on first use, so that importing the pure
+# core imports no logging or HTTP library.
+_LAZY = {"run", "arun", "guard"}
+
+
 def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from . import _generic
+
+        value = getattr(_generic, name)
+        value.__module__ = "referee"
+        globals()[name] = value
+        return value
     if name == "__version__":
         from importlib.metadata import version
 

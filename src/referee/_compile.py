@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from itertools import islice, repeat
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar
 
 import attrs
 import backoff
@@ -116,6 +116,8 @@ def default_error(status: int | None) -> type[Aborted]:
 
 
 T = TypeVar("T")
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def merge(child: T | None, parent: T | None) -> T | None:
@@ -317,6 +319,20 @@ class Policy:
             if cut <= 0:
                 return table.get("$")
             path = path[:cut]
+
+    def guard(
+        self,
+        snapshot: Callable[[Any], Any],
+        *,
+        raise_on_abort: bool = True,
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        """
+        A decorator running every call of a function under this policy;
+        see :func:`referee.guard`.
+        """
+        from ._generic import guard  # the drivers are not core
+
+        return guard(self, snapshot, raise_on_abort=raise_on_abort)
 
     def rule(self, rule_id: str) -> CompiledRule:
         """

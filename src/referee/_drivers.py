@@ -25,7 +25,7 @@ import asyncio
 import random
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Final, Generic, Protocol, TypeVar
 
 import attrs
 import structlog
@@ -238,11 +238,20 @@ class _Call(Generic[Req, Resp]):
             self._close(self.response)
         self.response, self.exc = response, exc
         if exc is not None:
-            word = self.exchange.failure(exc)
-            if word is None:
-                raise exc
-            method, url = self.exchange.method_url(self.sent)
-            snap = Snapshot.failed(word, method=method, url=url)
+            custom = getattr(self.exchange, "error_snapshot", None)
+            if custom is not None:
+                # The generic runner: an SDK's exception may stand for a
+                # response (an error status), not a transport failure.
+                found: Snapshot | None = custom(self.sent, exc)
+                if found is None:
+                    raise exc
+                snap = found
+            else:
+                word = self.exchange.failure(exc)
+                if word is None:
+                    raise exc
+                method, url = self.exchange.method_url(self.sent)
+                snap = Snapshot.failed(word, method=method, url=url)
         else:
             snap = self.exchange.snapshot(self.sent, response)  # type: ignore[arg-type]
         self.last_snap = snap

@@ -3,7 +3,8 @@ referee for httpx: transports that wrap any other transport.
 
 ::
 
-    client = httpx.Client(transport=PolicyTransport(referee.load_policy("enrow")))
+    policy = referee.load_policy("enrow")
+    client = httpx.Client(transport=PolicyTransport(policy))
     client = httpx.AsyncClient(
         transport=AsyncPolicyTransport(policy, transport=inner)
     )
@@ -14,7 +15,7 @@ httpx's exceptions to the portable failure words; the driver does the rest.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Self
 
 import httpx
 
@@ -24,6 +25,7 @@ from ._snapshot import Snapshot
 
 if TYPE_CHECKING:
     import random
+    from types import TracebackType
 
     from ._compile import Policy
     from ._decisions import PollRequest
@@ -76,9 +78,9 @@ class _Exchange:
     def failure(self, exc: BaseException) -> str | None:
         # A server that hangs up before answering is a broken read, in
         # every adapter; httpx calls it a protocol error.
-        if isinstance(exc, httpx.RemoteProtocolError) and str(
-            exc
-        ).startswith("Server disconnected"):
+        if isinstance(exc, httpx.RemoteProtocolError) and str(exc).startswith(
+            "Server disconnected"
+        ):
             return "read"
         for cls, word in _FAILURES:
             if isinstance(exc, cls):
@@ -223,12 +225,17 @@ class PolicyTransport(httpx.BaseTransport):
     def close(self) -> None:
         self.transport.close()
 
-    def __enter__(self) -> PolicyTransport:
+    def __enter__(self) -> Self:
         self.transport.__enter__()
         return self
 
-    def __exit__(self, *args: Any) -> None:
-        self.transport.__exit__(*args)
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        self.transport.__exit__(exc_type, exc_value, traceback)
 
 
 class AsyncPolicyTransport(httpx.AsyncBaseTransport):
@@ -296,12 +303,17 @@ class AsyncPolicyTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         await self.transport.aclose()
 
-    async def __aenter__(self) -> AsyncPolicyTransport:
+    async def __aenter__(self) -> Self:
         await self.transport.__aenter__()
         return self
 
-    async def __aexit__(self, *args: Any) -> None:
-        await self.transport.__aexit__(*args)
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        await self.transport.__aexit__(exc_type, exc_value, traceback)
 
 
 def _read_loaded(response: httpx.Response) -> Any:

@@ -12,7 +12,6 @@ Helpers for testing code that uses referee — public API, like
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -24,11 +23,13 @@ from ._snapshot import FAILURES, Snapshot
 
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
     from ._compile import Policy
     from ._decisions import Decision
 
 
-__all__ = ["SleepRecorder", "Simulation", "Step", "no_sleep", "simulate"]
+__all__ = ["Simulation", "SleepRecorder", "Step", "no_sleep", "simulate"]
 
 
 @contextmanager
