@@ -18,12 +18,13 @@ assert that nothing leaked and nothing was sent twice.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 import attrs
 
@@ -79,10 +80,8 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(reply.delay)
         if reply.status == 0:
             self.close_connection = True
-            try:
+            with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             return
         payload = reply.body
         headers = dict(reply.headers)
@@ -99,7 +98,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(payload)
 
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _serve
+    # http.server dispatches on these names.
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _serve  # noqa: N815
 
 
 class _Server(ThreadingHTTPServer):
@@ -132,11 +132,11 @@ class ScriptedServer:
             target=self._httpd.serve_forever, daemon=True
         )
 
-    def __enter__(self) -> ScriptedServer:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
-    def __exit__(self, *args: Any) -> None:
+    def __exit__(self, *args: object) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
 
@@ -166,7 +166,9 @@ class ScriptedServer:
         How many requests *path* has received.
         """
         with self._lock:
-            return sum(1 for r in self.requests if r.path.split("?")[0] == path)
+            return sum(
+                1 for r in self.requests if r.path.split("?")[0] == path
+            )
 
 
 def closed_port() -> int:

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 import urllib3
+from tests.server import Reply, ScriptedServer
 
 import referee
 from referee import Snapshot
 from referee.testing import no_sleep
-from tests.server import Reply, ScriptedServer
 
 
 POLICY = referee.load_policy_text(
@@ -210,5 +210,7 @@ class TestGuard:
         A snapshot function that returns None for a result is a mistake
         the error explains.
         """
-        with pytest.raises(TypeError, match="must return a referee.Snapshot"):
+        with pytest.raises(
+            TypeError, match=r"must return a referee\.Snapshot"
+        ):
             referee.run(POLICY, lambda: 1, lambda _: None)

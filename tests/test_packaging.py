@@ -41,11 +41,14 @@ EXPECTED_API = [
     "ServerError",
     "Snapshot",
     "advance",
+    "arun",
     "bundled_names",
     "decide",
+    "guard",
     "load_policy",
     "load_policy_text",
     "register_error",
+    "run",
 ]
 
 

@@ -266,7 +266,8 @@ class Policy:
         retry: The default retry settings.
         poll: The default poll settings.
         doc: The merged document.
-        lines: For each source, path → line (YAML sources only).
+        lines: For each source, path → line (0 where the format gives
+            no lines: JSON and TOML).
     """
 
     name: str
@@ -314,10 +315,10 @@ class Policy:
         while True:
             found = table.get(path)
             if found is not None:
-                return found
+                return found or None  # 0: a JSON or TOML source
             cut = max(path.rfind("."), path.rfind("["))
             if cut <= 0:
-                return table.get("$")
+                return table.get("$") or None
             path = path[:cut]
 
     def guard(
@@ -431,9 +432,15 @@ def compile_policy(
     rules: list[CompiledRule] = []
     # A rule with the id of an inherited rule replaces it: the child's
     # version is the one that runs, and ids stay unique in the policy.
+    # Rules without an id are rule-N in their file; an extended policy's
+    # are prefixed with its name (http-default/rule-2), so that default ids
+    # never replace anything by accident.
     taken: set[str] = set()
-    for src, doc in chain:
-        ids = [rd.id or f"rule-{i + 1}" for i, rd in enumerate(doc.rules)]
+    for depth, (src, doc) in enumerate(chain):
+        prefix = "" if depth == 0 else f"{doc.policy}/"
+        ids = [
+            rd.id or f"{prefix}rule-{i + 1}" for i, rd in enumerate(doc.rules)
+        ]
         for i, rd in enumerate(doc.rules):
             rid = ids[i]
             if rid in taken:

@@ -465,6 +465,11 @@ def _poll_request(
     The poll request, or why it cannot be built.
     """
     snap = ctx.snap
+    if _origin(snap.url) is None:
+        return (
+            f"rule {rule.id!r} cannot build its poll request: the request's "
+            f"URL {snap.url!r} is not a URL"
+        )
     template = settings.request_url or "{request.url}"
     missing: list[str] = []
 

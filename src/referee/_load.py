@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import json
 import re
+import sys
 import tomllib
 from contextlib import contextmanager
 from importlib import resources
@@ -88,7 +89,7 @@ class _Lines:
         while True:
             found = self.lines.get(path)
             if found is not None:
-                return found
+                return found or None
             cut = max(path.rfind("."), path.rfind("["))
             if cut <= 0:
                 return self.lines.get("$")
@@ -127,7 +128,7 @@ def _yaml_to_python(
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
-        what = exc.problem or str(exc)
+        what = _yaml_reason(exc)
         if "another document" in what:
             what += " (a policy file holds one document: remove the '---')"
         problems.append(
@@ -161,11 +162,7 @@ def _yaml_to_python(
         try:
             return loader.construct_object(n, deep=True)
         except Exception as exc:  # noqa: BLE001 - PyYAML raises many kinds
-            reason = (
-                _yaml_reason(exc)
-                if isinstance(exc, yaml.YAMLError)
-                else f"{type(exc).__name__}: {exc}"
-            )
+            reason = _scalar_reason(n, exc)
             problem(n, path, f"this {what} cannot be read: {reason}")
             return _BAD
 
@@ -181,8 +178,16 @@ def _yaml_to_python(
             out: dict[Any, Any] = {}
             try:
                 loader.flatten_mapping(n)
-            except Exception as exc:  # noqa: BLE001 - a bad merge key
-                problem(n, path, f"this mapping cannot be read: {exc}")
+            except yaml.MarkedYAMLError as exc:  # a bad merge key
+                mark = exc.problem_mark
+                problems.append(
+                    Problem(
+                        source,
+                        mark.line + 1 if mark else n.start_mark.line + 1,
+                        path,
+                        f"this mapping cannot be read: {_yaml_reason(exc)}",
+                    )
+                )
                 return None
             for knode, vnode in n.value:
                 key = _key_of(knode, path)
@@ -284,12 +289,80 @@ def _distinct_nodes(root: yaml.Node) -> int:
 
 def _yaml_reason(exc: yaml.YAMLError) -> str:
     if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
-        return exc.problem
+        return ", ".join(p for p in (exc.context, exc.problem) if p)
     return str(exc).splitlines()[0]
+
+
+_DIGITS = re.compile(r"value has (\d+) digits")
+
+
+def _too_many_digits(exc: BaseException) -> str | None:
+    # Python refuses to turn more than 4300 digits into an int (CVE-2020-
+    # 10735); say so in the author's terms, not Python's advice.
+    m = _DIGITS.search(str(exc))
+    if m is None:
+        return None
+    return (
+        f"an integer of {m.group(1)} digits; at most "
+        f"{sys.get_int_max_str_digits() or 4300} are allowed"
+    )
+
+
+def _scalar_reason(n: yaml.Node, exc: BaseException) -> str:
+    if isinstance(exc, yaml.YAMLError):
+        return _yaml_reason(exc)
+    digits = _too_many_digits(exc)
+    if digits is not None:
+        return digits
+    if n.tag == "tag:yaml.org,2002:int" and isinstance(exc, ValueError):
+        return (
+            f"{n.value!r} is not a valid integer (quote it to make it a "
+            f"string)"
+        )
+    if n.tag == "tag:yaml.org,2002:bool" and isinstance(exc, KeyError):
+        return f"{n.value!r} is not a valid !!bool; expected true or false"
+    return f"{type(exc).__name__}: {exc}"
 
 
 class _TooBig(Exception):
     pass
+
+
+class _JSONObject(dict[str, Any]):
+    """
+    A JSON object that remembers the keys it saw twice.
+    """
+
+    __slots__ = ("duplicates",)
+
+    def __init__(self, items: list[tuple[str, Any]]) -> None:
+        super().__init__()
+        self.duplicates: list[str] = []
+        for k, v in items:
+            if k in self:
+                self.duplicates.append(k)
+            self[k] = v
+
+
+def _duplicates(data: Any, source: str) -> list[Problem]:
+    found: list[Problem] = []
+    stack: list[tuple[str, Any]] = [("$", data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, dict):
+            found.extend(
+                Problem(
+                    source, None, join_path(path, k), f"duplicate key {k!r}"
+                )
+                for k in getattr(value, "duplicates", ())
+            )
+            items = [(join_path(path, str(k)), v) for k, v in value.items()]
+        elif isinstance(value, list):
+            items = [(join_path(path, i), v) for i, v in enumerate(value)]
+        else:
+            continue
+        stack.extend(reversed(items))
+    return found
 
 
 def parse_document(
@@ -304,7 +377,7 @@ def parse_document(
     lines = _Lines()
     if fmt == "toml":
         try:
-            return tomllib.loads(text), lines, []
+            data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             m = re.search(r"\(at line (\d+)", str(exc))
             line = int(m.group(1)) if m else None
@@ -314,19 +387,15 @@ def parse_document(
                 [Problem(source, line, "", f"this is not valid TOML: {exc}")],
             )
         except (ValueError, RecursionError) as exc:
-            return None, lines, [_unreadable(source, "TOML", exc)]
-    duplicates: list[str] = []
-
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for k, v in items:
-            if k in out:
-                duplicates.append(k)
-            out[k] = v
-        return out
-
+            return None, lines, [_unreadable(source, exc)]
+        if not data:
+            return _EMPTY, lines, []
+        _paths(data, lines)
+        return data, lines, []
+    if not text.strip():
+        return _EMPTY, lines, []
     try:
-        data = json.loads(text, object_pairs_hook=pairs)
+        data = json.loads(text, object_pairs_hook=_JSONObject)
     except json.JSONDecodeError as exc:
         return (
             None,
@@ -341,23 +410,26 @@ def parse_document(
             ],
         )
     except (ValueError, RecursionError) as exc:
-        return None, lines, [_unreadable(source, "JSON", exc)]
+        return None, lines, [_unreadable(source, exc)]
+    duplicates = _duplicates(data, source)
     if duplicates:
-        return (
-            None,
-            lines,
-            [
-                Problem(source, None, "", f"duplicate key {k!r}")
-                for k in dict.fromkeys(duplicates)
-            ],
-        )
+        return None, lines, duplicates
+    _paths(data, lines)
     return data, lines, []
 
 
-def _unreadable(source: str, fmt: str, exc: BaseException) -> Problem:
+def _paths(data: Any, lines: _Lines) -> None:
+    # JSON and TOML give no lines; record the paths a document sets (line
+    # 0: unknown), so that a warning can still name the file that set them.
+    for path in _order(data):
+        lines.lines.setdefault(path, 0)
+
+
+def _unreadable(source: str, exc: BaseException) -> Problem:
     if isinstance(exc, RecursionError):
         return Problem(source, None, "", "the document is nested too deeply")
-    return Problem(source, None, "", f"this is not valid {fmt}: {exc}")
+    reason = _too_many_digits(exc) or f"{type(exc).__name__}: {exc}"
+    return Problem(source, None, "", f"this document cannot be read: {reason}")
 
 
 def _order(data: Any) -> dict[str, int]:
@@ -411,7 +483,7 @@ def _read_one(
     data, lines, problems = parse_document(text, source, fmt)
     if problems:
         return None, lines, problems
-    if data is _EMPTY or (fmt != "yaml" and not data):
+    if data is _EMPTY:
         return None, lines, [Problem(source, None, "", f"empty; {_KEYS_HINT}")]
     if not isinstance(data, dict):
         return (

@@ -6,6 +6,11 @@ The ``referee`` command: check policy files, explain decisions.
   warnings under ``--strict``.
 - ``referee explain POLICY --status N ...``: decide one made-up outcome and
   say which rule fired, what it does, and why.
+- ``referee simulate POLICY --responses 429,503,200``: run the attempt loop
+  over scripted outcomes on a virtual clock and print every decision.
+- ``referee demo``: run a workload against a fake Enrow API on loopback,
+  with a real httpx client and the real policy, and summarize what the
+  policy did.
 
 Output goes to stdout, errors and notes to stderr.  ``main`` returns the exit
 code instead of exiting, so tests can call it in-process.
@@ -37,6 +42,7 @@ if TYPE_CHECKING:
 
     from ._compile import CompiledRule, Policy
     from ._decisions import Decision
+    from .testing import Simulation, Step
 
 
 __all__ = ["main"]
@@ -89,6 +95,36 @@ def _status(text: str) -> int:
         msg = f"expected an HTTP status from 100 to 599, found {text!r}"
         raise argparse.ArgumentTypeError(msg)
     return status
+
+
+def _responses(text: str) -> list[int | str]:
+    out: list[int | str] = []
+    for item in text.split(","):
+        word = item.strip().lower()
+        if word in FAILURES:
+            out.append(word)
+            continue
+        try:
+            out.append(_status(word))
+        except argparse.ArgumentTypeError:
+            msg = (
+                f"expected status codes (100-599) or failure words "
+                f"({', '.join(sorted(FAILURES))}) separated by commas, "
+                f"found {item.strip()!r}"
+            )
+            raise argparse.ArgumentTypeError(msg) from None
+    return out
+
+
+def _credits(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < math.inf:
+        msg = f"expected a number of credits >= 0, found {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
 
 
 def _at_least(low: int) -> Any:
@@ -202,6 +238,90 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print one JSON object"
     )
     explain.set_defaults(run=_run_explain, parser=explain)
+
+    simulate = sub.add_parser(
+        "simulate",
+        help="run a policy over scripted outcomes",
+        description="Run the policy's attempt loop over a script of "
+        "outcomes (status codes or transport failures), on a virtual "
+        "clock that moves on by each delay, and print every decision: "
+        "its virtual time, the outcome, the action, the rule, the delay "
+        "and the reason; then how the call ended.",
+    )
+    simulate.add_argument("policy", metavar="POLICY", help="a file or name")
+    simulate.add_argument(
+        "--responses",
+        type=_responses,
+        required=True,
+        metavar="LIST",
+        help="outcomes in order, e.g. '429,503,200' or 'connect,200'; "
+        f"the failure words are {', '.join(sorted(FAILURES))}",
+    )
+    simulate.add_argument("--method", default="GET", help="default: GET")
+    simulate.add_argument(
+        "--url", default=DEFAULT_URL, help=f"default: {DEFAULT_URL}"
+    )
+    simulate.add_argument(
+        "--seed", type=int, default=0, help="seed the jitter (default: 0)"
+    )
+    simulate.add_argument(
+        "--json", action="store_true", help="print one JSON object"
+    )
+    simulate.set_defaults(run=_run_simulate)
+
+    demo = sub.add_parser(
+        "demo",
+        help="run a client against a fake Enrow API",
+        description="Start a fake of the Enrow API on a loopback port, "
+        "with a rate limit, random faults and a balance that runs out, "
+        "and run email finder and verifier calls through a real httpx "
+        "client with the policy in its transport; show a progress line "
+        "on stderr and a summary on stdout. Needs httpx (pip install "
+        "referee[httpx]).",
+    )
+    demo.add_argument(
+        "--policy",
+        default="enrow",
+        metavar="POLICY",
+        help="a file or name (default: enrow)",
+    )
+    demo.add_argument(
+        "--calls",
+        type=_at_least(1),
+        default=40,
+        metavar="N",
+        help="how many calls to make (default: 40)",
+    )
+    demo.add_argument(
+        "--seed", type=int, default=1, help="seed the run (default: 1)"
+    )
+    demo.add_argument(
+        "--credits",
+        type=_credits,
+        metavar="N",
+        help="the account's balance (default: enough for all but the "
+        "last fifth of the calls)",
+    )
+    demo.add_argument(
+        "--workers",
+        type=_at_least(1),
+        default=8,
+        metavar="N",
+        help="threads making calls (default: 8)",
+    )
+    demo.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="no progress line (it shows only on a terminal anyway)",
+    )
+    demo.add_argument(
+        "--real-timings",
+        action="store_true",
+        help="keep the policy's own delays (polls from 2s: slow) instead "
+        "of the demo's shorter ones",
+    )
+    demo.set_defaults(run=_run_demo)
     return parser
 
 
@@ -671,6 +791,148 @@ def _schedule_text(r: dict[str, Any]) -> str:
     if r["deadline"] is not None:
         notes.append(f"deadline {format_duration(r['deadline'])}")
     return f"{bounds} ({'; '.join(notes)})" if notes else bounds
+
+
+# -- simulate ------------------------------------------------------------
+
+
+def _alert_json(decision: Decision) -> dict[str, Any] | None:
+    alert = decision.alert
+    if alert is None:
+        return None
+    return {
+        "kind": alert.kind,
+        "severity": alert.severity,
+        "message": alert.message,
+        "key": alert.key,
+        "dedupe": alert.dedupe,
+    }
+
+
+def _step_json(step: Step) -> dict[str, Any]:
+    d = step.decision
+    return {
+        "at": step.at,
+        "status": step.snapshot.status,
+        "failure": step.snapshot.failure,
+        "rule": d.rule_id,
+        "action": _ACTIONS[type(d)],
+        "delay": d.delay if isinstance(d, Retry | Poll) else None,
+        "error": d.error.__name__ if isinstance(d, Abort) else None,
+        "alert": _alert_json(d),
+        "reason": d.reason,
+    }
+
+
+def _run_simulate(args: argparse.Namespace) -> int:
+    from .testing import simulate
+
+    try:
+        policy = load_policy(args.policy)
+    except PolicyError as exc:
+        for p in exc.problems:
+            _out(str(p), err=True)
+        return 1
+    method = args.method.upper()
+    sim = simulate(
+        policy, args.responses, method=method, url=args.url, seed=args.seed
+    )
+    steps = [_step_json(step) for step in sim.steps]
+    unused = len(args.responses) - len(sim.steps)
+    result = None
+    if sim.finished:
+        last = steps[-1]
+        result = {
+            "action": last["action"],
+            "rule": last["rule"],
+            "error": last["error"],
+        }
+    if args.json:
+        report = {
+            "policy": policy.name,
+            "method": method,
+            "url": args.url,
+            "seed": args.seed,
+            "steps": steps,
+            "finished": sim.finished,
+            "elapsed": sim.elapsed,
+            "unused": unused,
+            "result": result,
+        }
+        _out(json.dumps(report, indent=2))
+        return 0
+    _out(f"{'policy':<11} {policy.name} ({' → '.join(policy.sources)})")
+    _out(f"{'request':<11} {method} {args.url}")
+    table = [("at", "outcome", "action", "rule", "delay", "reason")]
+    table += [
+        (
+            _clock(step["at"]),
+            str(step["status"] or step["failure"]),
+            step["action"],
+            step["rule"] or "-",
+            "-" if step["delay"] is None else _secs(step["delay"]),
+            step["reason"],
+        )
+        for step in steps
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(5)]
+    for row in table:
+        at, *middle, reason = row
+        cells = [at.rjust(widths[0])]
+        cells += [c.ljust(w) for c, w in zip(middle, widths[1:], strict=True)]
+        _out("  " + "  ".join([*cells, reason]))
+    _out(f"{'result':<11} {_simulate_result(sim, steps, unused)}")
+    return 0
+
+
+def _clock(at: float) -> str:
+    return "0s" if at == 0 else _short(at)
+
+
+def _simulate_result(
+    sim: Simulation, steps: list[dict[str, Any]], unused: int
+) -> str:
+    n = _plural(len(steps), "outcome")
+    if not sim.finished:
+        last = steps[-1]["action"] if steps else None
+        wanted = "" if last is None else f" (the last was a {last})"
+        return (
+            f"unfinished: the responses ran out after {n}{wanted}; the "
+            f"policy would send again at {_clock(sim.elapsed)}"
+        )
+    last = steps[-1]
+    if last["action"] == "abort":
+        text = f"abort: raises {last['error']}"
+    elif last["failure"] is not None:
+        text = "accept: the failure propagates"
+    else:
+        text = "accept: the response is returned"
+    text += f" after {n}, at {_clock(sim.elapsed)}"
+    if unused:
+        text += f" ({_plural(unused, 'response')} left unused)"
+    return text
+
+
+# -- demo ----------------------------------------------------------------
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from ._demo import run_demo
+
+    try:
+        return run_demo(
+            policy=args.policy,
+            calls=args.calls,
+            seed=args.seed,
+            credits=args.credits,
+            workers=args.workers,
+            progress=args.progress,
+            real_timings=args.real_timings,
+        )
+    except PolicyError as exc:
+        for p in exc.problems:
+            _out(str(p), err=True)
+        return 1
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from ._drivers import _RECORDER, SleepRecorder
+from ._fake_enrow import FakeEnrow, FakeEnrowStats
 from ._flow import Finished, Observed, Send, Sleep, call_flow
 from ._snapshot import FAILURES, Snapshot
 
@@ -29,7 +30,15 @@ if TYPE_CHECKING:
     from ._decisions import Decision
 
 
-__all__ = ["Simulation", "SleepRecorder", "Step", "no_sleep", "simulate"]
+__all__ = [
+    "FakeEnrow",
+    "FakeEnrowStats",
+    "Simulation",
+    "SleepRecorder",
+    "Step",
+    "no_sleep",
+    "simulate",
+]
 
 
 @contextmanager

@@ -1,0 +1,282 @@
+"""
+referee for aiohttp: a client middleware (aiohttp >= 3.12).
+
+::
+
+    policy = referee.load_policy("enrow")
+    async with aiohttp.ClientSession(
+        middlewares=[PolicyMiddleware(policy)]
+    ) as session:
+        async with session.get(url) as response:
+            ...
+
+The middleware only translates: aiohttp requests and responses to
+snapshots, aiohttp's exceptions to the portable failure words; the driver
+does the rest.  A retry or a poll calls the next handler again with the
+same :class:`aiohttp.ClientRequest`, so the session's cookies, headers,
+timeouts, tracing and connection pool apply to every attempt.  Like every
+middleware, it runs once per redirect hop.
+
+The session's ``ClientTimeout(total=...)`` bounds the whole call, retries
+and their sleeps included: once it has expired, aiohttp raises a bare
+:class:`asyncio.TimeoutError`, which the middleware lets through untouched
+(no attempt could succeed after it).  ``sock_read`` and ``sock_connect``
+bound each attempt and are failures the policy decides about.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from typing import TYPE_CHECKING, Final
+
+import aiohttp
+import attrs
+from aiohttp import hdrs, payload
+from aiohttp.http_exceptions import HttpProcessingError
+from yarl import URL
+
+from ._drivers import CallOutcome, run_async
+from ._snapshot import Snapshot
+
+
+if TYPE_CHECKING:
+    import random
+
+    from ._compile import Policy
+    from ._decisions import PollRequest
+
+
+__all__ = ["OUTCOME_ATTRIBUTE", "PolicyMiddleware", "outcome"]
+
+#: The attribute of a response returned instead of an exception that holds
+#: its :class:`~referee._drivers.CallOutcome`; :func:`outcome` reads it.
+OUTCOME_ATTRIBUTE: Final = "referee_outcome"
+
+# aiohttp's exception tree, in portable words; the first match wins, so
+# subclasses come before their bases.  A connect timeout never reached the
+# server: it is a connect failure, not a timeout.  A server that hangs up
+# before answering (ServerDisconnectedError) is a broken read, in every
+# adapter.  A reset while the request was being written may have reached
+# the server: a read failure, which is not retried for unsafe methods.
+_FAILURES: Final[tuple[tuple[type[BaseException], str], ...]] = (
+    (aiohttp.ClientConnectorError, "connect"),
+    (aiohttp.ConnectionTimeoutError, "connect"),
+    (aiohttp.ServerTimeoutError, "timeout"),
+    (aiohttp.ServerDisconnectedError, "read"),
+    (aiohttp.ClientPayloadError, "read"),
+    (aiohttp.ClientOSError, "read"),
+    (aiohttp.ClientConnectionResetError, "read"),
+    (ConnectionError, "read"),
+    (HttpProcessingError, "protocol"),
+)
+
+_BODY_HEADERS: Final = (
+    hdrs.CONTENT_TYPE,
+    hdrs.CONTENT_LENGTH,
+    hdrs.CONTENT_ENCODING,
+    hdrs.TRANSFER_ENCODING,
+)
+
+
+@attrs.frozen
+class _Attempt:
+    """
+    What one send sends: the caller's request, with the method and URL a
+    poll rule may give it (applied by the send, which may need an await).
+    """
+
+    request: aiohttp.ClientRequest
+    method: str
+    url: URL
+
+
+class _Exchange:
+    """
+    What the driver needs to know about aiohttp.
+    """
+
+    def __init__(self) -> None:
+        # The bodies read before deciding, by response: the engine is
+        # synchronous, aiohttp's reads are not, and aiohttp has no public
+        # way to get the bytes back without an await.
+        self.bodies: weakref.WeakKeyDictionary[
+            aiohttp.ClientResponse, bytes
+        ] = weakref.WeakKeyDictionary()
+
+    def snapshot(
+        self, request: _Attempt, response: aiohttp.ClientResponse
+    ) -> Snapshot:
+        return Snapshot(
+            response.status,
+            None,
+            request.method,
+            str(request.url),
+            response.headers,
+            request.request.headers,
+            self.bodies.get(response),
+            None,
+            response.status,
+        )
+
+    def failure(self, exc: BaseException) -> str | None:
+        # A response whose status line or headers are not HTTP: aiohttp
+        # wraps the parser's error in a ClientResponseError.
+        if isinstance(exc, aiohttp.ClientResponseError):
+            cause = exc.__cause__
+            if isinstance(cause, HttpProcessingError) and not isinstance(
+                exc, aiohttp.ClientHttpProxyError
+            ):
+                return "protocol"
+            return None
+        # Only the session's total timeout raises a bare TimeoutError; it
+        # spans the whole call, so no further attempt could succeed.
+        if type(exc) in {asyncio.TimeoutError, TimeoutError}:
+            return None
+        for cls, word in _FAILURES:
+            if isinstance(exc, cls):
+                return word
+        return None
+
+    def method_url(self, request: _Attempt) -> tuple[str, str]:
+        return request.method, str(request.url)
+
+    def poll_request(self, request: _Attempt, poll: PollRequest) -> _Attempt:
+        return _Attempt(request.request, poll.method.upper(), URL(poll.url))
+
+    def replayable(self, request: _Attempt) -> str | None:
+        req = request.request
+        if request.method != req.method:
+            return None  # a poll with another method sends no body
+        body = req.body
+        if isinstance(body, payload.Payload) and body.consumed:
+            return (
+                "its body was a stream that has been consumed; pass the "
+                "body as bytes (data=b'...') to let referee re-send it"
+            )
+        return None
+
+    def close(self, response: aiohttp.ClientResponse) -> None:
+        response.release()
+
+    async def aclose(self, response: aiohttp.ClientResponse) -> None:
+        # release() hands a fully read connection back to the pool and
+        # closes one whose body was left unread; either way the response
+        # is done, and its body writer (if still running) is stopped.
+        response.release()
+        await response.wait_for_close()
+
+
+async def _retarget(attempt: _Attempt) -> None:
+    """
+    Give the request the poll's method and URL.  A poll with another
+    method drops the body and the headers that describe it.
+    """
+    req = attempt.request
+    if attempt.method != req.method:
+        req.method = attempt.method
+        req.chunked = None
+        req.compress = None
+        await req.update_body(None)
+        for name in _BODY_HEADERS:
+            req.headers.popall(name, None)
+    if attempt.url != req.url:
+        req.url = attempt.url
+        req.original_url = attempt.url
+
+
+def outcome(response: aiohttp.ClientResponse) -> CallOutcome | None:
+    """
+    The outcome attached to *response* by a middleware created with
+    ``raise_on_abort=False``, or None (no rule was involved).
+    """
+    found = getattr(response, OUTCOME_ATTRIBUTE, None)
+    return found if isinstance(found, CallOutcome) else None
+
+
+def _attach(response: aiohttp.ClientResponse, result: CallOutcome) -> None:
+    # ClientResponse has no __slots__ and no extensions mapping: the
+    # outcome rides on an attribute of its own.
+    setattr(response, OUTCOME_ATTRIBUTE, result)
+
+
+class PolicyMiddleware:
+    """
+    An aiohttp client middleware that enforces *policy* on every request
+    of the session (or of the request) it is given to.
+
+    Args:
+        policy: The compiled policy.
+        raise_on_abort: When False, an abort returns the last response
+            instead of raising; ``response.referee_outcome`` (or
+            :func:`outcome`) holds the outcome and the trail.
+        rng: The source of jitter.
+    """
+
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        raise_on_abort: bool = True,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.policy = policy
+        self.raise_on_abort = raise_on_abort
+        self.rng = rng
+        self._exchange = _Exchange()
+
+    async def __call__(
+        self,
+        request: aiohttp.ClientRequest,
+        handler: aiohttp.ClientHandlerType,
+    ) -> aiohttp.ClientResponse:
+        try:
+            first = await handler(request)
+        except Exception as exc:
+            if self._exchange.failure(exc) is None:
+                raise
+            return await self._run(request, handler, exc)
+        # The success path: a status (and method) no rule can match is
+        # returned without a snapshot, a decision or a body read.
+        if not self.policy.candidates(first.status, request.method):
+            return first
+        return await self._run(request, handler, first)
+
+    async def _run(
+        self,
+        request: aiohttp.ClientRequest,
+        handler: aiohttp.ClientHandlerType,
+        first: aiohttp.ClientResponse | BaseException,
+    ) -> aiohttp.ClientResponse:
+        pending = [first]
+        bodies = self._exchange.bodies
+
+        async def send(attempt: _Attempt) -> aiohttp.ClientResponse:
+            if pending:
+                got = pending.pop()
+                if isinstance(got, BaseException):
+                    raise got
+                response = got
+            else:
+                # The previous attempt's body writer must be done before
+                # the payload is written again.
+                await attempt.request.close()
+                await _retarget(attempt)
+                response = await handler(attempt.request)
+            if self.policy.candidates(response.status, attempt.method):
+                # A rule may look into the body: read it now, so that the
+                # synchronous engine can have it; aiohttp keeps it for the
+                # caller's read()/json().  A read that breaks is a
+                # transport failure like any other.
+                bodies[response] = await response.read()
+            return response
+
+        return await run_async(
+            self.policy,
+            _Attempt(request, request.method, request.url),
+            send,
+            self._exchange,
+            raise_on_abort=self.raise_on_abort,
+            rng=self.rng,
+            on_finish=None if self.raise_on_abort else _attach,
+        )
