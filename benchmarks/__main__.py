@@ -45,7 +45,9 @@ def _calibrate(fn: Callable[[], Any], target: float = 0.02) -> int:
 
 
 def compare(
-    contenders: dict[str, Callable[[], Any]], rounds: int
+    contenders: dict[str, Callable[[], Any]],
+    rounds: int,
+    baseline: str | None = None,
 ) -> dict[str, Any]:
     """
     Time each contender *rounds* times, interleaved; ratios are against the
@@ -63,8 +65,26 @@ def compare(
         if gc_was:
             gc.enable()
     first = next(iter(contenders))
+    if baseline is not None:
+        # Overheads: each round's time less the baseline's in that round.
+        base = times[baseline]
+        times = {
+            name: [max(t - b, 1e-12) for t, b in zip(ts, base, strict=True)]
+            for name, ts in times.items()
+            if name != baseline
+        } | {baseline: base}
     out: dict[str, Any] = {}
     for name, ts in times.items():
+        if name == baseline:
+            out[name] = {
+                "median_ns": statistics.median(ts) * 1e9,
+                "spread_ns": [min(ts) * 1e9, max(ts) * 1e9],
+                "ratio": None,
+                "ratio_q1": None,
+                "ratio_q3": None,
+                "baseline": True,
+            }
+            continue
         ratios = [a / b for a, b in zip(times[first], ts, strict=True)]
         q = (
             statistics.quantiles(ratios, n=4)
@@ -84,23 +104,35 @@ def compare(
     return out
 
 
-def _table(title: str, target: str, result: dict[str, Any]) -> str:
+def _table(
+    title: str, target: str, result: dict[str, Any], baseline: str | None
+) -> str:
     first = next(iter(result))
+    what = "overhead" if baseline else "median"
     lines = [
         f"### {title}",
         "",
         f"Target: {target}",
         "",
-        f"| contender | median | min–max | {first} ÷ contender (IQR) |",
+        *(
+            [
+                f"Overheads: each time less the `{baseline}`'s, round by round.",
+                "",
+            ]
+            if baseline
+            else []
+        ),
+        f"| contender | {what} | min–max | {first} ÷ contender (IQR) |",
         "|---|---:|---:|---:|",
     ]
     for name, r in result.items():
         lo, hi = r["spread_ns"]
-        ratio = (
-            "—"
-            if name == first
-            else f"**{r['ratio']:.3f}** ({r['ratio_q1']:.3f}–{r['ratio_q3']:.3f})"
-        )
+        if r.get("baseline"):
+            ratio = "(baseline: its time)"
+        elif name == first:
+            ratio = "—"
+        else:
+            ratio = f"**{r['ratio']:.3f}** ({r['ratio_q1']:.3f}–{r['ratio_q3']:.3f})"
         lines.append(
             f"| {name} | {r['median_ns']:,.0f} ns | {lo:,.0f}–{hi:,.0f} ns "
             f"| {ratio} |"
@@ -134,13 +166,17 @@ def main(argv: list[str] | None = None) -> int:
         "comparisons": {},
     }
     for comp in cases.COMPARISONS:
-        result = compare(comp.contenders(), rounds)
+        result = compare(comp.contenders(), rounds, comp.baseline)
         report["comparisons"][comp.key] = {
             "title": comp.title,
             "target": comp.target,
             "results": result,
         }
-        print(_table(comp.title, comp.target, result), "\n", flush=True)
+        print(
+            _table(comp.title, comp.target, result, comp.baseline),
+            "\n",
+            flush=True,
+        )
     for name, value in cases.extras().items():
         report[name] = value
         print(f"- {name}: {value}", flush=True)

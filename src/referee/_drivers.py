@@ -159,6 +159,9 @@ class _Clock:
 
 
 _PLAIN_ACCEPT: Final = "accept"
+#: The jitter source when the caller gives none: one per process, because
+#: seeding a Random from os.urandom costs more than a whole decision.
+_RNG: Final = random.Random()
 
 
 class _Call(Generic[Req, Resp]):
@@ -182,7 +185,7 @@ class _Call(Generic[Req, Resp]):
         self.clock = _Clock()
         self.started = self.clock.now()
         self.flow: Generator[Action, Observed | None, Finished] = call_flow(
-            policy, started=self.started, rng=rng or random.Random()
+            policy, started=self.started, rng=rng or _RNG
         )
         self.response: Resp | None = None
         self.exc: BaseException | None = None

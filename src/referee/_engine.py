@@ -74,6 +74,7 @@ def decide(
     found: Any = policy.index.get(snap.key, policy.fallback)  # type: ignore[arg-type]
     if not found:
         return NO_MATCH
+    ctx: Context | None = None
     if type(found) is not tuple:
         if type(found) is dict:  # a key with many rules, split by method
             found = found.get(snap.method) or found[None]
@@ -81,13 +82,17 @@ def decide(
                 return NO_MATCH
         if type(found) is Gated:  # every candidate needs bytes in the body
             body = snap.body
-            if body is not None and found.skip(body):
-                return NO_MATCH
-            if body is None and snap.load_body is None:
+            if body is None:
+                if snap.load_body is None:
+                    return NO_MATCH
+                ctx = Context(snap, state, policy.body_limit)
+                body = ctx.body()
+                if body is None:
+                    return NO_MATCH
+            if found.skip(body):
                 return NO_MATCH
             found = found.rules
     cands: Candidates = found
-    ctx = None
     escaped = None
     for rule in cands:
         needle = rule.needle

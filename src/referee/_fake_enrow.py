@@ -249,6 +249,8 @@ class FakeEnrow:
         if self._thread is None:
             self._thread = threading.Thread(
                 target=self._httpd.serve_forever,
+                # stop() waits for the loop to look up: keep that short.
+                kwargs={"poll_interval": 0.05},
                 name="FakeEnrow",
                 daemon=True,
             )
@@ -498,6 +500,9 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+    # The headers and the body go out in two writes; with Nagle's algorithm
+    # the second waits for the client's delayed ACK, 40 ms a response.
+    disable_nagle_algorithm = True
 
     def log_message(self, *args: Any) -> None:
         """

@@ -72,12 +72,13 @@ class Snapshot:
             None.  It may be called at most once per decision.
         key: *status*, or *failure* when there is no status: what the
             policy's index is keyed by.
+        url_from: Computes the URL when *url* is None.
     """
 
     status: int | None
     failure: str | None = None
     method: str = "GET"
-    url: str = ""
+    _url: str | None = attrs.field(default="", alias="url")
     headers: Mapping[str, str] = NO_HEADERS
     request_headers: Mapping[str, str] = NO_HEADERS
     body: bytes | None = None
@@ -85,10 +86,25 @@ class Snapshot:
         default=None, eq=False, repr=False
     )
     key: int | str | None = attrs.field(default=None, eq=False, repr=False)
+    url_from: Callable[[], str] | None = attrs.field(
+        default=None, eq=False, repr=False
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.key is None:
             self.key = self.failure if self.status is None else self.status
+
+    @property
+    def url(self) -> str:
+        """
+        The request's URL; with *url_from* (and ``url=None``), computed on
+        first use, because turning a client's URL object into a string
+        costs more than most decisions.
+        """
+        url = self._url
+        if url is None:
+            url = self._url = self.url_from() if self.url_from else ""
+        return url
 
     @classmethod
     def response(

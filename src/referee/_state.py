@@ -7,7 +7,7 @@ new one, as urllib3's ``Retry.increment`` does.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import attrs
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from ._snapshot import Snapshot
 
 
-__all__ = ["AttemptRecord", "AttemptState", "advance"]
+__all__ = ["FIRST_ATTEMPT", "AttemptRecord", "AttemptState", "advance"]
 
 
 @attrs.frozen
@@ -64,6 +64,11 @@ class AttemptState:
     poll_started: float | None = None
     history: tuple[AttemptRecord, ...] = ()
 
+
+#: The state of a call's first attempt, for deciding whether a first
+#: outcome needs the driver at all (a plain accept does not depend on the
+#: clock).
+FIRST_ATTEMPT: Final = AttemptState()
 
 _ACTIONS = {"Accept": "accept", "Retry": "retry", "Poll": "poll"}
 

@@ -19,14 +19,13 @@ middleware, it runs once per redirect hop.
 
 The session's ``ClientTimeout(total=...)`` bounds the whole call, retries
 and their sleeps included: once it has expired, aiohttp raises a bare
-:class:`asyncio.TimeoutError`, which the middleware lets through untouched
+:class:`TimeoutError`, which the middleware lets through untouched
 (no attempt could succeed after it).  ``sock_read`` and ``sock_connect``
 bound each attempt and are failures the policy decides about.
 """
 
 from __future__ import annotations
 
-import asyncio
 import weakref
 from typing import TYPE_CHECKING, Final
 
@@ -131,7 +130,7 @@ class _Exchange:
             return None
         # Only the session's total timeout raises a bare TimeoutError; it
         # spans the whole call, so no further attempt could succeed.
-        if type(exc) in {asyncio.TimeoutError, TimeoutError}:
+        if type(exc) is TimeoutError:
             return None
         for cls, word in _FAILURES:
             if isinstance(exc, cls):
@@ -149,7 +148,12 @@ class _Exchange:
         if request.method != req.method:
             return None  # a poll with another method sends no body
         body = req.body
-        if isinstance(body, payload.Payload) and body.consumed:
+        # aiohttp >= 3.12.1 rewinds payloads it can and marks the others
+        # consumed; before it, only bytes could be sent twice.
+        consumed = getattr(body, "consumed", None)
+        if consumed is None:
+            consumed = not isinstance(body, bytes | payload.BytesPayload)
+        if consumed:
             return (
                 "its body was a stream that has been consumed; pass the "
                 "body as bytes (data=b'...') to let referee re-send it"

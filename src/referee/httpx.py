@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING, Any, Final, Self
 import httpx
 
 from ._drivers import CallOutcome, run_async, run_sync
+from ._engine import NO_MATCH, decide
 from ._snapshot import Snapshot
+from ._state import FIRST_ATTEMPT
 
 
 if TYPE_CHECKING:
@@ -67,12 +69,13 @@ class _Exchange:
             response.status_code,
             None,
             request.method,
-            str(request.url),
+            None,
             response.headers,
             request.headers,
             None,
             response.read,
             response.status_code,
+            request.url.__str__,
         )
 
     def failure(self, exc: BaseException) -> str | None:
@@ -194,8 +197,13 @@ class PolicyTransport(httpx.BaseTransport):
                 raise
             return self._run(request, exc)
         # The success path: a status (and method) no rule can match is
-        # returned without a snapshot, a decision or a header look-up.
-        if not policy.candidates(first.status_code, request.method):
+        # returned without a snapshot, a decision or a header look-up; one
+        # that rules could match but do not (a 200 that is not `ongoing`)
+        # after one decision, without the driver.
+        if not policy.index.get(first.status_code, policy.fallback):
+            return first
+        snap = self._exchange.snapshot(request, first)
+        if decide(policy, snap, FIRST_ATTEMPT, now=0.0) is NO_MATCH:
             return first
         return self._run(request, first)
 
@@ -269,7 +277,11 @@ class AsyncPolicyTransport(httpx.AsyncBaseTransport):
             if self._exchange.failure(exc) is None:
                 raise
             return await self._run(request, exc)
-        if not policy.candidates(first.status_code, request.method):
+        if not policy.index.get(first.status_code, policy.fallback):
+            return first
+        await first.aread()
+        snap = self._exchange.snapshot(request, first)
+        if decide(policy, snap, FIRST_ATTEMPT, now=0.0) is NO_MATCH:
             return first
         return await self._run(request, first)
 
