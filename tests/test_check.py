@@ -672,16 +672,6 @@ class TestLocation:
 
         assert (str(path), 5) == (problem.file, problem.line)
 
-    @pytest.mark.xfail(
-        reason=(
-            "core bug: _check._Where.at_default names the first source whose "
-            "line map holds the path; JSON and TOML sources have no line "
-            "map, so a default a JSON child sets is reported at the YAML "
-            "parent's line for the value it overrides"
-        ),
-        raises=AssertionError,
-        strict=True,
-    )
     def test_defaults_reported_where_set_in_json(self, tmp_path):
         """
         A default a JSON child sets over its YAML parent names the child.

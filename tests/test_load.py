@@ -376,7 +376,7 @@ class TestExtends:
             [
                 ("first", "child", 0),
                 ("parent-unavailable", "child", 1),
-                ("rule-2", "parent", 2),
+                ("parent/rule-2", "parent", 2),
             ],
             (referee.Abort, "parent-unavailable"),
         )
@@ -386,16 +386,6 @@ class TestExtends:
             (type(d), d.rule_id),
         )
 
-    @pytest.mark.xfail(
-        reason=(
-            "core bug: _compile.compile_policy replaces inherited rules by "
-            "id, default ids (rule-N) included, so a child's unnamed second "
-            "rule silently drops the parent's unnamed second rule: here the "
-            "parent's 404 abort, and a 404 is accepted"
-        ),
-        raises=AssertionError,
-        strict=True,
-    )
     def test_default_ids_replace_nothing(self, tmp_path):
         """
         Unnamed rules never replace inherited ones: both files' rules run.
@@ -410,9 +400,20 @@ class TestExtends:
             referee.AttemptState(),
             now=0.0,
         )
-        expected = (["child", "child", "parent", "parent"], referee.Abort)
+        expected = (
+            [
+                ("child-unavailable", "child"),
+                ("rule-2", "child"),
+                ("parent-unavailable", "parent"),
+                ("parent/rule-2", "parent"),
+            ],
+            (referee.Abort, "parent/rule-2"),
+        )
 
-        assert expected == ([r.origin for r in child.rules], type(d))
+        assert expected == (
+            [(r.id, r.origin) for r in child.rules],
+            (type(d), d.rule_id),
+        )
 
     def test_defaults_merge_key_by_key(self, tmp_path):
         """
@@ -524,6 +525,29 @@ class TestRuleIds:
 
         assert ids == [r.id for r in policy.rules]
         assert list(range(3)) == [r.index for r in policy.rules]
+
+    def test_inherited_default_ids_name_their_policy(self, tmp_path):
+        """
+        An extended policy's unnamed rules are <policy>/rule-N, at any depth.
+        """
+        _write(tmp_path / "parent.yaml", PARENT)
+        _write(tmp_path / "child.yaml", CHILD.format(parent="parent.yaml"))
+        policy = referee.load_policy_text(
+            "policy: grandchild\n"
+            f"extends: {tmp_path / 'child.yaml'}\n"
+            "rules:\n"
+            "  - {when: {status: 418}, do: abort}\n"
+        )
+        ids = [
+            "rule-1",
+            "child-unavailable",
+            "child/rule-2",
+            "parent-unavailable",
+            "parent/rule-2",
+        ]
+
+        assert ids == [r.id for r in policy.rules]
+        assert "child/rule-2" == policy.rule("child/rule-2").id
 
     def test_rule_lookup(self):
         """

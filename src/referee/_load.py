@@ -308,6 +308,9 @@ def _too_many_digits(exc: BaseException) -> str | None:
     )
 
 
+_RESOLVER: Final = yaml.resolver.Resolver()
+
+
 def _scalar_reason(n: yaml.Node, exc: BaseException) -> str:
     if isinstance(exc, yaml.YAMLError):
         return _yaml_reason(exc)
@@ -315,10 +318,19 @@ def _scalar_reason(n: yaml.Node, exc: BaseException) -> str:
     if digits is not None:
         return digits
     if n.tag == "tag:yaml.org,2002:int" and isinstance(exc, ValueError):
-        return (
-            f"{n.value!r} is not a valid integer (quote it to make it a "
-            f"string)"
+        # A plain scalar (style None, or '' from libyaml) that YAML itself
+        # resolves to int was meant as a word; anything else was tagged.
+        style = getattr(n, "style", None)
+        resolved = _RESOLVER.resolve(  # type: ignore[no-untyped-call]
+            yaml.ScalarNode, n.value, (True, False)
         )
+        implicit = not style and resolved == n.tag
+        if implicit:  # YAML took a plain word for a number
+            return (
+                f"{n.value!r} is not a valid integer (quote it to make it a "
+                f"string)"
+            )
+        return f"{n.value!r} is not a valid !!int; expected a whole number"
     if n.tag == "tag:yaml.org,2002:bool" and isinstance(exc, KeyError):
         return f"{n.value!r} is not a valid !!bool; expected true or false"
     return f"{type(exc).__name__}: {exc}"
