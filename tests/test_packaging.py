@@ -21,6 +21,7 @@ EXPECTED_API = [
     "AuthenticationError",
     "BadRequest",
     "BreakerSpec",
+    "CallOutcome",
     "CircuitOpen",
     "CompiledRule",
     "DeadlineExceeded",

@@ -209,6 +209,9 @@ class CompiledRule:
         path: Where in that file: ``$.rules[3]``.
         action: ``accept``, ``retry``, ``poll`` or ``abort``.
         when: The compiled condition.
+        needs_body: Whether deciding with this rule may read the body (a
+            body condition, or a template with ``{body...}``): async
+            adapters read it beforehand only then.
         needle: Bytes the raw body must contain for the rule to match
             (None: no such bytes).
         prefilter: A test of the raw body that is False when the body
@@ -229,6 +232,7 @@ class CompiledRule:
     path: str
     action: str
     when: CompiledCondition = attrs.field(eq=False, repr=False)
+    needs_body: bool
     needle: bytes | None = attrs.field(eq=False, repr=False)
     prefilter: Callable[[bytes], bool] | None = attrs.field(
         eq=False, repr=False
@@ -412,6 +416,22 @@ def _poll_settings(doc: s.PollDoc) -> PollSettings:
     )
 
 
+def _uses_body(cond: s.ConditionDoc | None) -> bool:
+    if cond is None:
+        return False
+    if cond.body is not None:
+        return True
+    subs = [*(cond.any or ()), *(cond.all or ())]
+    if cond.not_ is not None:
+        subs.append(cond.not_)
+    return any(_uses_body(c) for c in subs)
+
+
+def _needs_body(rule: s.RuleDoc) -> bool:
+    message = rule.alert.message if rule.alert else None
+    return _uses_body(rule.when) or bool(message and "{body." in message)
+
+
 def compile_policy(
     chain: Sequence[tuple[str, s.PolicyDoc]],
 ) -> Policy:
@@ -481,6 +501,12 @@ def compile_policy(
                     path=f"$.rules[{i}]",
                     action=rd.do,
                     when=when,
+                    needs_body=_needs_body(rd)
+                    or bool(
+                        poll is not None
+                        and poll.request_url
+                        and "{body." in poll.request_url
+                    ),
                     needle=needle,
                     prefilter=prefilter,
                     error=error_class(rd.error) if rd.error else None,

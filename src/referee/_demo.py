@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from ._drivers import CallOutcome
 
 
-__all__ = ["DemoReport", "run_demo"]
+__all__ = ["DemoReport", "default_credits", "demo_policy", "run_demo"]
 
 #: The first poll and retry delays the demo puts in place of the policy's,
 #: so a run takes seconds: the enrow policy polls from 2 s and backs off
@@ -281,8 +281,9 @@ def demo_policy(name: str, *, real_timings: bool) -> tuple[Policy, str]:
     with *real_timings*, else a policy that extends it with shorter poll
     and backoff delays.
     """
+    base = load_policy(name)  # its own errors, named after it
     if real_timings:
-        return load_policy(name), f"{name} policy"
+        return base, f"{name} policy"
     extends = name if name in bundled_names() else _absolute(name)
     text = (
         "policy: demo\n"

@@ -31,7 +31,7 @@ import attrs
 import structlog
 
 from ._compile import default_error
-from ._decisions import Abort, Accept, Poll, Retry
+from ._decisions import Abort, Accept, CallOutcome, Poll, Retry
 from ._flow import Finished, Observed, Send, Sleep, call_flow
 from ._redact import redact_url
 from ._snapshot import Snapshot
@@ -42,9 +42,8 @@ if TYPE_CHECKING:
 
     from ._compile import Policy
     from ._decisions import Decision, PollRequest
-    from ._errors import Aborted
     from ._flow import Action
-    from ._state import AttemptRecord, AttemptState
+    from ._state import AttemptState
 
 
 __all__ = [
@@ -101,23 +100,6 @@ class Exchange(Protocol[Req, Resp_contra]):
         """
         Release an abandoned response (the one before a retry or a poll).
         """
-
-
-@attrs.frozen
-class CallOutcome:
-    """
-    How a call ended, attached to the response returned when the caller
-    asked for responses instead of exceptions.
-
-    Attributes:
-        decision: The last decision (an Accept or an Abort).
-        trail: One record per decided outcome, oldest first.
-        error: The error that would have been raised, or None.
-    """
-
-    decision: Accept | Abort
-    trail: tuple[AttemptRecord, ...]
-    error: Aborted | None
 
 
 class SleepRecorder:
@@ -196,18 +178,15 @@ class _Call(Generic[Req, Resp]):
         #: needs an await); the sync one lets the exchange close them.
         self.closing: list[Resp] | None = None
 
-    def to_send(self, action: Send) -> Req | Finished:
+    def to_send(self, action: Send) -> Req:
         """
-        The request to send for *action*, or why the call ends here.
+        The request to send for *action* (its replayability was checked
+        before the sleep that preceded it).
         """
         self.attempt = action.attempt
         req = self.request
         if action.request is not None:
             req = self.exchange.poll_request(self.request, action.request)
-        if action.attempt > 1 or action.poll > 0:
-            why = self.exchange.replayable(req)
-            if why is not None:
-                return self._cannot_resend(why)
         self.sent = req
         return req
 
@@ -228,6 +207,9 @@ class _Call(Generic[Req, Resp]):
             ),
             error,
         )
+        # The trail says what happened: the outcome was not retried.
+        record = attrs.evolve(last, action="abort", delay=None)
+        state = attrs.evolve(state, history=(*state.history[:-1], record))
         return Finished(decision, state, snap)
 
     def observe(
@@ -269,13 +251,21 @@ class _Call(Generic[Req, Resp]):
         except Exception as exc:  # noqa: BLE001 - closing is best effort
             _log.debug("referee.close_failed", error=repr(exc))
 
-    def before_sleep(self, action: Sleep) -> float | None:
+    def before_sleep(self, action: Sleep) -> float | Finished | None:
         """
         Log the decision, release the response; the seconds to really
-        sleep, or None under no_sleep.
+        sleep, None under no_sleep, or how the call ends when the request
+        cannot be sent again (then nothing is slept or released).
         """
         self.state = action.state
-        self._log(action.decision, self.last_snap)
+        decision = action.decision
+        nxt = self.sent
+        if isinstance(decision, Poll) and decision.request is not None:
+            nxt = self.exchange.poll_request(self.request, decision.request)
+        why = self.exchange.replayable(nxt)
+        if why is not None:
+            return self._cannot_resend(why)
+        self._log(decision, self.last_snap)
         if self.response is not None:
             self._close(self.response)
             self.response = None
@@ -381,8 +371,6 @@ def run_sync(
     while True:
         if isinstance(action, Send):
             req = call.to_send(action)
-            if isinstance(req, Finished):
-                return _end(call, req, on_finish)
             try:
                 response: Resp | None = send(req)
                 exc: BaseException | None = None
@@ -395,6 +383,8 @@ def run_sync(
                 return _end(call, stop.value, on_finish)
         else:
             seconds = call.before_sleep(action)
+            if isinstance(seconds, Finished):
+                return _end(call, seconds, on_finish)
             if seconds:
                 sleep(seconds)
             action = next(call.flow)
@@ -434,8 +424,6 @@ async def run_async(
     while True:
         if isinstance(action, Send):
             req = call.to_send(action)
-            if isinstance(req, Finished):
-                return _end(call, req, on_finish)
             try:
                 response: Resp | None = await send(req)
                 exc: BaseException | None = None
@@ -448,6 +436,8 @@ async def run_async(
                 return _end(call, stop.value, on_finish)
         else:
             seconds = call.before_sleep(action)
+            if isinstance(seconds, Finished):
+                return _end(call, seconds, on_finish)
             while closing:
                 try:
                     await exchange.aclose(closing.pop())

@@ -507,7 +507,13 @@ def _poll_request(
             f"the origin of the request ({_origin_of(snap.url)}), and "
             f"credentials are never sent to another origin"
         )
-    return PollRequest(method=settings.request_method or snap.method, url=url)
+    # A poll of another URL reads a job's status: GET, unless the rule says
+    # otherwise (RFC 9110: a 202's Location is fetched with GET).  Without
+    # a URL template, the same request is sent again.
+    method = settings.request_method or (
+        "GET" if settings.request_url is not None else snap.method
+    )
+    return PollRequest(method=method, url=url)
 
 
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}

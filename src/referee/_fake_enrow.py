@@ -250,7 +250,7 @@ class FakeEnrow:
             self._thread = threading.Thread(
                 target=self._httpd.serve_forever,
                 # stop() waits for the loop to look up: keep that short.
-                kwargs={"poll_interval": 0.05},
+                kwargs={"poll_interval": 0.01},
                 name="FakeEnrow",
                 daemon=True,
             )

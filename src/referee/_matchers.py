@@ -87,10 +87,13 @@ class Context:
         body = self._body
         if body is _NOT_PARSED:
             loader = self.snap.load_body
-            try:
-                body = loader() if loader is not None else None
-            except Exception:  # noqa: BLE001 - a body that cannot be read does not match
+            if loader is None or _too_long(self.snap, self.body_limit):
                 body = None
+            else:
+                try:
+                    body = loader()
+                except Exception:  # noqa: BLE001 - a body that cannot be read does not match
+                    body = None
             self._body = body
         return body  # type: ignore[return-value]
 
@@ -125,6 +128,20 @@ class Context:
                 parts = ("", "")
             self._url = parts
         return parts
+
+
+def _too_long(snap: Snapshot, limit: int) -> bool:
+    """
+    Whether the response says its body is longer than *limit*: then it is
+    not loaded at all (a rule cannot match a body it would not parse).
+    """
+    declared = snap.headers.get("content-length")
+    if declared is None:
+        return False
+    try:
+        return int(declared) > limit
+    except ValueError:
+        return False
 
 
 def lookup(doc: Any, path: Sequence[str | int]) -> Any:

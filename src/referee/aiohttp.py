@@ -36,7 +36,9 @@ from aiohttp.http_exceptions import HttpProcessingError
 from yarl import URL
 
 from ._drivers import CallOutcome, run_async
+from ._engine import NO_MATCH, decide
 from ._snapshot import Snapshot
+from ._state import FIRST_ATTEMPT
 
 
 if TYPE_CHECKING:
@@ -106,16 +108,18 @@ class _Exchange:
     def snapshot(
         self, request: _Attempt, response: aiohttp.ClientResponse
     ) -> Snapshot:
+        # The URL is made a string only if a rule or the log reads it.
         return Snapshot(
             response.status,
             None,
             request.method,
-            str(request.url),
+            None,
             response.headers,
             request.request.headers,
             self.bodies.get(response),
             None,
             response.status,
+            request.url.__str__,
         )
 
     def failure(self, exc: BaseException) -> str | None:
@@ -234,40 +238,49 @@ class PolicyMiddleware:
         request: aiohttp.ClientRequest,
         handler: aiohttp.ClientHandlerType,
     ) -> aiohttp.ClientResponse:
+        policy, exchange = self.policy, self._exchange
+        attempt = _Attempt(request, request.method, request.url)
         try:
             first = await handler(request)
+            # The success path: a status (and method) no rule can match is
+            # returned without a body read, a snapshot or a decision.
+            if not policy.candidates(first.status, request.method):
+                return first
+            # Rules may look into the body: read it (aiohttp keeps it for
+            # the caller); one that no rule matches after all (a 200 that
+            # is not `ongoing`) is returned after one decision, without
+            # the driver.
+            exchange.bodies[first] = await first.read()
         except Exception as exc:
-            if self._exchange.failure(exc) is None:
+            if exchange.failure(exc) is None:
                 raise
-            return await self._run(request, handler, exc)
-        # The success path: a status (and method) no rule can match is
-        # returned without a snapshot, a decision or a body read.
-        if not self.policy.candidates(first.status, request.method):
+            return await self._run(attempt, handler, exc)
+        snap = exchange.snapshot(attempt, first)
+        if decide(policy, snap, FIRST_ATTEMPT, now=0.0) is NO_MATCH:
             return first
-        return await self._run(request, handler, first)
+        return await self._run(attempt, handler, first)
 
     async def _run(
         self,
-        request: aiohttp.ClientRequest,
+        attempt: _Attempt,
         handler: aiohttp.ClientHandlerType,
         first: aiohttp.ClientResponse | BaseException,
     ) -> aiohttp.ClientResponse:
         pending = [first]
         bodies = self._exchange.bodies
 
-        async def send(attempt: _Attempt) -> aiohttp.ClientResponse:
-            if pending:
+        async def send(nxt: _Attempt) -> aiohttp.ClientResponse:
+            if pending:  # the first outcome, already seen (and read)
                 got = pending.pop()
                 if isinstance(got, BaseException):
                     raise got
-                response = got
-            else:
-                # The previous attempt's body writer must be done before
-                # the payload is written again.
-                await attempt.request.close()
-                await _retarget(attempt)
-                response = await handler(attempt.request)
-            if self.policy.candidates(response.status, attempt.method):
+                return got
+            # The previous attempt's body writer must be done before the
+            # payload is written again.
+            await nxt.request.close()
+            await _retarget(nxt)
+            response = await handler(nxt.request)
+            if self.policy.candidates(response.status, nxt.method):
                 # A rule may look into the body: read it now, so that the
                 # synchronous engine can have it; aiohttp keeps it for the
                 # caller's read()/json().  A read that breaks is a
@@ -277,7 +290,7 @@ class PolicyMiddleware:
 
         return await run_async(
             self.policy,
-            _Attempt(request, request.method, request.url),
+            attempt,
             send,
             self._exchange,
             raise_on_abort=self.raise_on_abort,

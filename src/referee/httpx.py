@@ -109,16 +109,17 @@ class _Exchange:
         )
 
     def replayable(self, request: httpx.Request) -> str | None:
+        # Only bytes, or a body read before the first send, can be sent
+        # again: reading a sent iterator gives b"" (not an error), and a
+        # retry would go out with an empty body.
         if isinstance(request.stream, httpx.ByteStream):
             return None
-        try:
-            request.read()
-        except httpx.StreamConsumed:
-            return (
-                "its body was a stream that has been consumed; pass the "
-                "body as bytes (content=...) to let referee re-send it"
-            )
-        return None
+        if _content(request) is not None:
+            return None
+        return (
+            "its body was a stream that has been consumed; pass the body "
+            "as bytes (content=...) to let referee re-send it"
+        )
 
     def close(self, response: httpx.Response) -> None:
         response.close()
@@ -134,16 +135,6 @@ class _AsyncExchange(_Exchange):
         snap = super().snapshot(request, response)
         snap.load_body = _read_loaded(response)
         return snap
-
-    def replayable(self, request: httpx.Request) -> str | None:
-        if isinstance(request.stream, httpx.ByteStream):
-            return None
-        if _content(request) is not None:
-            return None
-        return (
-            "its body is a stream that cannot be read twice; pass the body "
-            "as bytes (content=...) to let referee re-send it"
-        )
 
     async def aclose(self, response: httpx.Response) -> None:
         await response.aclose()
@@ -279,7 +270,13 @@ class AsyncPolicyTransport(httpx.AsyncBaseTransport):
             return await self._run(request, exc)
         if not policy.index.get(first.status_code, policy.fallback):
             return first
-        await first.aread()
+        try:
+            await _read_if_needed(policy, request, first)
+        except Exception as exc:
+            if self._exchange.failure(exc) is None:
+                raise
+            await first.aclose()
+            return await self._run(request, exc)
         snap = self._exchange.snapshot(request, first)
         if decide(policy, snap, FIRST_ATTEMPT, now=0.0) is NO_MATCH:
             return first
@@ -298,8 +295,7 @@ class AsyncPolicyTransport(httpx.AsyncBaseTransport):
                 response = got
             else:
                 response = await self.transport.handle_async_request(req)
-            if self.policy.candidates(response.status_code, req.method):
-                await response.aread()
+            await _read_if_needed(self.policy, req, response)
             return response
 
         return await run_async(
@@ -326,6 +322,26 @@ class AsyncPolicyTransport(httpx.AsyncBaseTransport):
         traceback: TracebackType | None = None,
     ) -> None:
         await self.transport.__aexit__(exc_type, exc_value, traceback)
+
+
+async def _read_if_needed(
+    policy: Policy, request: httpx.Request, response: httpx.Response
+) -> None:
+    """
+    Read the body now (the engine cannot await) when a candidate rule looks
+    into it, and it is not declared longer than the policy parses.
+    """
+    rules = policy.candidates(response.status_code, request.method)
+    if not any(r.needs_body for r in rules):
+        return
+    declared = response.headers.get("content-length")
+    too_long = (
+        declared is not None
+        and declared.isdigit()
+        and int(declared) > policy.body_limit
+    )
+    if not too_long:
+        await response.aread()
 
 
 def _read_loaded(response: httpx.Response) -> Any:

@@ -45,7 +45,8 @@ __all__ = [
 def no_sleep() -> Iterator[SleepRecorder]:
     """
     Within the block, referee's drivers record every delay in the yielded
-    recorder's ``delays`` instead of sleeping.
+    recorder's ``delays`` instead of sleeping.  Blocks nest: the innermost
+    recorder gets the delays.
 
     ::
 
@@ -110,14 +111,17 @@ def _snapshot(outcome: Outcome, method: str, url: str) -> Snapshot:
         return outcome
     if isinstance(outcome, str) and outcome in FAILURES:
         return Snapshot.failed(outcome, method=method, url=url)
-    try:
-        status = int(outcome)
-    except (TypeError, ValueError):
+    status: int | None = None
+    if isinstance(outcome, int) and not isinstance(outcome, bool):
+        status = outcome
+    elif isinstance(outcome, str) and outcome.strip().isdigit():
+        status = int(outcome.strip())
+    if status is None or not 100 <= status <= 599:
         msg = (
-            f"outcome {outcome!r}: expected a status code, a failure word "
-            f"({', '.join(sorted(FAILURES))}) or a Snapshot"
+            f"outcome {outcome!r}: expected a status code from 100 to 599, "
+            f"a failure word ({', '.join(sorted(FAILURES))}) or a Snapshot"
         )
-        raise ValueError(msg) from None
+        raise ValueError(msg)
     return Snapshot.response(status, method=method, url=url)
 
 

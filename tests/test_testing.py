@@ -1,0 +1,383 @@
+"""
+referee.testing: no_sleep() over real calls (httpx against the loopback
+server), and simulate() over scripted outcomes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import TYPE_CHECKING
+
+import httpx
+import pytest
+from tests.server import Reply, ScriptedServer
+
+import referee
+from referee import (
+    Abort,
+    Accept,
+    DeadlineExceeded,
+    Poll,
+    RetriesExhausted,
+    Retry,
+    Snapshot,
+)
+from referee.httpx import AsyncPolicyTransport, PolicyTransport
+from referee.testing import Simulation, SleepRecorder, no_sleep, simulate
+
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+
+# Retries 503 with exactly 1, 2, 4, 8, 16 s; honours Retry-After up to
+# a minute; six sends; a ten-minute deadline.
+PATIENT = """
+policy: patient
+defaults:
+  retry: {attempts: 6, backoff: {initial: 1s, multiplier: 2, max: 30s, jitter: none}}
+  deadline: 10m
+  server_delay: {max: 60s, on_exceed: fail}
+rules:
+  - id: busy
+    when: {status: [429, 503]}
+    do: retry
+  - id: running
+    when: {status: 202}
+    do: poll
+"""
+
+
+@pytest.fixture
+def server() -> Iterator[ScriptedServer]:
+    srv = ScriptedServer()
+    # Workaround: ScriptedServer's serve_forever() polls for shutdown
+    # every 0.5 s; a short interval keeps teardown fast.
+    srv._thread = threading.Thread(
+        target=srv._httpd.serve_forever, args=(0.01,), daemon=True
+    )
+    with srv:
+        yield srv
+
+
+@pytest.fixture
+def patient() -> referee.Policy:
+    return referee.load_policy_text(PATIENT)
+
+
+def get(policy: referee.Policy, url: str) -> httpx.Response:
+    with httpx.Client(transport=PolicyTransport(policy)) as client:
+        return client.get(url)
+
+
+class TestNoSleep:
+    def test_records_delays_in_order(self, patient, server):
+        """
+        The delays the driver was asked to sleep are recorded in order.
+        """
+        server.script("/r", [Reply(503), Reply(503), Reply(503), Reply(200)])
+
+        with no_sleep() as slept:
+            response = get(patient, server.url("/r"))
+
+        assert isinstance(slept, SleepRecorder)
+        assert [1.0, 2.0, 4.0] == slept.delays
+        assert 200 == response.status_code
+
+    def test_does_not_really_sleep(self, patient, server):
+        """
+        Five retries after Retry-After: 30 each (150 s of sleeping) finish
+        at once.
+        """
+        server.script(
+            "/r", [Reply(429, {"Retry-After": "30"})] * 5 + [Reply(200)]
+        )
+
+        began = time.monotonic()
+        with no_sleep() as slept:
+            response = get(patient, server.url("/r"))
+        wall = time.monotonic() - began
+
+        assert [30.0] * 5 == slept.delays
+        assert 200 == response.status_code
+        assert 6 == server.count("/r")
+        # 150 s if the sleeps were taken; this is no speed assertion.
+        assert wall < 5
+
+    def test_async_driver_does_not_sleep(self, patient, server):
+        """
+        The async driver records instead of sleeping, too.
+        """
+        server.script(
+            "/r", [Reply(503, {"Retry-After": "30"})] * 2 + [Reply(200)]
+        )
+
+        async def go() -> httpx.Response:
+            transport = AsyncPolicyTransport(patient)
+            async with httpx.AsyncClient(transport=transport) as client:
+                return await client.get(server.url("/r"))
+
+        began = time.monotonic()
+        with no_sleep() as slept:
+            response = asyncio.run(go())
+        wall = time.monotonic() - began
+
+        assert [30.0, 30.0] == slept.delays
+        assert 200 == response.status_code
+        assert wall < 5
+
+    def test_nested(self, patient, server):
+        """
+        An inner no_sleep records the delays of its own block; the outer
+        one goes on recording (and not sleeping) after it.
+        """
+        server.script("/a", [Reply(503), Reply(200)])
+        server.script("/b", [Reply(503), Reply(503), Reply(200)])
+        server.script("/c", [Reply(429, {"Retry-After": "20"}), Reply(200)])
+
+        began = time.monotonic()
+        with no_sleep() as outer:
+            get(patient, server.url("/a"))
+            with no_sleep() as inner:
+                get(patient, server.url("/b"))
+            get(patient, server.url("/c"))
+        wall = time.monotonic() - began
+
+        assert [1.0, 2.0] == inner.delays
+        assert [1.0, 20.0] == outer.delays
+        assert wall < 5
+
+    def test_recorder_is_removed_on_error(self, patient):
+        """
+        Leaving the block by an exception ends no_sleep all the same.
+        """
+        from referee._drivers import active_recorder
+
+        with pytest.raises(RuntimeError), no_sleep():
+            raise RuntimeError
+
+        assert active_recorder() is None
+
+    def test_keeps_deadlines(self, server):
+        """
+        The virtual clock moves by the skipped sleeps: with a 10 s deadline
+        and Retry-After: 4, two retries fit and the third would overrun.
+        """
+        pol = referee.load_policy_text(
+            """
+policy: tight
+defaults:
+  retry: {attempts: 10}
+  deadline: 10s
+rules:
+  - id: busy
+    when: {status: 503}
+    do: retry
+"""
+        )
+        server.script("/r", [Reply(503, {"Retry-After": "4"})])
+
+        with no_sleep() as slept, pytest.raises(DeadlineExceeded) as ei:
+            get(pol, server.url("/r"))
+
+        assert [4.0, 4.0] == slept.delays
+        assert 3 == server.count("/r")
+        assert ["retry", "retry", "abort"] == [
+            r.action for r in ei.value.trail
+        ]
+
+
+class TestSimulate:
+    def test_times_are_cumulative_delays(self):
+        """
+        Each step is seen at the sum of the delays before it; the last
+        decision is the final accept.
+        """
+        pol = referee.load_policy("http-default")
+
+        sim = simulate(pol, [429, 503, 200])
+
+        assert isinstance(sim, Simulation)
+        assert sim.finished
+        first, second, third = sim.steps
+        assert [Retry, Retry, Accept] == [type(s.decision) for s in sim.steps]
+        assert 0.0 == first.at
+        assert first.decision.delay == second.at
+        assert first.decision.delay + second.decision.delay == third.at
+        assert third.at == sim.elapsed
+        assert isinstance(sim.decision, Accept)
+        assert sim.decision is third.decision
+        assert sim.decision.rule_id is None
+        assert [429, 503, 200] == [s.snapshot.status for s in sim.steps]
+
+    def test_exact_schedule(self, patient):
+        """
+        Without jitter the times are the backoff schedule's sums.
+        """
+        sim = simulate(patient, [503, 503, 503, 200])
+
+        assert [0.0, 1.0, 3.0, 7.0] == [s.at for s in sim.steps]
+        assert 7.0 == sim.elapsed
+
+    def test_seed_makes_jitter_repeatable(self):
+        """
+        The same seed gives the same delays.
+        """
+        pol = referee.load_policy("http-default")
+
+        a = simulate(pol, [503, 503, 503], seed=7)
+        b = simulate(pol, [503, 503, 503], seed=7)
+
+        assert [s.at for s in a.steps] == [s.at for s in b.steps]
+
+    def test_script_runs_out(self):
+        """
+        A script that ends before the policy does is not finished.
+        """
+        pol = referee.load_policy("http-default")
+
+        sim = simulate(pol, [503])
+
+        assert not sim.finished
+        assert 1 == len(sim.steps)
+        assert isinstance(sim.decision, Retry)
+        assert sim.steps[0].decision.delay == sim.elapsed
+
+    def test_empty_script(self):
+        """
+        An empty script is an unfinished simulation with no decision.
+        """
+        sim = simulate(referee.load_policy("http-default"), [])
+
+        assert Simulation((), False, 0.0) == sim
+        assert sim.decision is None
+
+    def test_abort_finishes(self):
+        """
+        Running out of attempts finishes with an abort.
+        """
+        sim = simulate(referee.load_policy("http-default"), [503] * 5)
+
+        assert sim.finished
+        assert 3 == len(sim.steps)
+        assert isinstance(sim.decision, Abort)
+
+    def test_failure_words(self):
+        """
+        Failure words are transport failures of the request.
+        """
+        sim = simulate(
+            referee.load_policy("http-default"),
+            ["connect", "read", 200],
+            method="PUT",
+            url="https://api.example.com/x",
+        )
+
+        assert sim.finished
+        assert ["connect", "read", None] == [
+            s.snapshot.failure for s in sim.steps
+        ]
+        assert ("PUT", "https://api.example.com/x") == (
+            sim.steps[0].snapshot.method,
+            sim.steps[0].snapshot.url,
+        )
+        assert ["connect-failed", "transport-failed", None] == [
+            s.decision.rule_id for s in sim.steps
+        ]
+
+    def test_method_matters(self):
+        """
+        A POST's read failure is not retried.
+        """
+        sim = simulate(
+            referee.load_policy("http-default"), ["read", 200], method="POST"
+        )
+
+        assert sim.finished
+        assert 1 == len(sim.steps)
+        assert isinstance(sim.decision, Abort)
+
+    def test_snapshots(self, patient):
+        """
+        Snapshots are taken as they are: their hints set the delays.
+        """
+        sim = simulate(
+            patient,
+            [
+                Snapshot.response(429, headers={"Retry-After": "7"}),
+                Snapshot.response(202),
+                Snapshot.response(200, body=b"{}"),
+            ],
+        )
+
+        assert [Retry, Poll, Accept] == [type(s.decision) for s in sim.steps]
+        assert 7.0 == sim.steps[1].at
+        assert 7.0 + sim.steps[1].decision.delay == sim.steps[2].at
+
+    def test_start_sets_the_clock(self):
+        """
+        The virtual clock starts at *start*; times stay relative to it.
+        """
+        pol = referee.load_policy_text(
+            """
+policy: reset
+defaults:
+  retry: {attempts: 3}
+rules:
+  - id: limited
+    when: {status: 429}
+    do: retry
+    retry: {delay_from: ["X-Reset:epoch"]}
+"""
+        )
+        start = 1_700_000_000.0
+        limited = Snapshot.response(429, headers={"X-Reset": str(start + 9)})
+
+        sim = simulate(pol, [limited, 200], start=start)
+
+        assert [0.0, 9.0] == [s.at for s in sim.steps]
+
+    @pytest.mark.parametrize(
+        "outcome",
+        ["nope", None, "5xx", "Connect"],
+        ids=["word", "none", "pattern", "capitalized-word"],
+    )
+    def test_bad_outcome(self, outcome):
+        """
+        An outcome that is no status, failure word or snapshot is a
+        ValueError that names it and says what is allowed.
+        """
+        pol = referee.load_policy("http-default")
+
+        with pytest.raises(ValueError, match="expected a status code") as ei:
+            simulate(pol, [outcome])
+
+        message = str(ei.value)
+        assert repr(outcome) in message
+        assert "connect" in message
+        assert "Snapshot" in message
+
+    @pytest.mark.parametrize(
+        "outcome",
+        [3.5, True, 42, 1000],
+        ids=["float", "bool", "too-small", "too-large"],
+    )
+    def test_not_a_status(self, outcome):
+        """
+        A number that is no HTTP status code is a ValueError too.
+        """
+        pol = referee.load_policy("http-default")
+
+        with pytest.raises(ValueError, match="status"):
+            simulate(pol, [outcome])
+
+    def test_exhausted_retries_in_simulation(self):
+        """
+        The abort of a simulation names the error a real call would raise.
+        """
+        sim = simulate(referee.load_policy("http-default"), ["connect"] * 3)
+
+        assert isinstance(sim.decision, Abort)
+        assert RetriesExhausted is sim.decision.error
