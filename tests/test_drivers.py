@@ -759,7 +759,9 @@ class TestDecisionEvents:
             "delay",
             "elapsed",
             "reason",
+            "alert",
         } == set(first)
+        assert first["alert"] is None
         assert "unit" == first["policy"]
         assert "GET" == first["method"]
         assert URL + "?q=1" == first["url"]

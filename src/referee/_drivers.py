@@ -339,6 +339,7 @@ class _Call(Generic[Req, Resp]):
             delay=delay,
             elapsed=round(self.clock.now() - self.started, 6),
             reason=decision.reason,
+            alert=None if decision.alert is None else decision.alert.kind,
         )
 
 

@@ -30,8 +30,11 @@ and ``shared/reference/apis.md`` §1), single endpoints only:
 
 Credits are reserved when a search starts and never refunded (Enrow
 refunds misses later, in bulk accounting this fake does not model).  All
-randomness comes from one ``random.Random(seed)``; which request draws
-which number still depends on the order requests arrive in.
+randomness comes from ``random.Random`` streams seeded by *seed*, one per
+endpoint (``POST /email/find/single``, ...): the n-th request to an
+endpoint draws the same numbers whatever the order of the others, so a
+concurrent workload with a fixed seed meets the same faults on its
+searches' POSTs from run to run (a 429 draws nothing).
 """
 
 from __future__ import annotations
@@ -210,7 +213,8 @@ class FakeEnrow:
         self.rate_window = rate_window
         self.reset_header = reset_header
         self.clock = clock
-        self._rng = random.Random(seed)
+        self.seed = seed
+        self._rngs: dict[str, random.Random] = {}
         self._lock = threading.Lock()
         self._credits = float(credits)
         self._spent = 0.0
@@ -351,14 +355,28 @@ class FakeEnrow:
             limited = self._rate_limited(key, path)
             if limited is not None:
                 return limited
-        if self.fault_rate and self._rng.random() < self.fault_rate:
-            status = self._rng.choice(self.fault_statuses)
+        rng = self._rng(f"{method} {path}")
+        if self.fault_rate and rng.random() < self.fault_rate:
+            status = rng.choice(self.fault_statuses)
             return status, {}, dict(_FAULT_BODIES.get(status, {}))
         if path == ACCOUNT:
             return 200, {}, {"credits": _number(self._credits), "webhooks": []}
         if method == "POST":
-            return self._start(path, body)
+            return self._start(path, body, rng)
         return self._result(path, query)
+
+    def _rng(self, endpoint: str) -> random.Random:
+        """
+        The random stream of *endpoint*: the n-th request to it draws the
+        same numbers, whatever the order requests to other endpoints come
+        in.
+        """
+        rng = self._rngs.get(endpoint)
+        if rng is None:
+            rng = self._rngs[endpoint] = random.Random(
+                f"{self.seed}:{endpoint}"
+            )
+        return rng
 
     def _rate_limited(
         self, key: str, path: str
@@ -379,7 +397,7 @@ class FakeEnrow:
         return 429, extra, {"message": "Too Many Requests"}
 
     def _start(
-        self, path: str, body: bytes
+        self, path: str, body: bytes, rng: random.Random
     ) -> tuple[int, dict[str, str], dict[str, Any]]:
         if not body.strip():
             return 400, {}, {"message": "Missing payload"}
@@ -404,7 +422,6 @@ class FakeEnrow:
         self._credits -= cost
         self._spent += cost
         self._started += 1
-        rng = self._rng
         search_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
         valid = rng.random() < self.valid_rate
         low, high = self.ongoing

@@ -15,7 +15,7 @@ from ._decisions import Poll, Retry
 
 
 if TYPE_CHECKING:
-    from ._decisions import Decision
+    from ._decisions import AlertNotice, Decision
     from ._snapshot import Snapshot
 
 
@@ -34,6 +34,7 @@ class AttemptRecord:
         action: ``accept``, ``retry``, ``poll`` or ``abort``.
         delay: The delay before the next send, or None.
         at: When the outcome was decided (the driver's clock).
+        alert: The alert the rule raised, or None.
     """
 
     status: int | None
@@ -42,6 +43,7 @@ class AttemptRecord:
     action: str
     delay: float | None
     at: float
+    alert: AlertNotice | None = None
 
 
 @attrs.frozen
@@ -87,6 +89,7 @@ def advance(
         action=_ACTIONS.get(type(decision).__name__, "abort"),
         delay=delay,
         at=now,
+        alert=decision.alert,
     )
     history = (*state.history, record)
     if isinstance(decision, Retry):

@@ -29,18 +29,22 @@ The adapter only translates: requests' responses to snapshots, requests'
 (and urllib3's) exceptions to the portable failure words; the driver does
 the rest.
 
-- A response whose status (and method) no rule can match is returned
-  untouched: no snapshot, no decision.
+- A response no rule matches is returned untouched: without a snapshot when
+  no rule names its status, without the driver when the rules that do name
+  it do not match (a 200 that is not ``ongoing``).
 - With ``stream=False`` (requests' default), requests reads every body it
   returns right after the adapter; the adapter reads the bodies of the
   responses it decides on itself, so that a body that breaks half-way is a
-  ``read`` failure the policy sees, not an exception after the decision.
-  With ``stream=True`` a body is read only when a rule looks into it, and
-  the caller can still read it afterwards (requests keeps what it read).
+  ``read`` failure the policy sees, and the connection of an abandoned
+  response goes back to the pool.  With ``stream=True`` a body is read only
+  when a rule looks into it (and it is not declared longer than the
+  policy's ``body_limit``); the caller can still read it afterwards, since
+  requests keeps what it read.
 - A request is sent again only if its body can be: bytes, str or none.  A
   generator or file body is not re-sent, and the error says why.
 - Only the final response reaches requests' session: the cookies and hooks
-  of abandoned attempts are not applied.
+  of abandoned attempts are not applied.  A redirect is a new call through
+  the adapter, decided on its own.
 """
 
 from __future__ import annotations
@@ -54,8 +58,10 @@ from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 from urllib3.util.retry import Retry as _Urllib3Retry
 
-from ._drivers import CallOutcome, run_sync
+from ._drivers import run_sync
+from ._engine import NO_MATCH, decide
 from ._snapshot import Snapshot
+from ._state import FIRST_ATTEMPT
 
 
 if TYPE_CHECKING:
@@ -65,13 +71,13 @@ if TYPE_CHECKING:
     from requests import PreparedRequest, Response
 
     from ._compile import Policy
-    from ._decisions import PollRequest
+    from ._decisions import CallOutcome, PollRequest
 
 
 __all__ = ["OUTCOME_ATTRIBUTE", "PolicyAdapter"]
 
 #: Where a response returned instead of an exception carries its
-#: :class:`~referee._drivers.CallOutcome`: ``response.referee_outcome``.
+#: :class:`~referee.CallOutcome`: ``response.referee_outcome``.
 OUTCOME_ATTRIBUTE: Final = "referee_outcome"
 
 # The types of HTTPAdapter.send's arguments, as requests declares them.
@@ -228,7 +234,7 @@ class PolicyAdapter(HTTPAdapter):
         policy: The compiled policy.
         raise_on_abort: When False, an abort returns the last response
             instead of raising; ``response.referee_outcome`` holds the
-            :class:`~referee._drivers.CallOutcome` and its trail.
+            :class:`~referee.CallOutcome` and its trail.
         rng: The source of jitter.
         pool_connections: As for :class:`~requests.adapters.HTTPAdapter`.
         pool_maxsize: Likewise.
@@ -295,15 +301,27 @@ class PolicyAdapter(HTTPAdapter):
                 proxies=proxies,
             )
 
+        policy = self.policy
         try:
             first = send_once(request)
         except Exception as exc:
             if _failure_word(exc) is None:
                 raise
             return self._run(request, exc, send_once, stream=stream)
-        # The success path: a status (and method) no rule can match is
-        # returned without a snapshot, a decision or a header look-up.
-        if not self.policy.candidates(first.status_code, request.method):
+        # The success path: a status no rule names is returned without a
+        # snapshot, a decision or a header look-up; one that rules name but
+        # do not match (a 200 that is not `ongoing`) after one decision,
+        # without the driver.
+        if not policy.index.get(first.status_code, policy.fallback):
+            return first
+        try:
+            _read_if_needed(policy, request, first, stream=stream)
+        except Exception as exc:
+            if _failure_word(exc) is None:
+                raise
+            return self._run(request, exc, send_once, stream=stream)
+        snap = self._exchange.snapshot(request, first)
+        if decide(policy, snap, FIRST_ATTEMPT, now=0.0) is NO_MATCH:
             return first
         return self._run(request, first, send_once, stream=stream)
 
@@ -322,17 +340,10 @@ class PolicyAdapter(HTTPAdapter):
                 got = pending.pop()
                 if isinstance(got, Exception):
                     raise got
-                response = got
-            else:
-                response = send_once(req)
-            if not stream:
-                # requests would read it right after us: read it here, so
-                # that a body broken half-way is a failure the policy sees.
-                try:
-                    response.content  # noqa: B018 - read and kept
-                except Exception:
-                    response.close()
-                    raise
+                # Its body was read (or not) before the first decision.
+                return got
+            response = send_once(req)
+            _read_if_needed(self.policy, req, response, stream=stream)
             return response
 
         return run_sync(
@@ -344,3 +355,34 @@ class PolicyAdapter(HTTPAdapter):
             rng=self.rng,
             on_finish=None if self.raise_on_abort else _attach,
         )
+
+
+def _read_if_needed(
+    policy: Policy,
+    request: PreparedRequest,
+    response: Response,
+    *,
+    stream: bool,
+) -> None:
+    """
+    Read the body before deciding: always without *stream* (requests would
+    read it right after), else when a candidate rule looks into it and it
+    is not declared longer than the policy parses.  A body that cannot be
+    read closes the response and raises what requests raised.
+    """
+    if stream:
+        rules = policy.candidates(response.status_code, request.method)
+        if not any(r.needs_body for r in rules):
+            return
+        declared = response.headers.get("content-length")
+        if (
+            declared is not None
+            and declared.isdigit()
+            and int(declared) > policy.body_limit
+        ):
+            return
+    try:
+        response.content  # noqa: B018 - read, and kept by requests
+    except Exception:
+        response.close()
+        raise
