@@ -42,8 +42,17 @@ def _setup() -> None:
     if _run(py, "-m", "pip", "install", quiet, "--upgrade", "pip") != 0:
         sys.exit("dev.py: could not upgrade pip")
     if (
-        _run(py, "-m", "pip", "install", quiet, "-e", ".[httpx,requests,aiohttp]",
-             "--group", "dev")
+        _run(
+            py,
+            "-m",
+            "pip",
+            "install",
+            quiet,
+            "-e",
+            ".[httpx,requests,aiohttp]",
+            "--group",
+            "dev",
+        )
         != 0
     ):
         sys.exit("dev.py: could not install referee")
