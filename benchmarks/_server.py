@@ -12,6 +12,8 @@ from typing import Any
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Without it, each keep-alive request waits ~40 ms on a delayed ACK.
+    disable_nagle_algorithm = True
     body = b""
 
     def log_message(self, *args: Any) -> None:

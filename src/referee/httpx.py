@@ -64,7 +64,9 @@ class _Exchange:
         self, request: httpx.Request, response: httpx.Response
     ) -> Snapshot:
         # The body is read only if a rule looks into it; httpx keeps what it
-        # read, so the caller can still read it afterwards.
+        # read, so the caller can still read it afterwards.  A body already
+        # read is handed over as is (httpx keeps it in _content; reading
+        # the public .content of an unread response raises instead).
         return Snapshot(
             response.status_code,
             None,
@@ -72,7 +74,7 @@ class _Exchange:
             None,
             response.headers,
             request.headers,
-            None,
+            getattr(response, "_content", None),
             response.read,
             response.status_code,
             request.url.__str__,
