@@ -13,7 +13,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import attrs
 import cattrs
@@ -34,6 +34,9 @@ from ._units import parse_duration, parse_size
 
 
 __all__ = ["Invalid", "collect", "join_path", "structure"]
+
+
+T = TypeVar("T")
 
 
 class Invalid(ValueError):
@@ -527,14 +530,15 @@ def _make_converter() -> cattrs.Converter:
 _CONVERTER: cattrs.Converter | None = None
 
 
-def structure(data: Any) -> s.PolicyDoc:
+def structure(data: Any, cls: type[T] = s.PolicyDoc) -> T:  # type: ignore[assignment]
     """
-    Structure a parsed document; raises cattrs' validation errors.
+    Structure a parsed document (or a part of one, as *cls*); raises
+    cattrs' validation errors.
     """
     global _CONVERTER  # noqa: PLW0603 - built once, lazily
     if _CONVERTER is None:
         _CONVERTER = _make_converter()
-    return _CONVERTER.structure(data, s.PolicyDoc)
+    return _CONVERTER.structure(data, cls)
 
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

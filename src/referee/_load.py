@@ -14,7 +14,7 @@ import json
 import re
 import sys
 import tomllib
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 import yaml
 
+from . import _schema as s
 from ._compile import Policy, compile_policy
 from ._convert import collect, describe, join_path, structure, suggest
 from ._errors import PolicyError, Problem
@@ -29,8 +30,6 @@ from ._errors import PolicyError, Problem
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-
-    from . import _schema as s
 
 
 __all__ = [
@@ -511,7 +510,7 @@ def _read_one(
             ],
         )
     try:
-        doc = structure(data)
+        doc: s.PolicyDoc = structure(data)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a Problem
         found = collect(exc)
         if not found:
@@ -522,6 +521,9 @@ def _read_one(
         # Document order: cattrs reports by field, not by line; where the
         # format gives no lines, the order of the parsed keys is the
         # document's.
+        # One structural problem must not hide the checks of what did
+        # structure: validate the parts that do.
+        found_problems.extend(_validate_parts(data, source, lines))
         order = _order(data)
         found_problems.sort(
             key=lambda p: (p.line or 0, _position(order, p.path))
@@ -564,7 +566,33 @@ def _check_template(template: str) -> str | None:
     return None
 
 
-def _validate(doc: s.PolicyDoc, source: str, lines: _Lines) -> list[Problem]:
+def _validate_parts(
+    data: dict[str, Any], source: str, lines: _Lines
+) -> list[Problem]:
+    """
+    :func:`_validate` over the defaults and the rules that structure on
+    their own, when the whole document does not.
+    """
+    defaults = None
+    with suppress(Exception):
+        if isinstance(data.get("defaults"), dict):
+            defaults = structure(data["defaults"], s.DefaultsDoc)
+    rules: list[tuple[int, s.RuleDoc]] = []
+    raw = data.get("rules")
+    for i, item in enumerate(raw if isinstance(raw, list) else ()):
+        with suppress(Exception):
+            rules.append((i, structure(item, s.RuleDoc)))
+    return _validate(
+        s.PolicyDoc(s.Name("?"), defaults=defaults), source, lines, rules
+    )
+
+
+def _validate(
+    doc: s.PolicyDoc,
+    source: str,
+    lines: _Lines,
+    rules: list[tuple[int, s.RuleDoc]] | None = None,
+) -> list[Problem]:
     """
     What the types cannot say: unique ids, settings that belong to another
     action, multipliers below one, templates.
@@ -596,7 +624,7 @@ def _validate(doc: s.PolicyDoc, source: str, lines: _Lines) -> list[Problem]:
                     add("$.defaults.poll.request.url", err)
 
     seen: dict[str, int] = {}
-    for i, rule in enumerate(doc.rules):
+    for i, rule in enumerate(doc.rules) if rules is None else rules:
         path = f"$.rules[{i}]"
         rid = rule.id or f"rule-{i + 1}"
         if rid in seen:
