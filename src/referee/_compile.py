@@ -18,6 +18,7 @@ import attrs
 import backoff
 
 from . import _schema as s
+from ._backend import BreakerSettings, BudgetSettings, RateLimitSettings
 from ._decisions import BreakerSpec
 from ._errors import (
     Aborted,
@@ -184,6 +185,18 @@ class PollSettings:
 
 
 @attrs.frozen
+class WebhookSettings:
+    """
+    The webhook sink a policy file configures: the environment variable
+    that holds the URL, the lowest severity sent, the timeout.
+    """
+
+    env: str
+    min_severity: str
+    timeout: float
+
+
+@attrs.frozen
 class AlertSettings:
     """
     A rule's resolved alert.
@@ -307,6 +320,20 @@ class Policy:
     lines: Mapping[str, Mapping[str, int]] = attrs.field(
         factory=dict, repr=False
     )
+    breaker: BreakerSettings | None = None
+    budget: BudgetSettings | None = None
+    rate_limit: RateLimitSettings | None = None
+    webhook: WebhookSettings | None = None
+    #: What the drivers use across calls (the state backend, the alert
+    #: dispatcher); attached by the loader, None for a bare compiled policy.
+    runtime: Any = attrs.field(default=None, eq=False, repr=False)
+    #: Whether any rule opens a breaker, or a ratio breaker is set: when
+    #: not, the drivers skip the breaker check before each send.
+    breakers: bool = False
+    #: For each named breaker, the methods it stops (None: every call).
+    breaker_scopes: Mapping[str, frozenset[str] | None] = attrs.field(
+        factory=dict, repr=False
+    )
 
     def line_of(self, source: str, path: str) -> int | None:
         """
@@ -416,6 +443,26 @@ def _poll_settings(doc: s.PollDoc) -> PollSettings:
     )
 
 
+def _scopes(
+    rules: Sequence[CompiledRule],
+) -> dict[str, frozenset[str] | None]:
+    scopes: dict[str, frozenset[str] | None] = {}
+    for r in rules:
+        spec = r.breaker
+        if spec is None:
+            continue
+        if spec.name in scopes:
+            known = scopes[spec.name]
+            scopes[spec.name] = (
+                None
+                if known is None or spec.methods is None
+                else known | spec.methods
+            )
+        else:
+            scopes[spec.name] = spec.methods
+    return scopes
+
+
 def _uses_body(cond: s.ConditionDoc | None) -> bool:
     if cond is None:
         return False
@@ -486,7 +533,9 @@ def compile_policy(
                 else None
             )
             breaker = (
-                BreakerSpec(rd.breaker.name, rd.breaker.open_for)
+                BreakerSpec(
+                    rd.breaker.name, rd.breaker.open_for, rd.breaker.methods
+                )
                 if rd.breaker is not None
                 else None
             )
@@ -531,7 +580,46 @@ def compile_policy(
         rules=[r.doc for r in rules],
         extends=head.extends,
     )
+    d = resolved
+    ratio_breaker = None
+    if d.breaker is not None:
+        ratio_breaker = BreakerSettings(
+            failure_ratio=d.breaker.failure_ratio or 0.5,
+            window=d.breaker.window or 30.0,
+            min_calls=d.breaker.min_calls or 20,
+            open_for=d.breaker.open_for or 30.0,
+        )
+    budget = None
+    if d.budget is not None:
+        budget = BudgetSettings(
+            tokens=d.budget.tokens or 10.0,
+            refill=0.1 if d.budget.refill is None else d.budget.refill,
+        )
+    rate_limit = None
+    if d.rate_limit is not None:
+        rate_limit = RateLimitSettings(
+            requests=d.rate_limit.requests,
+            per=d.rate_limit.per,
+            methods=d.rate_limit.methods,
+            by_path=bool(d.rate_limit.by_path),
+        )
+    webhook = None
+    for _src, doc in chain:
+        hook = doc.alerts.webhook if doc.alerts else None
+        if hook is not None:
+            webhook = WebhookSettings(
+                env=hook.url.strip()[2:-1],
+                min_severity=hook.min_severity or "warning",
+                timeout=hook.timeout or 5.0,
+            )
+            break
     return Policy(
+        breaker=ratio_breaker,
+        budget=budget,
+        rate_limit=rate_limit,
+        webhook=webhook,
+        breakers=ratio_breaker is not None or any(r.breaker for r in rules),
+        breaker_scopes=_scopes(rules),
         name=head.policy,
         description=head.description,
         sources=tuple(src for src, _doc in chain),

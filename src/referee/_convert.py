@@ -430,9 +430,15 @@ _WORDS: Final = {
     (s.PollDoc, "jitter"): s.JITTERS,
     (s.ServerDelayDoc, "on_exceed"): s.ON_EXCEED,
     (s.AlertDoc, "severity"): s.SEVERITIES,
+    (s.WebhookDoc, "min_severity"): s.SEVERITIES,
 }
 
 DOC_CLASSES: Final = (
+    s.BreakerDefaultsDoc,
+    s.BudgetDoc,
+    s.RateLimitDoc,
+    s.WebhookDoc,
+    s.AlertsDoc,
     s.BackoffDoc,
     s.RetryDoc,
     s.PollRequestDoc,

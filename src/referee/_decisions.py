@@ -66,11 +66,13 @@ class AlertNotice:
 @attrs.frozen
 class BreakerSpec:
     """
-    Open the breaker *name* for *open_for* seconds.
+    Open the breaker *name* for *open_for* seconds; while it is open, calls
+    with one of *methods* (None: every call) fail fast.
     """
 
     name: str
     open_for: float
+    methods: frozenset[str] | None = None
 
 
 @attrs.frozen

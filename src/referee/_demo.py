@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Final, TextIO
 import attrs
 import structlog
 
-from ._errors import Aborted
+from ._errors import Aborted, CircuitOpen
 from ._fake_enrow import COSTS, FINDER, VERIFIER, FakeEnrow
 from ._load import bundled_names, load_policy, load_policy_text
 from ._units import format_duration
@@ -211,12 +211,15 @@ class _Tally:
                 self.live_polls += 1
         raise structlog.DropEvent
 
-    def trail(self, method: str, records: tuple[Any, ...]) -> None:
+    def trail(
+        self, method: str, records: tuple[Any, ...], least: int = 1
+    ) -> None:
         """
-        Count the sends, retries and polls of one HTTP call.
+        Count the sends, retries and polls of one HTTP call (at least
+        *least* sends: 0 for a call an open breaker stopped).
         """
         with self.lock:
-            self.report.sent[method] += max(1, len(records))
+            self.report.sent[method] += max(least, len(records))
             for record in records:
                 if record.action == "retry":
                     self.report.retries[record.rule_id] += 1
@@ -347,7 +350,9 @@ def _step(
     try:
         response = send()
     except Aborted as exc:
-        tally.trail(method, exc.trail)
+        tally.trail(
+            method, exc.trail, 0 if isinstance(exc, CircuitOpen) else 1
+        )
         tally.abort(job.path, type(exc).__name__, exc.rule_id)
         return None
     except httpx.HTTPError as exc:

@@ -26,12 +26,14 @@ import random
 import threading
 import time
 from typing import TYPE_CHECKING, Final, Generic, Protocol, TypeVar
+from urllib.parse import urlsplit
 
 import attrs
 import structlog
 
 from ._compile import default_error
 from ._decisions import Abort, Accept, CallOutcome, Poll, Retry
+from ._errors import CircuitOpen, DeadlineExceeded, RetriesExhausted
 from ._flow import Finished, Observed, Send, Sleep, call_flow
 from ._redact import redact_url
 from ._snapshot import Snapshot
@@ -42,8 +44,9 @@ if TYPE_CHECKING:
 
     from ._compile import Policy
     from ._decisions import Decision, PollRequest
+    from ._errors import Aborted
     from ._flow import Action
-    from ._state import AttemptState
+    from ._state import AttemptRecord, AttemptState
 
 
 __all__ = [
@@ -159,8 +162,12 @@ class _Call(Generic[Req, Resp]):
         *,
         raise_on_abort: bool,
         rng: random.Random | None,
+        first_sent: bool = False,
     ) -> None:
         self.policy = policy
+        #: Whether the adapter sent the first request itself (and admitted
+        #: it past breakers and rate limits).
+        self.first_sent = first_sent
         self.exchange = exchange
         self.request = request
         self.raise_on_abort = raise_on_abort
@@ -178,6 +185,18 @@ class _Call(Generic[Req, Resp]):
         #: needs an await); the sync one lets the exchange close them.
         self.closing: list[Resp] | None = None
 
+    def admission(self, action: Send, req: Req) -> Aborted | float:
+        """
+        Whether *req* may be sent now (see :func:`admit`).
+        """
+        if action.attempt == 1 and action.poll == 0 and self.first_sent:
+            return 0.0
+        if not self.policy.breakers and self.policy.rate_limit is None:
+            return 0.0
+        method, url = self.exchange.method_url(req)
+        trail = self.state.history if self.state is not None else ()
+        return admit(self.policy, method, url, self.clock, self.started, trail)
+
     def to_send(self, action: Send) -> Req:
         """
         The request to send for *action* (its replayability was checked
@@ -190,13 +209,19 @@ class _Call(Generic[Req, Resp]):
         self.sent = req
         return req
 
-    def _cannot_resend(self, why: str) -> Finished:
+    def _cannot_resend(
+        self, why: str, error: type[Aborted] | None = None
+    ) -> Finished:
         state = self.state
         assert state is not None  # noqa: S101 - a re-send follows a sleep
         last = state.history[-1]
         rule = self.policy.rule(last.rule_id) if last.rule_id else None
         snap = self.last_snap
-        error = (rule.error if rule else None) or default_error(snap.status)
+        error = (
+            error
+            or (rule.error if rule else None)
+            or default_error(snap.status)
+        )
         decision = Abort(
             last.rule_id,
             (
@@ -265,6 +290,16 @@ class _Call(Generic[Req, Resp]):
         why = self.exchange.replayable(nxt)
         if why is not None:
             return self._cannot_resend(why)
+        if isinstance(decision, Retry) and not spend_retry(
+            self.policy, self.last_snap
+        ):
+            return self._cannot_resend(
+                "the retry budget for this host is spent (too many retries "
+                "for the successes seen: the API looks down, and retrying "
+                "would only add load)",
+                error=RetriesExhausted,
+            )
+        settle(self.policy, decision, self.last_snap, self.clock.now())
         self._log(decision, self.last_snap)
         if self.response is not None:
             self._close(self.response)
@@ -288,6 +323,7 @@ class _Call(Generic[Req, Resp]):
         )
         if not plain:
             self._log(decision, finished.snap)
+        settle(self.policy, decision, finished.snap, self.clock.now())
         if isinstance(decision, Accept):
             if self.exc is not None:
                 raise self.exc
@@ -361,17 +397,31 @@ def run_sync(
     rng: random.Random | None = None,
     sleep: Callable[[float], None] = time.sleep,
     on_finish: Callable[[Resp, CallOutcome], None] | None = None,
+    first_sent: bool = False,
 ) -> Resp:
     """
     Run one call to the end with blocking sends and sleeps.
+
+    *first_sent*: the adapter sent the first request itself, after
+    :func:`admit_sync`; *send* hands its outcome over on the first call.
     """
     call = _Call(
-        policy, exchange, request, raise_on_abort=raise_on_abort, rng=rng
+        policy,
+        exchange,
+        request,
+        raise_on_abort=raise_on_abort,
+        rng=rng,
+        first_sent=first_sent,
     )
     action = next(call.flow)
     while True:
         if isinstance(action, Send):
             req = call.to_send(action)
+            while (got := call.admission(action, req)) != 0.0:
+                if not isinstance(got, float):
+                    raise got
+                if not _skip(call.clock, got):
+                    sleep(got)
             try:
                 response: Resp | None = send(req)
                 exc: BaseException | None = None
@@ -412,12 +462,18 @@ async def run_async(
     rng: random.Random | None = None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     on_finish: Callable[[Resp, CallOutcome], None] | None = None,
+    first_sent: bool = False,
 ) -> Resp:
     """
     Run one call to the end with awaited sends and sleeps.
     """
     call = _Call(
-        policy, exchange, request, raise_on_abort=raise_on_abort, rng=rng
+        policy,
+        exchange,
+        request,
+        raise_on_abort=raise_on_abort,
+        rng=rng,
+        first_sent=first_sent,
     )
     closing: list[Resp] = []
     call.closing = closing
@@ -425,6 +481,11 @@ async def run_async(
     while True:
         if isinstance(action, Send):
             req = call.to_send(action)
+            while (got := call.admission(action, req)) != 0.0:
+                if not isinstance(got, float):
+                    raise got
+                if not _skip(call.clock, got):
+                    await sleep(got)
             try:
                 response: Resp | None = await send(req)
                 exc: BaseException | None = None
@@ -457,3 +518,262 @@ def _end(
     if on_finish is not None and call.response is not None:
         on_finish(call.response, call.outcome(finished))
     return call.finish(finished)
+
+
+# --- State: breakers, rate limits, budgets, alerts -------------------------
+#
+# Everything that outlives one call goes through the policy's runtime (its
+# state backend and alert dispatcher).  A policy that uses none of it costs
+# nothing here: each helper returns at its first check.
+
+
+def _breaker_error(
+    policy: Policy,
+    method: str,
+    now: float,
+    trail: tuple[AttemptRecord, ...] = (),
+) -> Aborted | None:
+    runtime = policy.runtime
+    if runtime is None or not policy.breakers:
+        return None
+    try:
+        found = runtime.state.check_breakers(policy.name, now)
+    except Exception as exc:  # noqa: BLE001 - state trouble never fails a call
+        _log.warning(
+            "referee.state_failed", operation="check_breakers", error=repr(exc)
+        )
+        return None
+    if found is None:
+        return None
+    scope = policy.breaker_scopes.get(found.name)
+    if scope is not None and method not in scope:
+        return None  # this breaker stops other methods (paid POSTs, say)
+    until = time.strftime("%H:%M:%S", time.gmtime(found.until))
+    opener = (
+        f"opened by rule {found.rule_id!r}"
+        if found.rule_id
+        else "opened by the failure ratio"
+    )
+    reason = (
+        f"breaker {found.name!r} is open until {until} UTC "
+        f"({max(found.until - now, 0.0):.0f}s more; {opener}); nothing was "
+        f"sent"
+    )
+    _log.warning(
+        "referee.decision",
+        policy=policy.name,
+        rule=found.rule_id,
+        action="abort",
+        reason=reason,
+        breaker=found.name,
+    )
+    return CircuitOpen(reason, rule_id=found.rule_id, trail=trail)
+
+
+def _rate_wait(policy: Policy, method: str, path: str, now: float) -> float:
+    limit = policy.rate_limit
+    runtime = policy.runtime
+    if limit is None or runtime is None:
+        return 0.0
+    if limit.methods is not None and method not in limit.methods:
+        return 0.0
+    bucket = path if limit.by_path else "*"
+    try:
+        wait: float = runtime.state.acquire(policy.name, bucket, now, limit)
+    except Exception as exc:  # noqa: BLE001 - state trouble never fails a call
+        _log.warning(
+            "referee.state_failed", operation="acquire", error=repr(exc)
+        )
+        return 0.0
+    return wait
+
+
+def _path(url: str) -> str:
+    try:
+        return urlsplit(url).path or "/"
+    except ValueError:
+        return "/"
+
+
+def _host(url: str) -> str:
+    try:
+        return urlsplit(url).hostname or ""
+    except ValueError:
+        return ""
+
+
+def admit(
+    policy: Policy,
+    method: str,
+    url: str,
+    clock: _Clock,
+    started: float,
+    trail: tuple[AttemptRecord, ...] = (),
+) -> Aborted | float:
+    """
+    Whether a send may go: the error that stops it (an open breaker, or
+    waiting for a rate-limit slot past the deadline), or how long to wait
+    first (0.0: go now; the slot is taken).
+    """
+    now = clock.now()
+    error = _breaker_error(policy, method, now, trail)
+    if error is not None:
+        return error
+    if policy.rate_limit is None:
+        return 0.0
+    wait = _rate_wait(policy, method, _path(url), now)
+    if wait > 0 and now + wait > started + policy.deadline:
+        return DeadlineExceeded(
+            f"{method}: waiting {wait:.3g}s for a rate-limit slot "
+            f"({policy.rate_limit.requests} per {policy.rate_limit.per:g}s) "
+            f"would overrun the call's deadline",
+            trail=trail,
+        )
+    return wait
+
+
+def admit_sync(
+    policy: Policy, method: str, url: str, clock: _Clock | None = None
+) -> None:
+    """
+    Block until a send may go, or raise why it may not.
+    """
+    if not policy.breakers and policy.rate_limit is None:
+        return
+    clock = clock or _Clock()
+    started = clock.now()
+    while True:
+        got = admit(policy, method, url, clock, started)
+        if not isinstance(got, float):
+            raise got
+        if got <= 0:
+            return
+        if not _skip(clock, got):
+            time.sleep(got)
+
+
+async def admit_async(
+    policy: Policy, method: str, url: str, clock: _Clock | None = None
+) -> None:
+    """
+    Wait (asynchronously) until a send may go, or raise why it may not.
+    """
+    if not policy.breakers and policy.rate_limit is None:
+        return
+    clock = clock or _Clock()
+    started = clock.now()
+    while True:
+        got = admit(policy, method, url, clock, started)
+        if not isinstance(got, float):
+            raise got
+        if got <= 0:
+            return
+        if not _skip(clock, got):
+            await asyncio.sleep(got)
+
+
+def _skip(clock: _Clock, seconds: float) -> bool:
+    recorder = active_recorder()
+    if recorder is None:
+        return False
+    recorder.record(seconds)
+    clock.skipped += seconds
+    return True
+
+
+def settle(
+    policy: Policy, decision: Decision, snap: Snapshot, now: float
+) -> None:
+    """
+    What a decision does beyond the call: raise its alert, open its
+    breaker, count it for the failure-ratio breaker, refund the retry
+    budget after a success.  Never raises.
+    """
+    runtime = policy.runtime
+    if runtime is None:
+        return
+    try:
+        alert = decision.alert
+        if alert is not None:
+            runtime.alerts.submit(
+                alert,
+                policy=policy.name,
+                rule=decision.rule_id,
+                status=snap.status,
+                failure=snap.failure,
+                now=now,
+            )
+        spec = decision.breaker
+        if spec is not None:
+            runtime.state.open_breaker(
+                policy.name, spec.name, now + spec.open_for, decision.rule_id
+            )
+            _log.warning(
+                "referee.breaker_opened",
+                policy=policy.name,
+                breaker=spec.name,
+                rule=decision.rule_id,
+                open_for=spec.open_for,
+            )
+        if policy.breaker is not None:
+            failed = isinstance(decision, Retry) or (
+                isinstance(decision, Abort)
+                and (snap.failure is not None or (snap.status or 0) >= 500)
+            )
+            opened = runtime.state.record_outcome(
+                policy.name, failed, now, policy.breaker
+            )
+            if opened is not None:
+                _log.warning(
+                    "referee.breaker_opened",
+                    policy=policy.name,
+                    breaker=opened.name,
+                    rule=None,
+                    open_for=policy.breaker.open_for,
+                )
+        if policy.budget is not None and isinstance(decision, Accept):
+            runtime.state.refund(policy.name, _host(snap.url), policy.budget)
+    except Exception as exc:  # noqa: BLE001 - state trouble never fails a call
+        _log.warning(
+            "referee.state_failed", operation="settle", error=repr(exc)
+        )
+
+
+def settle_plain(policy: Policy, url: Callable[[], str], now: float) -> None:
+    """
+    :func:`settle` for a first-try accept an adapter returned on its fast
+    path: a success for the ratio breaker and the budget.
+    """
+    runtime = policy.runtime
+    if runtime is None or (policy.breaker is None and policy.budget is None):
+        return
+    try:
+        if policy.breaker is not None:
+            runtime.state.record_outcome(
+                policy.name, False, now, policy.breaker
+            )
+        if policy.budget is not None:
+            runtime.state.refund(policy.name, _host(url()), policy.budget)
+    except Exception as exc:  # noqa: BLE001 - state trouble never fails a call
+        _log.warning(
+            "referee.state_failed", operation="settle", error=repr(exc)
+        )
+
+
+def spend_retry(policy: Policy, snap: Snapshot) -> bool:
+    """
+    Whether the retry budget lets this retry go (True without a budget).
+    """
+    runtime = policy.runtime
+    if policy.budget is None or runtime is None:
+        return True
+    try:
+        allowed: bool = runtime.state.take_retry_token(
+            policy.name, _host(snap.url), policy.budget
+        )
+    except Exception as exc:  # noqa: BLE001 - state trouble never fails a call
+        _log.warning(
+            "referee.state_failed", operation="budget", error=repr(exc)
+        )
+        return True
+    return allowed

@@ -26,10 +26,13 @@ from . import _schema as s
 from ._compile import Policy, compile_policy
 from ._convert import collect, describe, join_path, structure, suggest
 from ._errors import PolicyError, Problem
+from ._runtime import attach
 
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator, Sequence
+
+    from ._backend import StateBackend
 
 
 __all__ = [
@@ -484,7 +487,7 @@ def _format_of(source: str) -> str:
 
 _KEYS_HINT: Final = (
     "a policy is a mapping with the keys policy, description, extends, "
-    "defaults, rules"
+    "defaults, alerts, rules"
 )
 
 
@@ -566,6 +569,51 @@ def _check_template(template: str) -> str | None:
     return None
 
 
+_ENV_URL: Final = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _check_state_settings(
+    d: s.DefaultsDoc, add: Callable[[str, str], None]
+) -> None:
+    b = d.breaker
+    if b is not None:
+        if b.failure_ratio is not None and not 0 < b.failure_ratio <= 1:
+            add(
+                "$.defaults.breaker.failure_ratio",
+                f"found {b.failure_ratio!r}; expected a share of calls "
+                f"above 0 and at most 1 (0.5: half the calls failed)",
+            )
+        if b.min_calls is not None and b.min_calls < 1:
+            add(
+                "$.defaults.breaker.min_calls",
+                f"found {b.min_calls!r}; expected a whole number >= 1",
+            )
+    g = d.budget
+    if g is not None:
+        if g.tokens is not None and g.tokens <= 0:
+            add(
+                "$.defaults.budget.tokens",
+                f"found {g.tokens!r}; expected a number of tokens above 0",
+            )
+        if g.refill is not None and g.refill < 0:
+            add(
+                "$.defaults.budget.refill",
+                f"found {g.refill!r}; expected a number >= 0",
+            )
+    r = d.rate_limit
+    if r is not None:
+        if r.requests < 1:
+            add(
+                "$.defaults.rate_limit.requests",
+                f"found {r.requests!r}; expected a whole number >= 1",
+            )
+        if r.per <= 0:
+            add(
+                "$.defaults.rate_limit.per",
+                f"found {r.per!r}; expected a duration above 0",
+            )
+
+
 def _validate_parts(
     data: dict[str, Any], source: str, lines: _Lines
 ) -> list[Problem]:
@@ -612,6 +660,7 @@ def _validate(
 
     d = doc.defaults
     if d is not None:
+        _check_state_settings(d, add)
         if d.retry is not None and d.retry.backoff is not None:
             check_backoff(
                 "$.defaults.retry.backoff", d.retry.backoff.multiplier
@@ -623,6 +672,14 @@ def _validate(
                 if err:
                     add("$.defaults.poll.request.url", err)
 
+    hook = doc.alerts.webhook if doc.alerts is not None else None
+    if hook is not None and not _ENV_URL.fullmatch(hook.url.strip()):
+        add(
+            "$.alerts.webhook.url",
+            f"found {hook.url!r}; the webhook URL carries a secret, so it "
+            f"comes from an environment variable, never from the file: "
+            f'write url: "${{SLACK_WEBHOOK_URL}}"',
+        )
     seen: dict[str, int] = {}
     for i, rule in enumerate(doc.rules) if rules is None else rules:
         path = f"$.rules[{i}]"
@@ -752,10 +809,25 @@ def _chain(
         current = found
 
 
-def load_policy(name_or_path: str | Path) -> Policy:
+def load_policy(
+    name_or_path: str | Path,
+    *,
+    state: StateBackend | None = None,
+    alert_sinks: Sequence[Callable[[Any], object]] = (),
+) -> Policy:
     """
     Load a policy: a bundled name (``"enrow"``) or a path to a ``.yaml``,
     ``.yml``, ``.toml`` or ``.json`` file.
+
+    Args:
+        name_or_path: The bundled name or the path.
+        state: Where breakers, retry budgets, rate limits and alert
+            de-duplication live: by default a new
+            :class:`~referee.MemoryState` of this policy's own; pass a
+            :class:`referee.redis.RedisState` to share them with a fleet.
+        alert_sinks: Callables that receive every :class:`~referee.Alert`
+            (off the caller's thread), besides the ``referee.alert``
+            structlog event and the policy file's webhook.
 
     Raises:
         PolicyError: The file cannot be read, or it (or a policy it
@@ -769,7 +841,7 @@ def load_policy(name_or_path: str | Path) -> Policy:
     )
     if isinstance(found, str):
         raise PolicyError([Problem(name, None, "", _cannot(name, found))])
-    return _compile(found)
+    return attach(_compile(found), state=state, alert_sinks=alert_sinks)
 
 
 def _compile(first: tuple[str, str, str]) -> Policy:
@@ -793,11 +865,17 @@ def _no_gc() -> Iterator[None]:
 
 
 def load_policy_text(
-    text: str, *, fmt: str = "yaml", source: str = "<string>"
+    text: str,
+    *,
+    fmt: str = "yaml",
+    source: str = "<string>",
+    state: StateBackend | None = None,
+    alert_sinks: Sequence[Callable[[Any], object]] = (),
 ) -> Policy:
     """
     Load a policy from a string.  ``extends`` paths are resolved against
-    the current directory.
+    the current directory; *state* and *alert_sinks* as for
+    :func:`load_policy`.
 
     Raises:
         PolicyError: As :func:`load_policy`.
@@ -805,4 +883,6 @@ def load_policy_text(
     if fmt not in {"yaml", "toml", "json"}:
         msg = f"fmt must be 'yaml', 'toml' or 'json', not {fmt!r}"
         raise ValueError(msg)
-    return _compile((source, text, fmt))
+    return attach(
+        _compile((source, text, fmt)), state=state, alert_sinks=alert_sinks
+    )

@@ -23,9 +23,12 @@ __all__ = [
     "RENAMED",
     "SEVERITIES",
     "AlertDoc",
+    "AlertsDoc",
     "Attempts",
     "BackoffDoc",
+    "BreakerDefaultsDoc",
     "BreakerDoc",
+    "BudgetDoc",
     "ConditionDoc",
     "DefaultsDoc",
     "Duration",
@@ -39,11 +42,13 @@ __all__ = [
     "PolicyDoc",
     "PollDoc",
     "PollRequestDoc",
+    "RateLimitDoc",
     "RetryDoc",
     "RuleDoc",
     "ServerDelayDoc",
     "Size",
     "StatusSet",
+    "WebhookDoc",
     "Word",
 ]
 
@@ -139,12 +144,49 @@ class ServerDelayDoc:
 
 
 @attrs.frozen
+class BreakerDefaultsDoc:
+    failure_ratio: float | None = None
+    window: Duration | None = None
+    min_calls: int | None = None
+    open_for: Duration | None = None
+
+
+@attrs.frozen
+class BudgetDoc:
+    tokens: float | None = None
+    refill: float | None = None
+
+
+@attrs.frozen
+class RateLimitDoc:
+    requests: int
+    per: Duration
+    methods: Methods | None = None
+    by_path: bool | None = None
+
+
+@attrs.frozen
 class DefaultsDoc:
     retry: RetryDoc | None = None
     poll: PollDoc | None = None
     deadline: LimitDuration | None = None
     server_delay: ServerDelayDoc | None = None
     body_limit: Size | None = None
+    breaker: BreakerDefaultsDoc | None = None
+    budget: BudgetDoc | None = None
+    rate_limit: RateLimitDoc | None = None
+
+
+@attrs.frozen
+class WebhookDoc:
+    url: str
+    min_severity: Word | None = None
+    timeout: Duration | None = None
+
+
+@attrs.frozen
+class AlertsDoc:
+    webhook: WebhookDoc | None = None
 
 
 @attrs.frozen
@@ -159,6 +201,7 @@ class AlertDoc:
 class BreakerDoc:
     name: Name
     open_for: Duration
+    methods: Methods | None = None
 
 
 @attrs.frozen
@@ -196,6 +239,7 @@ class PolicyDoc:
     description: str | None = None
     extends: str | None = None
     defaults: DefaultsDoc | None = None
+    alerts: AlertsDoc | None = None
     rules: list[RuleDoc] = attrs.Factory(list)
 
 

@@ -15,11 +15,19 @@ httpx's exceptions to the portable failure words; the driver does the rest.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any, Final, Self
 
 import httpx
 
-from ._drivers import CallOutcome, run_async, run_sync
+from ._drivers import (
+    CallOutcome,
+    admit_async,
+    admit_sync,
+    run_async,
+    run_sync,
+    settle_plain,
+)
 from ._engine import NO_MATCH, decide
 from ._snapshot import Snapshot
 from ._state import FIRST_ATTEMPT
@@ -183,6 +191,8 @@ class PolicyTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         policy = self.policy
+        if policy.breakers or policy.rate_limit is not None:
+            admit_sync(policy, request.method, str(request.url))
         try:
             first = self.transport.handle_request(request)
         except Exception as exc:
@@ -194,9 +204,11 @@ class PolicyTransport(httpx.BaseTransport):
         # that rules could match but do not (a 200 that is not `ongoing`)
         # after one decision, without the driver.
         if not policy.index.get(first.status_code, policy.fallback):
+            settle_plain(policy, request.url.__str__, time.time())
             return first
         snap = self._exchange.snapshot(request, first)
         if decide(policy, snap, FIRST_ATTEMPT, now=0.0) is NO_MATCH:
+            settle_plain(policy, request.url.__str__, time.time())
             return first
         return self._run(request, first)
 
@@ -221,6 +233,7 @@ class PolicyTransport(httpx.BaseTransport):
             raise_on_abort=self.raise_on_abort,
             rng=self.rng,
             on_finish=None if self.raise_on_abort else _attach,
+            first_sent=True,
         )
 
     def close(self) -> None:
@@ -264,6 +277,8 @@ class AsyncPolicyTransport(httpx.AsyncBaseTransport):
         self, request: httpx.Request
     ) -> httpx.Response:
         policy = self.policy
+        if policy.breakers or policy.rate_limit is not None:
+            await admit_async(policy, request.method, str(request.url))
         try:
             first = await self.transport.handle_async_request(request)
         except Exception as exc:
@@ -271,6 +286,7 @@ class AsyncPolicyTransport(httpx.AsyncBaseTransport):
                 raise
             return await self._run(request, exc)
         if not policy.index.get(first.status_code, policy.fallback):
+            settle_plain(policy, request.url.__str__, time.time())
             return first
         try:
             await _read_if_needed(policy, request, first)
@@ -281,6 +297,7 @@ class AsyncPolicyTransport(httpx.AsyncBaseTransport):
             return await self._run(request, exc)
         snap = self._exchange.snapshot(request, first)
         if decide(policy, snap, FIRST_ATTEMPT, now=0.0) is NO_MATCH:
+            settle_plain(policy, request.url.__str__, time.time())
             return first
         return await self._run(request, first)
 
@@ -308,6 +325,7 @@ class AsyncPolicyTransport(httpx.AsyncBaseTransport):
             raise_on_abort=self.raise_on_abort,
             rng=self.rng,
             on_finish=None if self.raise_on_abort else _attach,
+            first_sent=True,
         )
 
     async def aclose(self) -> None:

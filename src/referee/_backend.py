@@ -1,0 +1,155 @@
+"""
+The state a policy keeps across calls — breakers, retry budgets, rate
+limits, alert de-duplication — behind one interface with two
+implementations: :class:`~referee.MemoryState` (the default: each loaded
+policy gets its own) and :class:`referee.redis.RedisState` (a fleet shares
+one through Redis).
+
+Rule 1: every operation that must be atomic is one call here (one Redis
+script); the drivers never read-modify-write state themselves.
+Rule 2: times are the drivers' clock (Unix seconds); a backend never reads
+the clock itself, so tests can drive it.
+Rule 3: keys are namespaced by policy name; a backend may hold several
+policies' state.
+
+The settings these operations take come from the policy file (see
+``docs/policy-language.md``): ``defaults.breaker``, ``defaults.budget``,
+``defaults.rate_limit`` and the rules' ``breaker:`` and ``alert:``.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import attrs
+
+
+__all__ = [
+    "BreakerSettings",
+    "BreakerState",
+    "BudgetSettings",
+    "RateLimitSettings",
+    "StateBackend",
+]
+
+
+@attrs.frozen
+class BreakerSettings:
+    """
+    The policy-level breaker: it opens when, within *window* seconds, at
+    least *min_calls* outcomes were seen and the share that failed reached
+    *failure_ratio*; it stays open *open_for* seconds, then lets one probe
+    through (half-open): a success closes it, a failure opens it again.
+    """
+
+    failure_ratio: float
+    window: float
+    min_calls: int
+    open_for: float
+
+
+@attrs.frozen
+class BudgetSettings:
+    """
+    A retry budget per policy and host, as gRPC's retry throttling: the
+    bucket holds up to *tokens*; each retry costs one, each success gives
+    back *refill*; a retry is allowed only while more than half the bucket
+    is left.
+    """
+
+    tokens: float
+    refill: float
+
+
+@attrs.frozen
+class RateLimitSettings:
+    """
+    At most *requests* sends per *per* seconds, for the methods in
+    *methods* (None: all), counted per *bucket* (the policy, or the policy
+    and the request's path).
+    """
+
+    requests: int
+    per: float
+    methods: frozenset[str] | None
+    by_path: bool
+
+
+@attrs.frozen
+class BreakerState:
+    """
+    An open breaker: which, until when, and which rule opened it (None for
+    the failure-ratio breaker).
+    """
+
+    name: str
+    until: float
+    rule_id: str | None
+
+
+class StateBackend(Protocol):
+    """
+    What the drivers ask of a state backend.  Every method is safe to call
+    from several threads (and, for Redis, several processes) at once.
+    """
+
+    def open_breaker(
+        self, policy: str, name: str, until: float, rule_id: str | None
+    ) -> None:
+        """
+        Open the breaker *name* until *until* (keeping a later time if it
+        is already open longer).
+        """
+
+    def check_breakers(self, policy: str, now: float) -> BreakerState | None:
+        """
+        The open breaker that stops a call now, or None.  A ratio breaker
+        whose time is up lets exactly one caller through as its probe (the
+        call that gets None while the others still get the breaker).
+        """
+
+    def record_outcome(
+        self,
+        policy: str,
+        failed: bool,
+        now: float,
+        settings: BreakerSettings,
+    ) -> BreakerState | None:
+        """
+        Count one outcome for the ratio breaker; the breaker's state when
+        this outcome opened it (or re-opened it after a failed probe),
+        else None.  A success after a probe closes it.
+        """
+
+    def take_retry_token(
+        self, policy: str, host: str, settings: BudgetSettings
+    ) -> bool:
+        """
+        Spend one token for a retry; False when the budget forbids it.
+        """
+
+    def refund(self, policy: str, host: str, settings: BudgetSettings) -> None:
+        """
+        Give back *settings.refill* tokens after a success.
+        """
+
+    def acquire(
+        self,
+        policy: str,
+        bucket: str,
+        now: float,
+        settings: RateLimitSettings,
+    ) -> float:
+        """
+        Take a send slot: 0.0 when the send may go now (the slot is taken),
+        else how long to wait before asking again (nothing is taken).
+        """
+
+    def alert_gate(
+        self, key: str, window: float | None, now: float
+    ) -> tuple[bool, int]:
+        """
+        Whether an alert with *key* goes out now, and how many with that
+        key were held back since the last one that went out.  With a
+        *window*, one goes out per key per window.
+        """

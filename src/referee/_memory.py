@@ -1,0 +1,451 @@
+"""
+The in-memory state backend: each loaded policy gets its own unless a
+:class:`referee.redis.RedisState` is passed.
+
+Rule 1: one :class:`threading.Lock` guards everything, and every method
+holds it for a few dictionary operations only: no I/O, no waiting, no
+clock.  The methods are synchronous, so asyncio tasks call them directly.
+Rule 2: memory is bounded by what is live: rate-limit logs are trimmed to
+their window, expired breakers and spent alert gates are dropped, a full
+retry budget is not stored at all.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import threading
+from typing import TYPE_CHECKING
+
+from ._backend import (
+    BreakerSettings,
+    BreakerState,
+    BudgetSettings,
+    RateLimitSettings,
+)
+
+
+__all__ = ["RATIO_BREAKER", "MemoryState"]
+
+#: The name of the policy-level breaker that trips on a failure ratio.
+RATIO_BREAKER = "failure-ratio"
+
+#: How many time buckets the ratio breaker's window is cut into: the
+#: window slides by a tenth of itself.
+BUCKETS = 10
+
+#: How often (in the callers' clock) the stale entries of every policy are
+#: swept; between sweeps each operation trims only what it touches.
+SWEEP_EVERY = 60.0
+
+#: How long an alert gate that holds back repeats waits, after its window
+#: ends, for the next alert of its key to report them.
+HELD_FOR = 86_400.0
+
+
+class _Ratio:
+    """
+    The failure-ratio breaker of one policy.
+
+    Closed: *until* is None and *buckets* count the outcomes.  Open:
+    *until* is set; once it has passed, *probe_at* is when the probe went
+    out (None while no probe is out).
+    """
+
+    __slots__ = ("buckets", "open_for", "probe_at", "until", "width")
+
+    def __init__(self) -> None:
+        #: bucket index (``floor(now / width)``) -> [calls, failures]
+        self.buckets: dict[int, list[int]] = {}
+        self.width = 0.0
+        self.until: float | None = None
+        self.open_for = 0.0
+        self.probe_at: float | None = None
+
+    def state(self) -> BreakerState:
+        assert self.until is not None  # noqa: S101 - only called when open
+        return BreakerState(RATIO_BREAKER, self.until, None)
+
+
+class _Log:
+    """
+    The sorted send times of one rate-limit bucket, with its *per*.
+    """
+
+    __slots__ = ("per", "times")
+
+    def __init__(self, per: float) -> None:
+        self.per = per
+        self.times: list[float] = []
+
+
+class _Gate:
+    """
+    The alert gate of one key: when the last alert went out, for which
+    window, and how many were held back since.
+    """
+
+    __slots__ = ("held", "sent", "window")
+
+    def __init__(self, sent: float, window: float) -> None:
+        self.sent = sent
+        self.window = window
+        self.held = 0
+
+
+class MemoryState:
+    """
+    Breakers, retry budgets, rate limits and alert de-duplication in this
+    process's memory; safe to share between threads and asyncio tasks.
+
+    Every time is the caller's clock (Unix seconds); nothing here reads
+    the clock or sleeps.
+
+    **Named breakers** are kept per policy and name with their *until*
+    and the rule that opened them; opening an open breaker keeps the later
+    *until*.  :meth:`check_breakers` returns, of the breakers that stop a
+    call now, the one that closes last (named breakers whose *until* has
+    passed are dropped).
+
+    **The failure-ratio breaker** (named ``"failure-ratio"``, *rule_id*
+    None) counts outcomes in a sliding window of 10 time buckets across
+    ``settings.window`` (so the window covers between nine and ten tenths
+    of it).  :meth:`record_outcome` adds the outcome to the current
+    bucket; when the window then holds at least *min_calls* outcomes, at
+    least one of them failed and ``failures / calls >= failure_ratio``,
+    the breaker opens for *open_for* seconds, the counts are cleared and
+    the new :class:`BreakerState` is returned.  While it is open, outcomes
+    of calls that were already under way are ignored.
+
+    When its time is up it is half-open: the first :meth:`check_breakers`
+    (that no named breaker stops anyway) gets None and is the probe; while
+    the probe is out, every other caller fails fast with the breaker, its
+    *until* being the time another probe will be allowed (``probe sent +
+    open_for``), never a time in the past.  The first outcome recorded
+    while the probe is out is taken as the probe's: a success closes the
+    breaker with an empty window; a failure opens it again for *open_for*
+    (and returns the new state).  A probe that does not report back within
+    *open_for* is given up, and the next caller becomes the probe.
+
+    **Retry budgets** are kept per policy and host, starting full at
+    ``settings.tokens``.  :meth:`take_retry_token` refuses while the
+    bucket holds at most half of *tokens* (gRPC's retry throttling), else
+    spends one token; :meth:`refund` gives back *refill*, up to *tokens*.
+
+    **Rate limits** keep a sorted log of the send times per policy and
+    bucket.  :meth:`acquire` grants a send (returns 0.0 and logs it) only
+    if no window of *per* seconds, ``[t, t + per)``, would then hold more
+    than *requests* sends; otherwise it logs nothing and returns how long
+    to wait, which is exact when the callers' clocks agree.  A caller
+    whose clock was read a little before another's (threads racing for the
+    lock) is checked against every window it falls in; one whose clock is
+    *per* or more behind the newest send is told to wait until ``newest -
+    per`` (in effect: ask again with a fresh clock), since the log keeps
+    only the last two windows.  So the guarantee holds for any
+    interleaving.
+
+    **Alert gates**, per key: with no window every alert goes out,
+    ``(True, 0)``.  With a window, the first alert goes out, ``(True,
+    0)``; repeats inside the window are held, ``(False, held so far)``;
+    the first after the window goes out with the count it held, ``(True,
+    held)``, and opens a new window.  A gate that holds repeats keeps them
+    for a day after its window ends if no alert of its key comes to
+    report them.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._breakers: dict[str, dict[str, BreakerState]] = {}
+        self._ratios: dict[str, _Ratio] = {}
+        self._tokens: dict[tuple[str, str], float] = {}
+        self._logs: dict[tuple[str, str], _Log] = {}
+        self._gates: dict[str, _Gate] = {}
+        self._next_sweep = -math.inf
+
+    def __repr__(self) -> str:
+        with self._lock:
+            breakers = sum(map(len, self._breakers.values()))
+            return (
+                f"<MemoryState breakers={breakers}"
+                f" budgets={len(self._tokens)}"
+                f" rate_limits={len(self._logs)}"
+                f" alert_gates={len(self._gates)}>"
+            )
+
+    # Breakers
+
+    def open_breaker(
+        self, policy: str, name: str, until: float, rule_id: str | None
+    ) -> None:
+        with self._lock:
+            named = self._breakers.setdefault(policy, {})
+            old = named.get(name)
+            if old is None or until > old.until:
+                named[name] = BreakerState(name, until, rule_id)
+
+    def check_breakers(self, policy: str, now: float) -> BreakerState | None:
+        with self._lock:
+            self._maybe_sweep(now)
+            best: BreakerState | None = None
+            named = self._breakers.get(policy)
+            if named:
+                for name, st in list(named.items()):
+                    if st.until <= now:
+                        del named[name]
+                    elif best is None or st.until > best.until:
+                        best = st
+                if not named:
+                    del self._breakers[policy]
+
+            r = self._ratios.get(policy)
+            if r is None or r.until is None:
+                return best
+            if now < r.until:
+                ratio = r.state()
+            elif best is not None:
+                # A named breaker stops the call: don't spend the probe.
+                return best
+            elif r.probe_at is None or now >= r.probe_at + r.open_for:
+                r.probe_at = now
+                return None
+            else:
+                ratio = BreakerState(
+                    RATIO_BREAKER, r.probe_at + r.open_for, None
+                )
+            if best is None or ratio.until > best.until:
+                return ratio
+            return best
+
+    def record_outcome(
+        self,
+        policy: str,
+        failed: bool,
+        now: float,
+        settings: BreakerSettings,
+    ) -> BreakerState | None:
+        with self._lock:
+            r = self._ratios.get(policy)
+            if r is None:
+                r = self._ratios[policy] = _Ratio()
+
+            if r.until is not None:
+                if r.probe_at is None:
+                    return None  # a call from before it opened
+                r.probe_at = None
+                if failed:
+                    r.until = now + settings.open_for
+                    r.open_for = settings.open_for
+                    return r.state()
+                r.until = None
+                r.buckets.clear()
+                return None
+
+            width = settings.window / BUCKETS
+            if width != r.width:
+                r.buckets.clear()  # new settings: start counting afresh
+                r.width = width
+            idx = _index(now, width)
+            bucket = r.buckets.get(idx)
+            if bucket is None:
+                bucket = r.buckets[idx] = [0, 0]
+            bucket[0] += 1
+            if failed:
+                bucket[1] += 1
+
+            oldest = idx - BUCKETS + 1
+            calls = failures = 0
+            for k in list(r.buckets):
+                if k < oldest:
+                    del r.buckets[k]
+                else:
+                    c, f = r.buckets[k]
+                    calls += c
+                    failures += f
+            if (
+                failures > 0
+                and calls >= settings.min_calls
+                and failures >= settings.failure_ratio * calls
+            ):
+                r.until = now + settings.open_for
+                r.open_for = settings.open_for
+                r.probe_at = None
+                r.buckets.clear()
+                return r.state()
+            return None
+
+    # Retry budgets
+
+    def take_retry_token(
+        self, policy: str, host: str, settings: BudgetSettings
+    ) -> bool:
+        key = (policy, host)
+        with self._lock:
+            tokens = self._tokens.get(key, settings.tokens)
+            if tokens <= settings.tokens / 2:
+                return False
+            self._tokens[key] = tokens - 1
+            return True
+
+    def refund(self, policy: str, host: str, settings: BudgetSettings) -> None:
+        key = (policy, host)
+        with self._lock:
+            tokens = self._tokens.get(key)
+            if tokens is None:
+                return  # full already
+            tokens += settings.refill
+            if tokens >= settings.tokens:
+                del self._tokens[key]  # full: the default needs no entry
+            else:
+                self._tokens[key] = tokens
+
+    # Rate limits
+
+    def acquire(
+        self,
+        policy: str,
+        bucket: str,
+        now: float,
+        settings: RateLimitSettings,
+    ) -> float:
+        key = (policy, bucket)
+        k = settings.requests
+        per = settings.per
+        with self._lock:
+            self._maybe_sweep(now)
+            log = self._logs.get(key)
+            if log is None:
+                log = self._logs[key] = _Log(per)
+            log.per = per
+            times = log.times
+            if times:
+                high = times[-1]
+                if now < high - per:
+                    # A clock read long before the newest send: checking it
+                    # would need sends already forgotten.  Ask again with a
+                    # fresh clock.
+                    return _wait(now, high - per)
+                # Keep two windows: every send that can share a window with
+                # a caller at or after high - per.
+                cut = bisect.bisect_right(times, high - 2 * per)
+                if cut:
+                    del times[:cut]
+            n = len(times)
+            pos = bisect.bisect_right(times, now)
+            if n < k:
+                crowded = False
+            elif pos == n:
+                # The usual case: the newest send.  Only the window that
+                # ends with it can overflow.
+                crowded = now < times[n - k] + per
+            else:
+                crowded = _crowded(times, pos, now, k, per)
+            if not crowded:
+                times.insert(pos, now)
+                return 0.0
+            return _wait(now, times[n - k] + per)
+
+    # Alert de-duplication
+
+    def alert_gate(
+        self, key: str, window: float | None, now: float
+    ) -> tuple[bool, int]:
+        if window is None:
+            return True, 0
+        with self._lock:
+            self._maybe_sweep(now)
+            gate = self._gates.get(key)
+            if gate is None:
+                self._gates[key] = _Gate(now, window)
+                return True, 0
+            if now < gate.sent + gate.window:
+                gate.held += 1
+                return False, gate.held
+            held = gate.held
+            gate.sent = now
+            gate.window = window
+            gate.held = 0
+            return True, held
+
+    # Housekeeping
+
+    def _maybe_sweep(self, now: float) -> None:
+        """
+        Drop whatever has gone stale in every policy, at most once every
+        `SWEEP_EVERY` seconds; the caller holds the lock.
+        """
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + SWEEP_EVERY
+
+        for policy, named in list(self._breakers.items()):
+            for name, st in list(named.items()):
+                if st.until <= now:
+                    del named[name]
+            if not named:
+                del self._breakers[policy]
+
+        for policy, r in list(self._ratios.items()):
+            if r.until is None and (
+                not r.buckets
+                or max(r.buckets) < _index(now, r.width) - BUCKETS + 1
+            ):
+                del self._ratios[policy]
+
+        for key, log in list(self._logs.items()):
+            if not log.times or log.times[-1] <= now - 2 * log.per:
+                del self._logs[key]
+
+        for alert_key, gate in list(self._gates.items()):
+            end = gate.sent + gate.window
+            if now >= end and (gate.held == 0 or now >= end + HELD_FOR):
+                del self._gates[alert_key]
+
+
+def _index(now: float, width: float) -> int:
+    """
+    The ratio breaker's bucket for *now*.
+    """
+    return math.floor(now / width) if width > 0 else 0
+
+
+def _wait(now: float, target: float) -> float:
+    """
+    How long from *now* until *target*, rounded up so that ``now + wait``
+    is not short of *target*.
+    """
+    wait = target - now
+    while now + wait < target:
+        wait = math.nextafter(wait, math.inf)
+    return wait
+
+
+def _crowded(
+    times: list[float], pos: int, now: float, k: int, per: float
+) -> bool:
+    """
+    Whether inserting *now* at *pos* of the sorted *times* puts k + 1
+    sends within less than *per* seconds: some k + 1 consecutive sends
+    that include it span less than *per* (they fit in one window
+    ``[t, t + per)``).
+    """
+    n = len(times)
+
+    def at(i: int) -> float:
+        # The merged list: times with *now* at *pos*.
+        if i < pos:
+            return times[i]
+        if i == pos:
+            return now
+        return times[i - 1]
+
+    for start in range(max(0, pos - k), min(pos, n - k) + 1):
+        if at(start + k) < at(start) + per:
+            return True
+    return False
+
+
+if TYPE_CHECKING:
+    from ._backend import StateBackend
+
+    # mypy checks that MemoryState implements the protocol.
+    _CONFORMS: StateBackend = MemoryState()

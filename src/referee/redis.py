@@ -1,0 +1,872 @@
+"""
+Fleet-wide state on Redis: every worker that shares an API key shares its
+breakers, retry budgets, rate limits and alert de-duplication, so the fleet
+behaves as one client.
+
+::
+
+    from referee.redis import RedisState
+
+    state = RedisState.from_url("redis://127.0.0.1:6379/0")
+    policy = referee.load_policy("enrow", state=state)
+
+Rule 1: every operation is ONE Lua script (``EVALSHA``), so it is atomic
+across threads, processes and hosts; nothing reads, decides and writes in
+two round trips.
+Rule 2: decisions use the callers' clock, the *now* the drivers pass (Unix
+seconds), never Redis's: the fleet's clocks must agree to well under the
+shortest window a policy uses (run NTP).  Redis's clock only sizes the
+lifetime of a named breaker's key (``open_breaker`` is given no *now*).
+Rule 3: keys are ``{prefix}:{<policy>}:...`` (the braces are a Redis Cluster
+hash tag: one policy's keys live in one slot), alert gates are
+``{prefix}:alert:<key>``; every key expires once it can no longer matter.
+Rule 4: Redis being unreachable never breaks a call.  The operation is
+served by a local :class:`~referee.MemoryState` instead; the outage is
+logged once (``referee.state_unavailable``, again at most every
+*log_every* seconds while it lasts), and Redis is tried again every
+*recheck_after* seconds.  When it answers, the shared state is used again
+(``referee.state_recovered``); what the local state learned meanwhile is
+not merged into it.
+
+The semantics are exactly :class:`~referee.MemoryState`'s (see its
+docstring), except that state nobody touches expires: a ratio breaker left
+open for twice its *open_for*, a retry budget untouched for a day
+(`IDLE_TTL`) and held alert counts not reported within a day of their
+window (`referee._memory.HELD_FOR`) are forgotten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import threading
+import time
+import weakref
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
+
+import structlog
+
+from ._backend import BreakerState
+from ._memory import BUCKETS, HELD_FOR, RATIO_BREAKER, MemoryState
+
+
+try:
+    import redis
+    import redis.asyncio
+    from redis.asyncio.retry import Retry as AsyncRetry
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+except ImportError as exc:  # pragma: no cover - depends on the install
+    msg = (
+        "referee.redis needs redis-py, which is not installed; "
+        "install it with: pip install 'referee[redis]'"
+    )
+    raise ImportError(msg) from exc
+
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Self
+
+    from redis.commands.core import AsyncScript, Script
+
+    from ._backend import (
+        BreakerSettings,
+        BudgetSettings,
+        RateLimitSettings,
+        StateBackend,
+    )
+
+
+__all__ = ["IDLE_TTL", "MIN_TTL", "RedisState"]
+
+_log = structlog.get_logger("referee")
+
+#: No key lives less than this (seconds), whatever its window: the TTLs
+#: are garbage collection, never semantics, and a floor keeps a slow test
+#: or a paused worker from losing state it still needs.
+MIN_TTL: Final = 60.0
+
+#: How long a retry budget that is not full is kept when nobody touches
+#: it (seconds); then it starts full again.
+IDLE_TTL: Final = 86_400.0
+
+#: What counts as Redis being unreachable.  Every redis-py error is: a
+#: replica that turned read-only in a failover, a server out of memory or
+#: a wrong password must not break the calls either; the log says which.
+_FAULTS: Final = (redis.exceptions.RedisError, OSError)
+
+T = TypeVar("T")
+
+
+# The scripts.  Numbers go in and out as strings: Redis truncates a Lua
+# number it returns to an integer, and %.17g round-trips every double.
+_PRELUDE: Final = f"""
+local function fmt(x) return string.format('%.17g', x) end
+-- A key's lifetime in ms: *seconds*, but at least MIN_TTL.
+local function life(seconds)
+  local ms = math.ceil(seconds * 1000)
+  if ms < {int(MIN_TTL * 1000)} then ms = {int(MIN_TTL * 1000)} end
+  return ms
+end
+-- Twice a window, open_for, ...: the usual lifetime.
+local function ttl(seconds) return life(seconds * 2) end
+"""
+
+# KEYS: breakers (zset name -> until), their rules (hash name -> rule).
+# ARGV: name, until, rule id, '1' if there is a rule id.
+_OPEN_BREAKER: Final = (
+    _PRELUDE
+    + """
+if redis.replicate_commands then redis.replicate_commands() end
+local old = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if (not old) or tonumber(ARGV[2]) > tonumber(old) then
+  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+  if ARGV[4] == '1' then
+    redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+  else
+    redis.call('HDEL', KEYS[2], ARGV[1])
+  end
+end
+local last = redis.call('ZREVRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local t = redis.call('TIME')
+local ms = ttl(tonumber(last[2]) - (tonumber(t[1]) + tonumber(t[2]) / 1e6))
+redis.call('PEXPIRE', KEYS[1], ms)
+redis.call('PEXPIRE', KEYS[2], ms)
+return 1
+"""
+)
+
+# KEYS: breakers, their rules, the ratio breaker (hash until, open_for,
+# probe_at, width).  ARGV: now.  Returns false or {name, until[, rule]}.
+_CHECK_BREAKERS: Final = (
+    _PRELUDE
+    + f"""
+local now = tonumber(ARGV[1])
+local best = false
+local top = redis.call('ZREVRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if #top > 0 and tonumber(top[2]) > now then
+  local rule = redis.call('HGET', KEYS[2], top[1])
+  if rule then
+    best = {{top[1], top[2], rule}}
+  else
+    best = {{top[1], top[2]}}
+  end
+end
+local r = redis.call('HMGET', KEYS[3], 'until', 'open_for', 'probe_at')
+if not r[1] then return best end
+local ratio
+if now < tonumber(r[1]) then
+  ratio = r[1]
+elseif best then
+  return best
+else
+  local open_for = tonumber(r[2])
+  if (not r[3]) or now >= tonumber(r[3]) + open_for then
+    redis.call('HSET', KEYS[3], 'probe_at', ARGV[1])
+    redis.call('PEXPIRE', KEYS[3], ttl(open_for))
+    return false
+  end
+  ratio = fmt(tonumber(r[3]) + open_for)
+end
+if (not best) or tonumber(ratio) > tonumber(best[2]) then
+  return {{'{RATIO_BREAKER}', ratio}}
+end
+return best
+"""
+)
+
+# KEYS: the ratio breaker, its window (hash 'c<bucket>'/'f<bucket>' ->
+# count).  ARGV: failed ('1'/'0'), now, failure_ratio, window, min_calls,
+# open_for.  Returns the new until when the breaker (re)opened, else false.
+_RECORD_OUTCOME: Final = (
+    _PRELUDE
+    + f"""
+local failed = ARGV[1] == '1'
+local now = tonumber(ARGV[2])
+local open_for = tonumber(ARGV[6])
+local function open()
+  local untl = fmt(now + open_for)
+  redis.call('HSET', KEYS[1], 'until', untl, 'open_for', ARGV[6])
+  redis.call('HDEL', KEYS[1], 'probe_at')
+  redis.call('DEL', KEYS[2])
+  redis.call('PEXPIRE', KEYS[1], ttl(open_for))
+  return untl
+end
+local r = redis.call('HMGET', KEYS[1], 'until', 'probe_at', 'width')
+if r[1] then
+  if not r[2] then return false end
+  if failed then return open() end
+  redis.call('DEL', KEYS[1], KEYS[2])
+  return false
+end
+local window = tonumber(ARGV[4])
+local width = window / {BUCKETS}
+if (not r[3]) or tonumber(r[3]) ~= width then
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'width', fmt(width))
+end
+local idx = 0
+if width > 0 then idx = math.floor(now / width) end
+local id = string.format('%.0f', idx)
+redis.call('HINCRBY', KEYS[2], 'c' .. id, 1)
+if failed then redis.call('HINCRBY', KEYS[2], 'f' .. id, 1) end
+local oldest = idx - {BUCKETS} + 1
+local calls, failures = 0, 0
+local all = redis.call('HGETALL', KEYS[2])
+for i = 1, #all, 2 do
+  local field = all[i]
+  if tonumber(string.sub(field, 2)) < oldest then
+    redis.call('HDEL', KEYS[2], field)
+  elseif string.sub(field, 1, 1) == 'c' then
+    calls = calls + tonumber(all[i + 1])
+  else
+    failures = failures + tonumber(all[i + 1])
+  end
+end
+if failures > 0 and calls >= tonumber(ARGV[5])
+    and failures >= tonumber(ARGV[3]) * calls then
+  return open()
+end
+redis.call('PEXPIRE', KEYS[1], ttl(window))
+redis.call('PEXPIRE', KEYS[2], ttl(window))
+return false
+"""
+)
+
+# KEYS: the budget (a string: tokens left; missing = full).  ARGV:
+# tokens, ttl (ms).  Returns 1 when a token was spent, else 0.
+_TAKE_RETRY_TOKEN: Final = (
+    _PRELUDE
+    + """
+local full = tonumber(ARGV[1])
+local left = redis.call('GET', KEYS[1])
+if left then left = tonumber(left) else left = full end
+if left <= full / 2 then return 0 end
+redis.call('SET', KEYS[1], fmt(left - 1), 'PX', ARGV[2])
+return 1
+"""
+)
+
+# KEYS: the budget.  ARGV: tokens, refill, ttl (ms).
+_REFUND: Final = (
+    _PRELUDE
+    + """
+local left = redis.call('GET', KEYS[1])
+if not left then return 0 end
+left = tonumber(left) + tonumber(ARGV[2])
+if left >= tonumber(ARGV[1]) then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], fmt(left), 'PX', ARGV[3])
+end
+return 1
+"""
+)
+
+# KEYS: the send log (zset member -> send time).  ARGV: now, requests,
+# per, a unique member, ttl (ms).  Returns {1} when the send may go (it is
+# logged), else {0, the time from which asking again may succeed}.
+_ACQUIRE: Final = (
+    _PRELUDE
+    + """
+local now = tonumber(ARGV[1])
+local k = tonumber(ARGV[2])
+local per = tonumber(ARGV[3])
+local function grant()
+  redis.call('ZADD', KEYS[1], ARGV[1], ARGV[4])
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  return {1}
+end
+local last = redis.call('ZREVRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if #last == 0 then return grant() end
+local newest = tonumber(last[2])
+-- Keep two windows: enough to check a caller whose clock lags the newest
+-- send by up to *per*.
+local cut = fmt(math.max(now, newest) - 2 * per)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', cut)
+local n = redis.call('ZCARD', KEYS[1])
+if n < k then return grant() end
+local nk = redis.call('ZRANGE', KEYS[1], n - k, n - k, 'WITHSCORES')
+local target = tonumber(nk[2]) + per
+local crowded
+if now >= newest then
+  -- The usual case: the newest send.  Only the window that ends with it
+  -- can overflow.
+  crowded = now < target
+else
+  -- A caller whose clock lags: check every k + 1 consecutive sends that
+  -- would include it.
+  local flat = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+  local times, pos = {}, 0
+  for i = 2, #flat, 2 do
+    local t = tonumber(flat[i])
+    times[#times + 1] = t
+    if t <= now then pos = pos + 1 end
+  end
+  local function at(i)
+    if i < pos then return times[i + 1] end
+    if i == pos then return now end
+    return times[i]
+  end
+  crowded = false
+  for start = math.max(0, pos - k), math.min(pos, n - k) do
+    if at(start + k) < at(start) + per then
+      crowded = true
+      break
+    end
+  end
+end
+if not crowded then return grant() end
+return {0, fmt(target)}
+"""
+)
+
+# KEYS: the gate (hash sent, window, held).  ARGV: now, window, held_for.
+# Returns {1 if it goes out else 0, held}.
+_ALERT_GATE: Final = (
+    _PRELUDE
+    + """
+local now = tonumber(ARGV[1])
+local g = redis.call('HMGET', KEYS[1], 'sent', 'window', 'held')
+local held = 0
+if g[1] then
+  local ends = tonumber(g[1]) + tonumber(g[2])
+  if now < ends then
+    held = redis.call('HINCRBY', KEYS[1], 'held', 1)
+    redis.call('PEXPIRE', KEYS[1], life(ends - now + tonumber(ARGV[3])))
+    return {0, held}
+  end
+  held = tonumber(g[3])
+end
+redis.call('HSET', KEYS[1], 'sent', ARGV[1], 'window', ARGV[2], 'held', 0)
+redis.call('PEXPIRE', KEYS[1], ttl(tonumber(ARGV[2])))
+return {1, held}
+"""
+)
+
+_SCRIPTS: Final = {
+    "open_breaker": _OPEN_BREAKER,
+    "check_breakers": _CHECK_BREAKERS,
+    "record_outcome": _RECORD_OUTCOME,
+    "take_retry_token": _TAKE_RETRY_TOKEN,
+    "refund": _REFUND,
+    "acquire": _ACQUIRE,
+    "alert_gate": _ALERT_GATE,
+}
+
+
+class _Op(Generic[T]):
+    """
+    One operation, ready to run on Redis (*script* with *keys* and *args*,
+    the answer turned into a value by *convert*) or, when Redis cannot be
+    reached, on the local state (*local*).
+    """
+
+    __slots__ = ("args", "convert", "keys", "local", "script")
+
+    def __init__(
+        self,
+        script: str,
+        keys: tuple[str, ...],
+        args: tuple[str, ...],
+        convert: Callable[[Any], T],
+        local: Callable[[StateBackend], T],
+    ) -> None:
+        self.script = script
+        self.keys = keys
+        self.args = args
+        self.convert = convert
+        self.local = local
+
+
+class RedisState:
+    """
+    A :class:`~referee._backend.StateBackend` shared through Redis by every
+    process that uses the same server and *prefix*.
+
+    Args:
+        client: A ``redis.Redis`` for the synchronous operations.
+        async_client: A ``redis.asyncio.Redis`` for the ``a``-prefixed
+            twins (``acheck_breakers``, …); without one they run the
+            synchronous client in a worker thread.
+        prefix: The first part of every key.
+        fallback: The state used while Redis cannot be reached; a new
+            :class:`~referee.MemoryState` by default.
+        log_every: How often, at most, an outage is logged (seconds).
+        recheck_after: After a failure, how long the local state is used
+            before Redis is tried again (seconds).
+
+    Give the clients short socket timeouts: an operation waits at most
+    that long for an unreachable server before falling back.
+    :meth:`from_url` does.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        async_client: redis.asyncio.Redis | None = None,
+        prefix: str = "referee",
+        fallback: StateBackend | None = None,
+        log_every: float = 30.0,
+        recheck_after: float = 1.0,
+    ) -> None:
+        self._client = client
+        self._async_client = async_client
+        self._prefix = prefix
+        self._fallback = fallback
+        self._log_every = log_every
+        self._recheck_after = recheck_after
+        self._scripts: dict[str, Script] = {
+            name: client.register_script(text)
+            for name, text in _SCRIPTS.items()
+        }
+        self._ascripts: dict[str, AsyncScript] | None = (
+            _register(async_client) if async_client is not None else None
+        )
+        # from_url's: an asyncio client serves one event loop only, so
+        # each loop that asks gets its own.
+        self._async_factory: Callable[[], redis.asyncio.Redis] | None = None
+        self._loops: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[str, AsyncScript]
+        ] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+        # Outage bookkeeping (time.monotonic(): operational, not state).
+        self._down_since: float | None = None
+        self._retry_at = -math.inf
+        self._next_log = -math.inf
+        self._local_ops = 0
+        self._told = False  # whether this outage was logged
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str = "referee",
+        fallback: StateBackend | None = None,
+        log_every: float = 30.0,
+        recheck_after: float = 1.0,
+        **options: Any,
+    ) -> Self:
+        """
+        A state on the server at *url* (``redis://host:6379/0``,
+        ``rediss://…``, ``unix://…``), with a synchronous client and an
+        asynchronous one per event loop that uses the ``a``-twins.
+
+        *options* go to both clients (``redis.Redis.from_url``); by
+        default sockets time out after one second and a failed command is
+        tried once more on a fresh connection (a server restart breaks the
+        pooled ones), without backing off.
+        """
+        defaults = {"socket_timeout": 1.0, "socket_connect_timeout": 1.0}
+        client = redis.Redis.from_url(
+            url, **{**defaults, "retry": Retry(NoBackoff(), 1), **options}
+        )
+        async_options = {
+            **defaults,
+            "retry": AsyncRetry(NoBackoff(), 1),
+            **options,
+        }
+        state = cls(
+            client,
+            prefix=prefix,
+            fallback=fallback,
+            log_every=log_every,
+            recheck_after=recheck_after,
+        )
+        state._async_factory = lambda: redis.asyncio.Redis.from_url(
+            url, **async_options
+        )
+        return state
+
+    def __repr__(self) -> str:
+        shared = "local" if self._down_since is not None else "shared"
+        return (
+            f"<RedisState redis={self._where()} prefix={self._prefix!r}"
+            f" {shared}>"
+        )
+
+    def close(self) -> None:
+        """
+        Close the synchronous client's connections.
+        """
+        self._client.close()
+
+    async def aclose(self) -> None:
+        """
+        Close the asynchronous client's connections (the running event
+        loop's, for a state made by :meth:`from_url`).
+        """
+        if self._async_client is not None:
+            await self._async_client.aclose()
+        with self._lock:
+            scripts = self._loops.pop(asyncio.get_running_loop(), None)
+        if scripts is not None:
+            await scripts["acquire"].registered_client.aclose()
+
+    # The operations: one plan each, run by _run (sync) or _arun (async).
+
+    def open_breaker(
+        self, policy: str, name: str, until: float, rule_id: str | None
+    ) -> None:
+        return self._run(self._open_breaker(policy, name, until, rule_id))
+
+    async def aopen_breaker(
+        self, policy: str, name: str, until: float, rule_id: str | None
+    ) -> None:
+        return await self._arun(
+            self._open_breaker(policy, name, until, rule_id)
+        )
+
+    def check_breakers(self, policy: str, now: float) -> BreakerState | None:
+        return self._run(self._check_breakers(policy, now))
+
+    async def acheck_breakers(
+        self, policy: str, now: float
+    ) -> BreakerState | None:
+        return await self._arun(self._check_breakers(policy, now))
+
+    def record_outcome(
+        self,
+        policy: str,
+        failed: bool,
+        now: float,
+        settings: BreakerSettings,
+    ) -> BreakerState | None:
+        return self._run(self._record_outcome(policy, failed, now, settings))
+
+    async def arecord_outcome(
+        self,
+        policy: str,
+        failed: bool,
+        now: float,
+        settings: BreakerSettings,
+    ) -> BreakerState | None:
+        return await self._arun(
+            self._record_outcome(policy, failed, now, settings)
+        )
+
+    def take_retry_token(
+        self, policy: str, host: str, settings: BudgetSettings
+    ) -> bool:
+        return self._run(self._take_retry_token(policy, host, settings))
+
+    async def atake_retry_token(
+        self, policy: str, host: str, settings: BudgetSettings
+    ) -> bool:
+        return await self._arun(self._take_retry_token(policy, host, settings))
+
+    def refund(self, policy: str, host: str, settings: BudgetSettings) -> None:
+        return self._run(self._refund(policy, host, settings))
+
+    async def arefund(
+        self, policy: str, host: str, settings: BudgetSettings
+    ) -> None:
+        return await self._arun(self._refund(policy, host, settings))
+
+    def acquire(
+        self,
+        policy: str,
+        bucket: str,
+        now: float,
+        settings: RateLimitSettings,
+    ) -> float:
+        return self._run(self._acquire(policy, bucket, now, settings))
+
+    async def aacquire(
+        self,
+        policy: str,
+        bucket: str,
+        now: float,
+        settings: RateLimitSettings,
+    ) -> float:
+        return await self._arun(self._acquire(policy, bucket, now, settings))
+
+    def alert_gate(
+        self, key: str, window: float | None, now: float
+    ) -> tuple[bool, int]:
+        if window is None:
+            return True, 0
+        return self._run(self._alert_gate(key, window, now))
+
+    async def aalert_gate(
+        self, key: str, window: float | None, now: float
+    ) -> tuple[bool, int]:
+        if window is None:
+            return True, 0
+        return await self._arun(self._alert_gate(key, window, now))
+
+    # Plans
+
+    def _open_breaker(
+        self, policy: str, name: str, until: float, rule_id: str | None
+    ) -> _Op[None]:
+        return _Op(
+            "open_breaker",
+            (
+                self._key(policy, "breakers"),
+                self._key(policy, "breaker-rules"),
+            ),
+            (
+                name,
+                _num(until),
+                rule_id or "",
+                "0" if rule_id is None else "1",
+            ),
+            _none,
+            lambda local: local.open_breaker(policy, name, until, rule_id),
+        )
+
+    def _check_breakers(
+        self, policy: str, now: float
+    ) -> _Op[BreakerState | None]:
+        return _Op(
+            "check_breakers",
+            (
+                self._key(policy, "breakers"),
+                self._key(policy, "breaker-rules"),
+                self._key(policy, "ratio"),
+            ),
+            (_num(now),),
+            _breaker,
+            lambda local: local.check_breakers(policy, now),
+        )
+
+    def _record_outcome(
+        self,
+        policy: str,
+        failed: bool,
+        now: float,
+        settings: BreakerSettings,
+    ) -> _Op[BreakerState | None]:
+        def convert(until: Any) -> BreakerState | None:
+            if until is None:
+                return None
+            return BreakerState(RATIO_BREAKER, float(until), None)
+
+        return _Op(
+            "record_outcome",
+            (self._key(policy, "ratio"), self._key(policy, "ratio-window")),
+            (
+                "1" if failed else "0",
+                _num(now),
+                _num(settings.failure_ratio),
+                _num(settings.window),
+                str(settings.min_calls),
+                _num(settings.open_for),
+            ),
+            convert,
+            lambda local: local.record_outcome(policy, failed, now, settings),
+        )
+
+    def _take_retry_token(
+        self, policy: str, host: str, settings: BudgetSettings
+    ) -> _Op[bool]:
+        return _Op(
+            "take_retry_token",
+            (self._key(policy, "budget", host),),
+            (_num(settings.tokens), _ms(IDLE_TTL)),
+            bool,
+            lambda local: local.take_retry_token(policy, host, settings),
+        )
+
+    def _refund(
+        self, policy: str, host: str, settings: BudgetSettings
+    ) -> _Op[None]:
+        return _Op(
+            "refund",
+            (self._key(policy, "budget", host),),
+            (_num(settings.tokens), _num(settings.refill), _ms(IDLE_TTL)),
+            _none,
+            lambda local: local.refund(policy, host, settings),
+        )
+
+    def _acquire(
+        self,
+        policy: str,
+        bucket: str,
+        now: float,
+        settings: RateLimitSettings,
+    ) -> _Op[float]:
+        def convert(answer: Any) -> float:
+            if int(answer[0]):
+                return 0.0
+            target = float(answer[1])
+            wait = target - now
+            # Asking again after *wait* must not fall short by rounding.
+            while now + wait < target:
+                wait = math.nextafter(wait, math.inf)
+            return wait
+
+        return _Op(
+            "acquire",
+            (self._key(policy, "rate", bucket),),
+            (
+                _num(now),
+                str(settings.requests),
+                _num(settings.per),
+                # Unique across threads, processes and hosts (a counter
+                # would repeat in forked workers).
+                f"{now!r}:{os.urandom(8).hex()}",
+                _ms(max(settings.per * 2, MIN_TTL)),
+            ),
+            convert,
+            lambda local: local.acquire(policy, bucket, now, settings),
+        )
+
+    def _alert_gate(
+        self, key: str, window: float, now: float
+    ) -> _Op[tuple[bool, int]]:
+        return _Op(
+            "alert_gate",
+            (f"{self._prefix}:alert:{key}",),
+            (_num(now), _num(window), _num(HELD_FOR)),
+            lambda answer: (bool(int(answer[0])), int(answer[1])),
+            lambda local: local.alert_gate(key, window, now),
+        )
+
+    # Running a plan
+
+    def _run(self, op: _Op[T]) -> T:
+        if time.monotonic() < self._retry_at:
+            return self._locally(op)
+        try:
+            answer = self._scripts[op.script](keys=op.keys, args=op.args)
+        except _FAULTS as exc:
+            self._failed(exc)
+            return self._locally(op)
+        if self._down_since is not None:
+            self._recovered()
+        return op.convert(answer)
+
+    async def _arun(self, op: _Op[T]) -> T:
+        scripts = self._async_scripts()
+        if scripts is None:
+            return await asyncio.to_thread(self._run, op)
+        if time.monotonic() < self._retry_at:
+            return self._locally(op)
+        try:
+            answer = await scripts[op.script](keys=op.keys, args=op.args)
+        except _FAULTS as exc:
+            self._failed(exc)
+            return self._locally(op)
+        if self._down_since is not None:
+            self._recovered()
+        return op.convert(answer)
+
+    def _async_scripts(self) -> dict[str, AsyncScript] | None:
+        """
+        The scripts on the asyncio client for the running loop, or None
+        when there is no asyncio client.
+        """
+        if self._ascripts is not None:
+            return self._ascripts
+        if self._async_factory is None:
+            return None
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            scripts = self._loops.get(loop)
+            if scripts is None:
+                scripts = self._loops[loop] = _register(self._async_factory())
+            return scripts
+
+    def _locally(self, op: _Op[T]) -> T:
+        with self._lock:
+            self._local_ops += 1
+            if self._fallback is None:
+                self._fallback = MemoryState()
+            local = self._fallback
+        return op.local(local)
+
+    def _failed(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._retry_at = now + self._recheck_after
+            if self._down_since is None:
+                self._down_since = now
+                self._local_ops = 0
+            if now < self._next_log:
+                return
+            self._next_log = now + self._log_every
+            self._told = True
+        _log.warning(
+            "referee.state_unavailable",
+            redis=self._where(),
+            prefix=self._prefix,
+            error=f"{type(exc).__name__}: {exc}",
+            fallback="local",
+            recheck_after=self._recheck_after,
+        )
+
+    def _recovered(self) -> None:
+        with self._lock:
+            since = self._down_since
+            if since is None:
+                return  # another thread saw it first
+            self._down_since = None
+            self._retry_at = -math.inf
+            told, self._told = self._told, False
+            local_ops = self._local_ops
+        if not told:
+            return  # a blip inside the quiet interval: it went unreported
+        _log.info(
+            "referee.state_recovered",
+            redis=self._where(),
+            prefix=self._prefix,
+            down_for=round(time.monotonic() - since, 3),
+            local_ops=local_ops,
+        )
+
+    def _key(self, policy: str, kind: str, part: str | None = None) -> str:
+        base = f"{self._prefix}:{{{policy}}}:{kind}"
+        return base if part is None else f"{base}:{part}"
+
+    def _where(self) -> str:
+        """
+        The server, for logs: host, port and database, never credentials.
+        """
+        kw = self._client.connection_pool.connection_kwargs
+        if "path" in kw:
+            return f"unix:{kw['path']}?db={kw.get('db', 0)}"
+        return f"{kw.get('host', '?')}:{kw.get('port', '?')}/{kw.get('db', 0)}"
+
+
+def _register(client: redis.asyncio.Redis) -> dict[str, AsyncScript]:
+    return {
+        name: client.register_script(text) for name, text in _SCRIPTS.items()
+    }
+
+
+def _num(x: float) -> str:
+    """
+    A number as Lua reads it back exactly.
+    """
+    return repr(float(x))
+
+
+def _ms(seconds: float) -> str:
+    return str(math.ceil(seconds * 1000))
+
+
+def _none(_answer: Any) -> None:
+    return None
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _breaker(answer: Any) -> BreakerState | None:
+    if answer is None:
+        return None
+    rule = _text(answer[2]) if len(answer) > 2 else None
+    return BreakerState(_text(answer[0]), float(answer[1]), rule)
+
+
+if TYPE_CHECKING:
+
+    def _conforms(state: RedisState) -> StateBackend:
+        return state
