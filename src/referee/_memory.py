@@ -122,7 +122,8 @@ class MemoryState:
     the probe is out, every other caller fails fast with the breaker, its
     *until* being the time another probe will be allowed (``probe sent +
     open_for``), never a time in the past.  The first outcome recorded
-    while the probe is out is taken as the probe's: a success closes the
+    while the probe is out is taken as the probe's (outcomes carry no
+    caller, and every other call is stopped meanwhile): a success closes the
     breaker with an empty window; a failure opens it again for *open_for*
     (and returns the new state).  A probe that does not report back within
     *open_for* is given up, and the next caller becomes the probe.
@@ -139,7 +140,7 @@ class MemoryState:
     to wait, which is exact when the callers' clocks agree.  A caller
     whose clock was read a little before another's (threads racing for the
     lock) is checked against every window it falls in; one whose clock is
-    *per* or more behind the newest send is told to wait until ``newest -
+    more than *per* behind the newest send is told to wait until ``newest -
     per`` (in effect: ask again with a fresh clock), since the log keeps
     only the last two windows.  So the guarantee holds for any
     interleaving.

@@ -26,6 +26,7 @@ bound each attempt and are failures the policy decides about.
 
 from __future__ import annotations
 
+import time
 import weakref
 from typing import TYPE_CHECKING, Final
 
@@ -35,7 +36,7 @@ from aiohttp import hdrs, payload
 from aiohttp.http_exceptions import HttpProcessingError
 from yarl import URL
 
-from ._drivers import CallOutcome, run_async
+from ._drivers import CallOutcome, admit_async, run_async, settle_plain
 from ._engine import NO_MATCH, decide
 from ._snapshot import Snapshot
 from ._state import FIRST_ATTEMPT
@@ -240,11 +241,14 @@ class PolicyMiddleware:
     ) -> aiohttp.ClientResponse:
         policy, exchange = self.policy, self._exchange
         attempt = _Attempt(request, request.method, request.url)
+        if policy.breakers or policy.rate_limit is not None:
+            await admit_async(policy, request.method, str(request.url))
         try:
             first = await handler(request)
             # The success path: a status (and method) no rule can match is
             # returned without a body read, a snapshot or a decision.
             if not policy.candidates(first.status, request.method):
+                settle_plain(policy, request.url.__str__, time.time())
                 return first
             # Rules may look into the body: read it (aiohttp keeps it for
             # the caller); one that no rule matches after all (a 200 that
@@ -257,6 +261,7 @@ class PolicyMiddleware:
             return await self._run(attempt, handler, exc)
         snap = exchange.snapshot(attempt, first)
         if decide(policy, snap, FIRST_ATTEMPT, now=0.0) is NO_MATCH:
+            settle_plain(policy, request.url.__str__, time.time())
             return first
         return await self._run(attempt, handler, first)
 
@@ -296,4 +301,5 @@ class PolicyMiddleware:
             raise_on_abort=self.raise_on_abort,
             rng=self.rng,
             on_finish=None if self.raise_on_abort else _attach,
+            first_sent=True,
         )

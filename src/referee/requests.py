@@ -49,6 +49,7 @@ the rest.
 
 from __future__ import annotations
 
+import time
 from http.client import HTTPException, IncompleteRead, RemoteDisconnected
 from typing import TYPE_CHECKING, Final, TypeAlias
 
@@ -58,7 +59,7 @@ from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 from urllib3.util.retry import Retry as _Urllib3Retry
 
-from ._drivers import run_sync
+from ._drivers import admit_sync, run_sync, settle_plain
 from ._engine import NO_MATCH, decide
 from ._snapshot import Snapshot
 from ._state import FIRST_ATTEMPT
@@ -302,6 +303,9 @@ class PolicyAdapter(HTTPAdapter):
             )
 
         policy = self.policy
+        url = request.url or ""
+        if policy.breakers or policy.rate_limit is not None:
+            admit_sync(policy, request.method or "GET", url)
         try:
             first = send_once(request)
         except Exception as exc:
@@ -313,6 +317,7 @@ class PolicyAdapter(HTTPAdapter):
         # do not match (a 200 that is not `ongoing`) after one decision,
         # without the driver.
         if not policy.index.get(first.status_code, policy.fallback):
+            settle_plain(policy, lambda: url, time.time())
             return first
         try:
             _read_if_needed(policy, request, first, stream=stream)
@@ -322,6 +327,7 @@ class PolicyAdapter(HTTPAdapter):
             return self._run(request, exc, send_once, stream=stream)
         snap = self._exchange.snapshot(request, first)
         if decide(policy, snap, FIRST_ATTEMPT, now=0.0) is NO_MATCH:
+            settle_plain(policy, lambda: url, time.time())
             return first
         return self._run(request, first, send_once, stream=stream)
 
@@ -354,6 +360,7 @@ class PolicyAdapter(HTTPAdapter):
             raise_on_abort=self.raise_on_abort,
             rng=self.rng,
             on_finish=None if self.raise_on_abort else _attach,
+            first_sent=True,
         )
 
 
