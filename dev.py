@@ -49,7 +49,7 @@ def _setup() -> None:
             "install",
             quiet,
             "-e",
-            ".[httpx,requests,aiohttp]",
+            ".[httpx,requests,aiohttp,redis]",
             "--group",
             "dev",
         )

@@ -42,9 +42,11 @@ from ._errors import (
     register_error,
 )
 from ._load import bundled_names, load_policy, load_policy_text
+from ._memory import MemoryState
 
 
 if TYPE_CHECKING:
+    from ._alerts import Alert
     from ._generic import arun, guard, run
 from ._snapshot import FAILURES, IDEMPOTENT_METHODS, Snapshot
 from ._state import AttemptRecord, AttemptState, advance
@@ -56,6 +58,7 @@ __all__ = [
     "Abort",
     "Aborted",
     "Accept",
+    "Alert",
     "AlertNotice",
     "AttemptRecord",
     "AttemptState",
@@ -69,6 +72,7 @@ __all__ = [
     "Decision",
     "InsufficientCredits",
     "JobFailed",
+    "MemoryState",
     "NotFound",
     "PermissionDenied",
     "Policy",
@@ -106,14 +110,19 @@ del _name, _obj
 
 # The drivers (and structlog) load on first use, so that importing the pure
 # core imports no logging or HTTP library.
-_LAZY = {"run", "arun", "guard"}
+_LAZY = {
+    "run": "_generic",
+    "arun": "_generic",
+    "guard": "_generic",
+    "Alert": "_alerts",
+}
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        from . import _generic
+        from importlib import import_module
 
-        value = getattr(_generic, name)
+        value = getattr(import_module(f"referee.{_LAZY[name]}"), name)
         value.__module__ = "referee"
         globals()[name] = value
         return value
