@@ -101,11 +101,15 @@ class StateBackend(Protocol):
         is already open longer).
         """
 
-    def check_breakers(self, policy: str, now: float) -> BreakerState | None:
+    def check_breakers(
+        self, policy: str, now: float, skip: frozenset[str] = frozenset()
+    ) -> BreakerState | None:
         """
-        The open breaker that stops a call now, or None.  A ratio breaker
-        whose time is up lets exactly one caller through as its probe (the
-        call that gets None while the others still get the breaker).
+        The open breaker that stops a call now, or None; breakers named in
+        *skip* do not stop this call (their scope is other methods).  A
+        ratio breaker whose time is up lets exactly one caller through as
+        its probe (the call that gets None while the others still get the
+        breaker).
         """
 
     def record_outcome(

@@ -583,16 +583,17 @@ def compile_policy(
     d = resolved
     ratio_breaker = None
     if d.breaker is not None:
+        b = d.breaker
         ratio_breaker = BreakerSettings(
-            failure_ratio=d.breaker.failure_ratio or 0.5,
-            window=d.breaker.window or 30.0,
-            min_calls=d.breaker.min_calls or 20,
-            open_for=d.breaker.open_for or 30.0,
+            failure_ratio=0.5 if b.failure_ratio is None else b.failure_ratio,
+            window=30.0 if b.window is None else b.window,
+            min_calls=20 if b.min_calls is None else b.min_calls,
+            open_for=30.0 if b.open_for is None else b.open_for,
         )
     budget = None
     if d.budget is not None:
         budget = BudgetSettings(
-            tokens=d.budget.tokens or 10.0,
+            tokens=10.0 if d.budget.tokens is None else d.budget.tokens,
             refill=0.1 if d.budget.refill is None else d.budget.refill,
         )
     rate_limit = None

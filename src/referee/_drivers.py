@@ -22,6 +22,7 @@ Tree of what a call ends with:
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import threading
 import time
@@ -108,17 +109,20 @@ class Exchange(Protocol[Req, Resp_contra]):
 class SleepRecorder:
     """
     Under :func:`referee.testing.no_sleep`, the delays the drivers were
-    asked to sleep, in order; nothing really sleeps, and each call's clock
-    moves on by the delays it skipped, so deadlines still hold.
+    asked to sleep, in order; nothing really sleeps, and the drivers' clock
+    moves on by every delay skipped in the block (*offset*), so deadlines
+    and rate limits still hold across the calls of a test.
     """
 
     def __init__(self) -> None:
         self.delays: list[float] = []
+        self.offset = 0.0
         self._lock = threading.Lock()
 
     def record(self, seconds: float) -> None:
         with self._lock:
             self.delays.append(seconds)
+            self.offset += seconds
 
 
 #: The active recorder, or None: drivers sleep for real.
@@ -131,16 +135,14 @@ def active_recorder() -> SleepRecorder | None:
 
 class _Clock:
     """
-    The call's clock: real time, plus the sleeps skipped under no_sleep.
+    The drivers' clock: real time, plus the sleeps skipped under no_sleep.
     """
 
-    __slots__ = ("skipped",)
-
-    def __init__(self) -> None:
-        self.skipped = 0.0
+    __slots__ = ()
 
     def now(self) -> float:
-        return time.time() + self.skipped
+        recorder = _RECORDER[-1] if _RECORDER else None
+        return time.time() + (recorder.offset if recorder else 0.0)
 
 
 _PLAIN_ACCEPT: Final = "accept"
@@ -195,7 +197,13 @@ class _Call(Generic[Req, Resp]):
             return 0.0
         method, url = self.exchange.method_url(req)
         trail = self.state.history if self.state is not None else ()
-        return admit(self.policy, method, url, self.clock, self.started, trail)
+        polling = (
+            self.state is not None and self.state.poll_started is not None
+        )
+        # A call that polls is bounded by its poll deadline, decided at each
+        # poll; a rate-limit wait does not cut it on the call's deadline.
+        started = math.inf if polling else self.started
+        return admit(self.policy, method, url, self.clock, started, trail)
 
     def to_send(self, action: Send) -> Req:
         """
@@ -307,7 +315,6 @@ class _Call(Generic[Req, Resp]):
         recorder = active_recorder()
         if recorder is not None:
             recorder.record(action.seconds)
-            self.clock.skipped += action.seconds
             return None
         return action.seconds
 
@@ -420,7 +427,7 @@ def run_sync(
             while (got := call.admission(action, req)) != 0.0:
                 if not isinstance(got, float):
                     raise got
-                if not _skip(call.clock, got):
+                if not _skip(got):
                     sleep(got)
             try:
                 response: Resp | None = send(req)
@@ -484,7 +491,7 @@ async def run_async(
             while (got := call.admission(action, req)) != 0.0:
                 if not isinstance(got, float):
                     raise got
-                if not _skip(call.clock, got):
+                if not _skip(got):
                     await sleep(got)
             try:
                 response: Resp | None = await send(req)
@@ -536,8 +543,17 @@ def _breaker_error(
     runtime = policy.runtime
     if runtime is None or not policy.breakers:
         return None
+    skip = frozenset(
+        name
+        for name, scope in policy.breaker_scopes.items()
+        if scope is not None and method not in scope
+    )
     try:
-        found = runtime.state.check_breakers(policy.name, now)
+        found = (
+            runtime.state.check_breakers(policy.name, now, skip)
+            if skip
+            else runtime.state.check_breakers(policy.name, now)
+        )
     except Exception as exc:  # noqa: BLE001 - state trouble never fails a call
         _log.warning(
             "referee.state_failed", operation="check_breakers", error=repr(exc)
@@ -545,9 +561,6 @@ def _breaker_error(
         return None
     if found is None:
         return None
-    scope = policy.breaker_scopes.get(found.name)
-    if scope is not None and method not in scope:
-        return None  # this breaker stops other methods (paid POSTs, say)
     until = time.strftime("%H:%M:%S", time.gmtime(found.until))
     opener = (
         f"opened by rule {found.rule_id!r}"
@@ -648,7 +661,7 @@ def admit_sync(
             raise got
         if got <= 0:
             return
-        if not _skip(clock, got):
+        if not _skip(got):
             time.sleep(got)
 
 
@@ -668,16 +681,15 @@ async def admit_async(
             raise got
         if got <= 0:
             return
-        if not _skip(clock, got):
+        if not _skip(got):
             await asyncio.sleep(got)
 
 
-def _skip(clock: _Clock, seconds: float) -> bool:
+def _skip(seconds: float) -> bool:
     recorder = active_recorder()
     if recorder is None:
         return False
     recorder.record(seconds)
-    clock.skipped += seconds
     return True
 
 

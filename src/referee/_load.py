@@ -583,6 +583,13 @@ def _check_state_settings(
                 f"found {b.failure_ratio!r}; expected a share of calls "
                 f"above 0 and at most 1 (0.5: half the calls failed)",
             )
+        for key in ("window", "open_for"):
+            value = getattr(b, key)
+            if value is not None and value <= 0:
+                add(
+                    f"$.defaults.breaker.{key}",
+                    f"found {value!r}; expected a duration above 0",
+                )
         if b.min_calls is not None and b.min_calls < 1:
             add(
                 "$.defaults.breaker.min_calls",

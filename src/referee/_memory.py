@@ -184,7 +184,9 @@ class MemoryState:
             if old is None or until > old.until:
                 named[name] = BreakerState(name, until, rule_id)
 
-    def check_breakers(self, policy: str, now: float) -> BreakerState | None:
+    def check_breakers(
+        self, policy: str, now: float, skip: frozenset[str] = frozenset()
+    ) -> BreakerState | None:
         with self._lock:
             self._maybe_sweep(now)
             best: BreakerState | None = None
@@ -193,13 +195,15 @@ class MemoryState:
                 for name, st in list(named.items()):
                     if st.until <= now:
                         del named[name]
+                    elif name in skip:
+                        continue  # scoped to other methods
                     elif best is None or st.until > best.until:
                         best = st
                 if not named:
                     del self._breakers[policy]
 
             r = self._ratios.get(policy)
-            if r is None or r.until is None:
+            if r is None or r.until is None or RATIO_BREAKER in skip:
                 return best
             if now < r.until:
                 ratio = r.state()

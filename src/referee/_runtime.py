@@ -47,6 +47,7 @@ def attach(
     delivers to *alert_sinks* and to the webhook the policy file names.
     """
     from ._alerts import AlertDispatcher, webhook_from_config
+    from ._errors import PolicyError, Problem
     from ._memory import MemoryState
 
     backend: StateBackend = state if state is not None else MemoryState()
@@ -54,10 +55,22 @@ def attach(
     hook = policy.webhook
     webhook = None
     if hook is not None:
-        webhook = webhook_from_config(
-            "${" + hook.env + "}",
-            min_severity=hook.min_severity,
-            timeout=hook.timeout,
-        )
+        try:
+            webhook = webhook_from_config(
+                "${" + hook.env + "}",
+                min_severity=hook.min_severity,
+                timeout=hook.timeout,
+            )
+        except ValueError as exc:
+            raise PolicyError(
+                [
+                    Problem(
+                        policy.sources[0],
+                        None,
+                        "$.alerts.webhook.url",
+                        str(exc),
+                    )
+                ]
+            ) from None
     dispatcher = AlertDispatcher(backend, sinks, webhook=webhook)
     return attrs.evolve(policy, runtime=Runtime(backend, dispatcher))

@@ -144,16 +144,23 @@ _CHECK_BREAKERS: Final = (
     _PRELUDE
     + f"""
 local now = tonumber(ARGV[1])
+local skip = {{}}
+for i = 2, #ARGV do skip[ARGV[i]] = true end
 local best = false
-local top = redis.call('ZREVRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-if #top > 0 and tonumber(top[2]) > now then
-  local rule = redis.call('HGET', KEYS[2], top[1])
-  if rule then
-    best = {{top[1], top[2], rule}}
-  else
-    best = {{top[1], top[2]}}
+local open = redis.call(
+  'ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'WITHSCORES')
+for i = #open - 1, 1, -2 do
+  if not skip[open[i]] then
+    local rule = redis.call('HGET', KEYS[2], open[i])
+    if rule then
+      best = {{open[i], open[i + 1], rule}}
+    else
+      best = {{open[i], open[i + 1]}}
+    end
+    break
   end
 end
+if skip['{RATIO_BREAKER}'] then return best end
 local r = redis.call('HMGET', KEYS[3], 'until', 'open_for', 'probe_at')
 if not r[1] then return best end
 local ratio
@@ -389,8 +396,10 @@ class RedisState:
     Args:
         client: A ``redis.Redis`` for the synchronous operations.
         async_client: A ``redis.asyncio.Redis`` for the ``a``-prefixed
-            twins (``acheck_breakers``, …); without one they run the
-            synchronous client in a worker thread.
+            twins (``acheck_breakers``, …), used on one event loop (an
+            asyncio client cannot serve two); without one they run the
+            synchronous client in a worker thread.  :meth:`from_url`
+            makes one per event loop instead.
         prefix: The first part of every key.
         fallback: The state used while Redis cannot be reached; a new
             :class:`~referee.MemoryState` by default.
@@ -401,6 +410,11 @@ class RedisState:
     Give the clients short socket timeouts: an operation waits at most
     that long for an unreachable server before falling back.
     :meth:`from_url` does.
+
+    The drivers call the synchronous methods; the ``a``-twins
+    (``aopen_breaker``, ``acheck_breakers``, ``arecord_outcome``,
+    ``atake_retry_token``, ``arefund``, ``aacquire``, ``aalert_gate``) do
+    the same without blocking an event loop.
     """
 
     def __init__(
@@ -521,13 +535,15 @@ class RedisState:
             self._open_breaker(policy, name, until, rule_id)
         )
 
-    def check_breakers(self, policy: str, now: float) -> BreakerState | None:
-        return self._run(self._check_breakers(policy, now))
+    def check_breakers(
+        self, policy: str, now: float, skip: frozenset[str] = frozenset()
+    ) -> BreakerState | None:
+        return self._run(self._check_breakers(policy, now, skip))
 
     async def acheck_breakers(
-        self, policy: str, now: float
+        self, policy: str, now: float, skip: frozenset[str] = frozenset()
     ) -> BreakerState | None:
-        return await self._arun(self._check_breakers(policy, now))
+        return await self._arun(self._check_breakers(policy, now, skip))
 
     def record_outcome(
         self,
@@ -621,7 +637,7 @@ class RedisState:
         )
 
     def _check_breakers(
-        self, policy: str, now: float
+        self, policy: str, now: float, skip: frozenset[str]
     ) -> _Op[BreakerState | None]:
         return _Op(
             "check_breakers",
@@ -630,9 +646,9 @@ class RedisState:
                 self._key(policy, "breaker-rules"),
                 self._key(policy, "ratio"),
             ),
-            (_num(now),),
+            (_num(now), *sorted(skip)),
             _breaker,
-            lambda local: local.check_breakers(policy, now),
+            lambda local: local.check_breakers(policy, now, skip),
         )
 
     def _record_outcome(
@@ -828,7 +844,8 @@ class RedisState:
         """
         The server, for logs: host, port and database, never credentials.
         """
-        kw = self._client.connection_pool.connection_kwargs
+        pool = getattr(self._client, "connection_pool", None)
+        kw: dict[str, Any] = getattr(pool, "connection_kwargs", {})
         if "path" in kw:
             return f"unix:{kw['path']}?db={kw.get('db', 0)}"
         return f"{kw.get('host', '?')}:{kw.get('port', '?')}/{kw.get('db', 0)}"

@@ -1,0 +1,161 @@
+"""
+A throw-away ``redis-server`` on a free loopback port, for the tests of
+:mod:`referee.redis`: no persistence, its own scratch directory, stopped
+(or killed, to test an outage) and restarted on the same port.
+
+::
+
+    with RedisServer.start_or_skip() as server:
+        state = RedisState.from_url(server.url)
+        server.kill()       # Redis goes away mid-test
+        server.restart()    # and comes back, empty, on the same port
+
+Without ``redis-server`` on PATH the tests that need it are skipped, with
+a message saying how to install it — except in CI (the environment
+variable ``CI`` is set), where its absence fails the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from typing import Self
+
+import pytest
+
+
+__all__ = ["RedisServer", "free_port"]
+
+STARTUP_TIMEOUT = 10.0
+
+
+def free_port() -> int:
+    """
+    A loopback port nothing listens on right now.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _answers_ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            # NOAUTH: up, and asking for the password it was given.
+            return s.recv(64).startswith((b"+PONG", b"-NOAUTH"))
+    except OSError:
+        return False
+
+
+class RedisServer:
+    """
+    One ``redis-server`` process; use :meth:`start_or_skip` as a context
+    manager.
+    """
+
+    def __init__(self, executable: str, *options: str) -> None:
+        self.executable = executable
+        self.options = options
+        self.port = free_port()
+        self._dir = tempfile.mkdtemp(prefix="referee-redis-")
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def start_or_skip(cls, *options: str) -> Self:
+        """
+        A started server, with extra configuration *options*
+        (``"--requirepass", "secret"``); skips the test (fails it under
+        CI) when ``redis-server`` is not installed.
+        """
+        exe = shutil.which("redis-server")
+        if exe is None:
+            msg = (
+                "redis-server is not on PATH: the tests of referee.redis "
+                "need a real server (apt-get install redis-server, "
+                "brew install redis, …)"
+            )
+            if os.environ.get("CI"):
+                pytest.fail(msg + "; CI must install it", pytrace=False)
+            pytest.skip(msg)
+        server = cls(exe, *options)
+        server.restart()
+        return server
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def restart(self) -> None:
+        """
+        Start the server (again, empty) on its port and wait until it
+        answers PING.
+        """
+        self._proc = subprocess.Popen(  # noqa: S603 - our own arguments
+            [
+                self.executable,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self._dir,
+                "--daemonize",
+                "no",
+                *self.options,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while not _answers_ping(self.port):
+            if self._proc.poll() is not None:
+                msg = (
+                    f"redis-server exited with {self._proc.returncode} "
+                    f"on port {self.port}"
+                )
+                raise RuntimeError(msg)
+            if time.monotonic() > deadline:
+                self.kill()
+                msg = f"redis-server did not answer PING on port {self.port}"
+                raise RuntimeError(msg)
+            time.sleep(0.01)
+
+    def kill(self) -> None:
+        """
+        Kill the server at once (SIGKILL), as a crash would.
+        """
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+            self._proc = None
+
+    def stop(self) -> None:
+        """
+        Stop the server and remove its directory.
+        """
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            self._proc = None
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        with contextlib.suppress(OSError):
+            self.stop()
