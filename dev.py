@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import venv
 from pathlib import Path
 
@@ -60,18 +61,26 @@ def _setup() -> None:
 
 
 def _test(args: list[str]) -> int:
-    steps: list[tuple[str, list[str | Path]]] = [
-        ("ruff check", [BIN / "ruff", "check", "."]),
-        ("ruff format", [BIN / "ruff", "format", "--check", "."]),
-        ("mypy --strict", [BIN / "mypy"]),
-        ("pytest", [BIN / "pytest", *args]),
-    ]
-    for name, cmd in steps:
-        print(f"dev.py: {name}", flush=True)
-        code = _run(*cmd)
-        if code != 0:
-            print(f"dev.py: {name} failed (exit {code})", flush=True)
-            return code
+    # Material for MkDocs prints a banner about MkDocs 2.0 on every build.
+    os.environ.setdefault("NO_MKDOCS_2_WARNING", "1")
+    with tempfile.TemporaryDirectory(prefix="referee-site-") as site:
+        steps: list[tuple[str, list[str | Path]]] = [
+            ("ruff check", [BIN / "ruff", "check", "."]),
+            ("ruff format", [BIN / "ruff", "format", "--check", "."]),
+            ("mypy --strict", [BIN / "mypy"]),
+            ("pytest", [BIN / "pytest", *args]),
+            # The docs site, warnings as errors (broken links included).
+            (
+                "mkdocs build --strict",
+                [BIN / "mkdocs", "build", "--strict", "--site-dir", site],
+            ),
+        ]
+        for name, cmd in steps:
+            print(f"dev.py: {name}", flush=True)
+            code = _run(*cmd)
+            if code != 0:
+                print(f"dev.py: {name} failed (exit {code})", flush=True)
+                return code
     return 0
 
 

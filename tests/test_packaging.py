@@ -34,6 +34,7 @@ EXPECTED_API = [
     "PermissionDenied",
     "Policy",
     "PolicyError",
+    "PolicyWatcher",
     "Poll",
     "PollRequest",
     "Problem",
@@ -52,6 +53,7 @@ EXPECTED_API = [
     "load_policy_text",
     "register_error",
     "run",
+    "watch_policy",
 ]
 
 

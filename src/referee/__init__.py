@@ -48,6 +48,7 @@ from ._memory import MemoryState
 if TYPE_CHECKING:
     from ._alerts import Alert
     from ._generic import arun, guard, run
+    from ._watch import PolicyWatcher, watch_policy
 from ._snapshot import FAILURES, IDEMPOTENT_METHODS, Snapshot
 from ._state import AttemptRecord, AttemptState, advance
 
@@ -77,6 +78,7 @@ __all__ = [
     "PermissionDenied",
     "Policy",
     "PolicyError",
+    "PolicyWatcher",
     "Poll",
     "PollRequest",
     "Problem",
@@ -95,6 +97,7 @@ __all__ = [
     "load_policy_text",
     "register_error",
     "run",
+    "watch_policy",
 ]
 
 
@@ -115,6 +118,8 @@ _LAZY = {
     "arun": "_generic",
     "guard": "_generic",
     "Alert": "_alerts",
+    "PolicyWatcher": "_watch",
+    "watch_policy": "_watch",
 }
 
 

@@ -69,7 +69,12 @@ def suggest(word: str, choices: list[str] | tuple[str, ...]) -> str:
     """
     ``; did you mean 'attempts'?`` or nothing.
     """
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    # A prefix ('warn' for 'warning') is a near miss whatever its ratio; a
+    # ratio below 0.75 suggests nonsense ('openai' for 'nope').
+    prefixed = [c for c in choices if len(word) >= 3 and c.startswith(word)]
+    close = prefixed[:1] or difflib.get_close_matches(
+        word, list(choices), n=1, cutoff=0.75
+    )
     return f"; did you mean {close[0]!r}?" if close else ""
 
 

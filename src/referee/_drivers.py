@@ -52,7 +52,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AsyncExchange",
+    "BreakerEvent",
     "CallOutcome",
+    "DecisionEvent",
+    "DecisionHook",
     "Exchange",
     "SleepRecorder",
     "run_async",
@@ -145,6 +148,102 @@ class _Clock:
         return time.time() + (recorder.offset if recorder else 0.0)
 
 
+# --- Instrumentation hooks -------------------------------------------------
+#
+# What referee.otel (or anyone) listens to.  With no hook registered, each
+# point below costs one truthiness check of _HOOKS; the events are built
+# only when someone listens.  The adapters' fast paths (a first-try
+# response no rule matches) return before the driver and emit nothing.
+
+
+@attrs.frozen
+class DecisionEvent:
+    """
+    One decision the drivers carried out (or a send an open breaker
+    refused), as ``referee.decision`` logs it.
+
+    Attributes:
+        policy: The policy's name.
+        rule: The rule that decided, or None.
+        action: ``accept``, ``retry``, ``poll`` or ``abort``.
+        method: The request's method.
+        url: The request's URL, redacted.
+        status: The response's status, or None after a transport failure.
+        failure: The transport failure's portable word, or None.
+        attempt: The attempt's number in the call (1 for the first send).
+        delay: The seconds before the next send (retry, poll), or None.
+        reason: Why, in words.
+        alert: The kind of alert the decision raised, or None.
+        error: The name of the error an abort raises, or None.
+        elapsed: Seconds since the call started.
+        budget_suppressed: A retry the retry budget refused: the call ends
+            here with ``RetriesExhausted``.
+        sent: False when nothing was sent: an open breaker stopped the
+            send (the abort raises ``CircuitOpen``).
+    """
+
+    policy: str
+    rule: str | None
+    action: str
+    method: str | None
+    url: str | None
+    status: int | None
+    failure: str | None
+    attempt: int
+    delay: float | None
+    reason: str
+    alert: str | None
+    error: str | None
+    elapsed: float
+    budget_suppressed: bool = False
+    sent: bool = True
+
+
+@attrs.frozen
+class BreakerEvent:
+    """
+    A breaker seen open, in the drivers' clock.
+
+    Attributes:
+        policy: The policy's name.
+        breaker: The breaker's name.
+        rule: The rule that opened it, or None (the failure ratio).
+        until: When it closes (seconds since the epoch).
+        opened: True when this process opened it just now; False when a
+            send found it open (perhaps opened by another process).
+    """
+
+    policy: str
+    breaker: str
+    rule: str | None
+    until: float
+    opened: bool
+
+
+class DecisionHook(Protocol):
+    """
+    A listener registered in ``_HOOKS``: called on the calling thread, so
+    it must be quick; what it raises is logged and swallowed.
+    """
+
+    def __call__(self, event: DecisionEvent | BreakerEvent) -> None: ...
+
+
+#: The registered hooks (referee.otel.instrument() adds one).  Replace the
+#: list's contents, do not mutate it while a call may be iterating it.
+_HOOKS: list[DecisionHook] = []
+
+
+def _emit(event: DecisionEvent | BreakerEvent) -> None:
+    for hook in tuple(_HOOKS):
+        try:
+            hook(event)
+        except Exception as exc:  # noqa: BLE001 - a listener never fails a call
+            _log.warning(
+                "referee.hook_failed", hook=repr(hook), error=repr(exc)
+            )
+
+
 _PLAIN_ACCEPT: Final = "accept"
 #: The jitter source when the caller gives none: one per process, because
 #: seeding a Random from os.urandom costs more than a whole decision.
@@ -186,6 +285,8 @@ class _Call(Generic[Req, Resp]):
         #: The async driver closes abandoned responses itself (closing
         #: needs an await); the sync one lets the exchange close them.
         self.closing: list[Resp] | None = None
+        #: The retry budget refused the last retry (for the hooks).
+        self.suppressed = False
 
     def admission(self, action: Send, req: Req) -> Aborted | float:
         """
@@ -301,6 +402,7 @@ class _Call(Generic[Req, Resp]):
         if isinstance(decision, Retry) and not spend_retry(
             self.policy, self.last_snap
         ):
+            self.suppressed = True
             return self._cannot_resend(
                 "the retry budget for this host is spent (too many retries "
                 "for the successes seen: the API looks down, and retrying "
@@ -330,6 +432,8 @@ class _Call(Generic[Req, Resp]):
         )
         if not plain:
             self._log(decision, finished.snap)
+        elif _HOOKS:
+            self._notify(decision, finished.snap)
         settle(self.policy, decision, finished.snap, self.clock.now())
         if isinstance(decision, Accept):
             if self.exc is not None:
@@ -383,6 +487,36 @@ class _Call(Generic[Req, Resp]):
             elapsed=round(self.clock.now() - self.started, 6),
             reason=decision.reason,
             alert=None if decision.alert is None else decision.alert.kind,
+        )
+        if _HOOKS:
+            self._notify(decision, snap)
+
+    def _notify(self, decision: Decision, snap: Snapshot) -> None:
+        _emit(
+            DecisionEvent(
+                policy=self.policy.name,
+                rule=decision.rule_id,
+                action=_ACTION[type(decision)],
+                method=snap.method,
+                url=redact_url(snap.url),
+                status=snap.status,
+                failure=snap.failure,
+                attempt=self.attempt,
+                delay=(
+                    decision.delay
+                    if isinstance(decision, Retry | Poll)
+                    else None
+                ),
+                reason=decision.reason,
+                alert=None if decision.alert is None else decision.alert.kind,
+                error=(
+                    decision.error.__name__
+                    if isinstance(decision, Abort)
+                    else None
+                ),
+                elapsed=round(self.clock.now() - self.started, 6),
+                budget_suppressed=self.suppressed,
+            )
         )
 
 
@@ -539,6 +673,7 @@ def _breaker_error(
     method: str,
     now: float,
     trail: tuple[AttemptRecord, ...] = (),
+    url: str = "",
 ) -> Aborted | None:
     runtime = policy.runtime
     if runtime is None or not policy.breakers:
@@ -580,6 +715,30 @@ def _breaker_error(
         reason=reason,
         breaker=found.name,
     )
+    if _HOOKS:
+        _emit(
+            BreakerEvent(
+                policy.name, found.name, found.rule_id, found.until, False
+            )
+        )
+        _emit(
+            DecisionEvent(
+                policy=policy.name,
+                rule=found.rule_id,
+                action="abort",
+                method=method,
+                url=redact_url(url) if url else None,
+                status=None,
+                failure=None,
+                attempt=len(trail) + 1,
+                delay=None,
+                reason=reason,
+                alert=None,
+                error=CircuitOpen.__name__,
+                elapsed=0.0,
+                sent=False,
+            )
+        )
     return CircuitOpen(reason, rule_id=found.rule_id, trail=trail)
 
 
@@ -629,7 +788,7 @@ def admit(
     first (0.0: go now; the slot is taken).
     """
     now = clock.now()
-    error = _breaker_error(policy, method, now, trail)
+    error = _breaker_error(policy, method, now, trail, url)
     if error is not None:
         return error
     if policy.rate_limit is None:
@@ -727,6 +886,16 @@ def settle(
                 rule=decision.rule_id,
                 open_for=spec.open_for,
             )
+            if _HOOKS:
+                _emit(
+                    BreakerEvent(
+                        policy.name,
+                        spec.name,
+                        decision.rule_id,
+                        now + spec.open_for,
+                        True,
+                    )
+                )
         if policy.breaker is not None:
             failed = isinstance(decision, Retry) or (
                 isinstance(decision, Abort)
@@ -743,6 +912,12 @@ def settle(
                     rule=None,
                     open_for=policy.breaker.open_for,
                 )
+                if _HOOKS:
+                    _emit(
+                        BreakerEvent(
+                            policy.name, opened.name, None, opened.until, True
+                        )
+                    )
         if policy.budget is not None and isinstance(decision, Accept):
             runtime.state.refund(policy.name, _host(snap.url), policy.budget)
     except Exception as exc:  # noqa: BLE001 - state trouble never fails a call

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import re
 import sys
 import tomllib
@@ -36,11 +37,13 @@ if TYPE_CHECKING:
 
 
 __all__ = [
+    "PATH_VARIABLE",
     "SUFFIXES",
     "bundled_names",
     "load_policy",
     "load_policy_text",
     "parse_document",
+    "search_path",
 ]
 
 SUFFIXES: Final = (".yaml", ".yml", ".toml", ".json")
@@ -746,22 +749,70 @@ def _read_path(path: Path) -> tuple[str, str, str] | str:
     return str(path), text, _format_of(path.name)
 
 
-def _resolve(name: str, base: Path | None) -> tuple[str, str, str] | str:
+#: The environment variable naming the folders searched, in order, for a
+#: policy named by name, before the bundled policies.
+PATH_VARIABLE: Final = "REFEREE_POLICY_PATH"
+
+
+def search_path() -> list[Path]:
     """
-    ``(source, text, format)`` for a policy name or path, or why not.
+    The folders ``REFEREE_POLICY_PATH`` names (``os.pathsep``
+    between them; empty entries are skipped), in order.
+    """
+    value = os.environ.get(PATH_VARIABLE, "")
+    return [Path(p) for p in value.split(os.pathsep) if p.strip()]
+
+
+def _on_search_path(name: str, after: str | None) -> Path | None:
+    """
+    The first ``<name>.yaml`` (``.yml``, ``.toml``, ``.json``) in the
+    search path's folders; with *after* (a resolved path) among them, the
+    first one after it.  A folder that does not exist is passed over.
+    """
+    found = [
+        folder / f"{name}{suffix}"
+        for folder in search_path()
+        for suffix in SUFFIXES
+        if (folder / f"{name}{suffix}").is_file()
+    ]
+    if after is not None:
+        keys = [str(f.resolve()) for f in found]
+        if after in keys:
+            found = found[keys.index(after) + 1 :]
+    return found[0] if found else None
+
+
+def _resolve(
+    name: str, base: Path | None, after: str | None = None
+) -> tuple[str, str, str] | str:
+    """
+    ``(source, text, format)`` for a policy name or path, or why not.  A
+    name is looked for on the search path first, then among the bundled
+    policies; *after* is a file extending its own name: it extends the
+    policy it overrides, the next one of that name on the search path or
+    the bundled one.
     """
     if _is_path(name):
         path = Path(name)
         if base is not None and not path.is_absolute():
             path = base / path
         return _read_path(path)
+    found = _on_search_path(name, after)
+    if found is not None:
+        return _read_path(found)
     text = _read_bundled(name)
     if text is None:
         names = bundled_names()
+        folders = search_path()
+        searched = (
+            f"; searched {PATH_VARIABLE}: {', '.join(str(f) for f in folders)}"
+            if folders
+            else ""
+        )
         return (
             f"there is no bundled policy named {name!r}; bundled: "
             f"{', '.join(names)}{suggest(name, names)} (a path needs a "
-            f"suffix: {', '.join(SUFFIXES)})"
+            f"suffix: {', '.join(SUFFIXES)}){searched}"
         )
     return name, text, "yaml"
 
@@ -791,7 +842,10 @@ def _chain(
             return chain
         line = lines.line("$.extends")
         base = Path(source).parent if _is_path(source) else None
-        found = _resolve(doc.extends, base)
+        # A file on the search path that extends its own name (enrow.yaml:
+        # extends: enrow) extends the policy it overrides, not itself.
+        own = Path(source).stem == doc.extends and _is_path(source)
+        found = _resolve(doc.extends, base, key if own else None)
         if isinstance(found, str):
             raise PolicyError(
                 [
@@ -826,8 +880,14 @@ def load_policy(
     Load a policy: a bundled name (``"enrow"``) or a path to a ``.yaml``,
     ``.yml``, ``.toml`` or ``.json`` file.
 
+    A name is looked for first as ``<name>.yaml`` (``.yml``, ``.toml``,
+    ``.json``) in the folders ``REFEREE_POLICY_PATH`` lists
+    (``os.pathsep`` between them), then among the bundled policies; so is
+    a name in ``extends``.  A file found there that extends its own name
+    extends the policy it overrides.
+
     Args:
-        name_or_path: The bundled name or the path.
+        name_or_path: The name or the path.
         state: Where breakers, retry budgets, rate limits and alert
             de-duplication live: by default a new
             :class:`~referee.MemoryState` of this policy's own; pass a

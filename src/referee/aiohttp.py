@@ -40,6 +40,7 @@ from ._drivers import CallOutcome, admit_async, run_async, settle_plain
 from ._engine import NO_MATCH, decide
 from ._snapshot import Snapshot
 from ._state import FIRST_ATTEMPT
+from ._watch import PolicyWatcher
 
 
 if TYPE_CHECKING:
@@ -215,7 +216,8 @@ class PolicyMiddleware:
     of the session (or of the request) it is given to.
 
     Args:
-        policy: The compiled policy.
+        policy: The compiled policy, or a :class:`~referee.PolicyWatcher`
+            (each call runs under the policy current when it starts).
         raise_on_abort: When False, an abort returns the last response
             instead of raising; ``response.referee_outcome`` (or
             :func:`outcome`) holds the outcome and the trail.
@@ -224,7 +226,7 @@ class PolicyMiddleware:
 
     def __init__(
         self,
-        policy: Policy,
+        policy: Policy | PolicyWatcher,
         *,
         raise_on_abort: bool = True,
         rng: random.Random | None = None,
@@ -240,6 +242,8 @@ class PolicyMiddleware:
         handler: aiohttp.ClientHandlerType,
     ) -> aiohttp.ClientResponse:
         policy, exchange = self.policy, self._exchange
+        if type(policy) is PolicyWatcher:
+            policy = policy.current
         attempt = _Attempt(request, request.method, request.url)
         if policy.breakers or policy.rate_limit is not None:
             await admit_async(policy, request.method, str(request.url))
@@ -258,15 +262,16 @@ class PolicyMiddleware:
         except Exception as exc:
             if exchange.failure(exc) is None:
                 raise
-            return await self._run(attempt, handler, exc)
+            return await self._run(policy, attempt, handler, exc)
         snap = exchange.snapshot(attempt, first)
         if decide(policy, snap, FIRST_ATTEMPT, now=0.0) is NO_MATCH:
             settle_plain(policy, request.url.__str__, time.time())
             return first
-        return await self._run(attempt, handler, first)
+        return await self._run(policy, attempt, handler, first)
 
     async def _run(
         self,
+        policy: Policy,
         attempt: _Attempt,
         handler: aiohttp.ClientHandlerType,
         first: aiohttp.ClientResponse | BaseException,
@@ -285,7 +290,7 @@ class PolicyMiddleware:
             await nxt.request.close()
             await _retarget(nxt)
             response = await handler(nxt.request)
-            if self.policy.candidates(response.status, nxt.method):
+            if policy.candidates(response.status, nxt.method):
                 # A rule may look into the body: read it now, so that the
                 # synchronous engine can have it; aiohttp keeps it for the
                 # caller's read()/json().  A read that breaks is a
@@ -294,7 +299,7 @@ class PolicyMiddleware:
             return response
 
         return await run_async(
-            self.policy,
+            policy,
             attempt,
             send,
             self._exchange,

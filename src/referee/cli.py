@@ -11,6 +11,9 @@ The ``referee`` command: check policy files, explain decisions.
 - ``referee demo``: run a workload against a fake Enrow API on loopback,
   with a real httpx client and the real policy, and summarize what the
   policy did.
+- ``referee schema``: print the JSON Schema of policy files.
+- ``referee table POLICY [--format md|html]``: print a policy as a decision
+  table, one row per rule.
 
 Output goes to stdout, errors and notes to stderr.  ``main`` returns the exit
 code instead of exiting, so tests can call it in-process.
@@ -322,6 +325,33 @@ def build_parser() -> argparse.ArgumentParser:
         "of the demo's shorter ones",
     )
     demo.set_defaults(run=_run_demo)
+
+    schema = sub.add_parser(
+        "schema",
+        help="print the JSON Schema of policy files",
+        description="Print the JSON Schema (draft 2020-12) of policy "
+        "documents, generated from referee's document model, for editors "
+        "and CI. Errors registered with referee.register_error are not in "
+        "it. The same schema ships as referee/policy.schema.json.",
+    )
+    schema.set_defaults(run=_run_schema)
+
+    table = sub.add_parser(
+        "table",
+        help="print a policy as a decision table",
+        description="Print one row per rule, in the order they are tried "
+        "(inherited rules included, with the policy that wrote them): "
+        "its condition, action, delays, error, alert and breaker; above "
+        "the table, the policy's sources and defaults.",
+    )
+    table.add_argument("policy", metavar="POLICY", help="a file or name")
+    table.add_argument(
+        "--format",
+        choices=["md", "html"],
+        default="md",
+        help="Markdown (default) or HTML",
+    )
+    table.set_defaults(run=_run_table)
     return parser
 
 
@@ -933,6 +963,29 @@ def _run_demo(args: argparse.Namespace) -> int:
         for p in exc.problems:
             _out(str(p), err=True)
         return 1
+
+
+# -- schema and table ------------------------------------------------------
+
+
+def _run_schema(args: argparse.Namespace) -> int:  # noqa: ARG001
+    from ._jsonschema import policy_schema
+
+    _out(json.dumps(policy_schema(), indent=2))
+    return 0
+
+
+def _run_table(args: argparse.Namespace) -> int:
+    from ._table import render_table
+
+    try:
+        policy = load_policy(args.policy)
+    except PolicyError as exc:
+        for p in exc.problems:
+            _out(str(p), err=True)
+        return 1
+    _out(render_table(policy, args.format).rstrip("\n"))
+    return 0
 
 
 if __name__ == "__main__":

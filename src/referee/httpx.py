@@ -31,6 +31,7 @@ from ._drivers import (
 from ._engine import NO_MATCH, decide
 from ._snapshot import Snapshot
 from ._state import FIRST_ATTEMPT
+from ._watch import PolicyWatcher
 
 
 if TYPE_CHECKING:
@@ -167,7 +168,8 @@ class PolicyTransport(httpx.BaseTransport):
     a new :class:`httpx.HTTPTransport`).
 
     Args:
-        policy: The compiled policy.
+        policy: The compiled policy, or a :class:`~referee.PolicyWatcher`
+            (each call runs under the policy current when it starts).
         transport: The transport that really sends.
         raise_on_abort: When False, an abort returns the last response
             instead of raising; ``response.extensions["referee.outcome"]``
@@ -177,7 +179,7 @@ class PolicyTransport(httpx.BaseTransport):
 
     def __init__(
         self,
-        policy: Policy,
+        policy: Policy | PolicyWatcher,
         transport: httpx.BaseTransport | None = None,
         *,
         raise_on_abort: bool = True,
@@ -191,6 +193,8 @@ class PolicyTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         policy = self.policy
+        if type(policy) is PolicyWatcher:
+            policy = policy.current
         if policy.breakers or policy.rate_limit is not None:
             admit_sync(policy, request.method, str(request.url))
         try:
@@ -198,7 +202,7 @@ class PolicyTransport(httpx.BaseTransport):
         except Exception as exc:
             if self._exchange.failure(exc) is None:
                 raise
-            return self._run(request, exc)
+            return self._run(policy, request, exc)
         # The success path: a status (and method) no rule can match is
         # returned without a snapshot, a decision or a header look-up; one
         # that rules could match but do not (a 200 that is not `ongoing`)
@@ -210,10 +214,13 @@ class PolicyTransport(httpx.BaseTransport):
         if decide(policy, snap, FIRST_ATTEMPT, now=0.0) is NO_MATCH:
             settle_plain(policy, request.url.__str__, time.time())
             return first
-        return self._run(request, first)
+        return self._run(policy, request, first)
 
     def _run(
-        self, request: httpx.Request, first: httpx.Response | BaseException
+        self,
+        policy: Policy,
+        request: httpx.Request,
+        first: httpx.Response | BaseException,
     ) -> httpx.Response:
         pending = [first]
 
@@ -226,7 +233,7 @@ class PolicyTransport(httpx.BaseTransport):
             return self.transport.handle_request(req)
 
         return run_sync(
-            self.policy,
+            policy,
             request,
             send,
             self._exchange,
@@ -261,7 +268,7 @@ class AsyncPolicyTransport(httpx.AsyncBaseTransport):
 
     def __init__(
         self,
-        policy: Policy,
+        policy: Policy | PolicyWatcher,
         transport: httpx.AsyncBaseTransport | None = None,
         *,
         raise_on_abort: bool = True,
@@ -277,6 +284,8 @@ class AsyncPolicyTransport(httpx.AsyncBaseTransport):
         self, request: httpx.Request
     ) -> httpx.Response:
         policy = self.policy
+        if type(policy) is PolicyWatcher:
+            policy = policy.current
         if policy.breakers or policy.rate_limit is not None:
             await admit_async(policy, request.method, str(request.url))
         try:
@@ -284,7 +293,7 @@ class AsyncPolicyTransport(httpx.AsyncBaseTransport):
         except Exception as exc:
             if self._exchange.failure(exc) is None:
                 raise
-            return await self._run(request, exc)
+            return await self._run(policy, request, exc)
         if not policy.index.get(first.status_code, policy.fallback):
             settle_plain(policy, request.url.__str__, time.time())
             return first
@@ -294,15 +303,18 @@ class AsyncPolicyTransport(httpx.AsyncBaseTransport):
             if self._exchange.failure(exc) is None:
                 raise
             await first.aclose()
-            return await self._run(request, exc)
+            return await self._run(policy, request, exc)
         snap = self._exchange.snapshot(request, first)
         if decide(policy, snap, FIRST_ATTEMPT, now=0.0) is NO_MATCH:
             settle_plain(policy, request.url.__str__, time.time())
             return first
-        return await self._run(request, first)
+        return await self._run(policy, request, first)
 
     async def _run(
-        self, request: httpx.Request, first: httpx.Response | BaseException
+        self,
+        policy: Policy,
+        request: httpx.Request,
+        first: httpx.Response | BaseException,
     ) -> httpx.Response:
         pending = [first]
 
@@ -314,11 +326,11 @@ class AsyncPolicyTransport(httpx.AsyncBaseTransport):
                 response = got
             else:
                 response = await self.transport.handle_async_request(req)
-            await _read_if_needed(self.policy, req, response)
+            await _read_if_needed(policy, req, response)
             return response
 
         return await run_async(
-            self.policy,
+            policy,
             request,
             send,
             self._exchange,

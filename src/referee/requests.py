@@ -63,6 +63,7 @@ from ._drivers import admit_sync, run_sync, settle_plain
 from ._engine import NO_MATCH, decide
 from ._snapshot import Snapshot
 from ._state import FIRST_ATTEMPT
+from ._watch import PolicyWatcher
 
 
 if TYPE_CHECKING:
@@ -232,7 +233,8 @@ class PolicyAdapter(HTTPAdapter):
     sent through it.
 
     Args:
-        policy: The compiled policy.
+        policy: The compiled policy, or a :class:`~referee.PolicyWatcher`
+            (each call runs under the policy current when it starts).
         raise_on_abort: When False, an abort returns the last response
             instead of raising; ``response.referee_outcome`` holds the
             :class:`~referee.CallOutcome` and its trail.
@@ -254,7 +256,7 @@ class PolicyAdapter(HTTPAdapter):
 
     def __init__(
         self,
-        policy: Policy,
+        policy: Policy | PolicyWatcher,
         *,
         raise_on_abort: bool = True,
         rng: random.Random | None = None,
@@ -303,6 +305,8 @@ class PolicyAdapter(HTTPAdapter):
             )
 
         policy = self.policy
+        if type(policy) is PolicyWatcher:
+            policy = policy.current
         url = request.url or ""
         if policy.breakers or policy.rate_limit is not None:
             admit_sync(policy, request.method or "GET", url)
@@ -311,7 +315,7 @@ class PolicyAdapter(HTTPAdapter):
         except Exception as exc:
             if _failure_word(exc) is None:
                 raise
-            return self._run(request, exc, send_once, stream=stream)
+            return self._run(policy, request, exc, send_once, stream=stream)
         # The success path: a status no rule names is returned without a
         # snapshot, a decision or a header look-up; one that rules name but
         # do not match (a 200 that is not `ongoing`) after one decision,
@@ -324,15 +328,16 @@ class PolicyAdapter(HTTPAdapter):
         except Exception as exc:
             if _failure_word(exc) is None:
                 raise
-            return self._run(request, exc, send_once, stream=stream)
+            return self._run(policy, request, exc, send_once, stream=stream)
         snap = self._exchange.snapshot(request, first)
         if decide(policy, snap, FIRST_ATTEMPT, now=0.0) is NO_MATCH:
             settle_plain(policy, lambda: url, time.time())
             return first
-        return self._run(request, first, send_once, stream=stream)
+        return self._run(policy, request, first, send_once, stream=stream)
 
     def _run(
         self,
+        policy: Policy,
         request: PreparedRequest,
         first: Response | Exception,
         send_once: Callable[[PreparedRequest], Response],
@@ -349,11 +354,11 @@ class PolicyAdapter(HTTPAdapter):
                 # Its body was read (or not) before the first decision.
                 return got
             response = send_once(req)
-            _read_if_needed(self.policy, req, response, stream=stream)
+            _read_if_needed(policy, req, response, stream=stream)
             return response
 
         return run_sync(
-            self.policy,
+            policy,
             request,
             send,
             self._exchange,

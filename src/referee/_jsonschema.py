@@ -1,0 +1,422 @@
+"""
+A JSON Schema of the policy format, generated from the document model.
+
+The schema is not written by hand: `policy_schema` walks the attrs classes
+of ``_schema`` (their fields, resolved type hints and defaults, the
+``RENAMED`` keys) and maps each value type to the fragment that describes
+what ``_convert`` accepts for it.  Editors use it to complete and check
+policy files (the bundled ones name it in a ``yaml-language-server``
+comment); ``referee schema`` prints it; ``src/referee/policy.schema.json``
+is its output, committed and shipped, and a test keeps it up to date.
+
+Rule 1: the schema accepts every document the loader accepts; where the two
+differ, the schema is the looser.  What it cannot say (unique rule ids,
+``extends`` chains, templates, regular expressions, settings of another
+action) only the loader checks.
+"""
+
+from __future__ import annotations
+
+import re
+import types
+import typing
+from typing import TYPE_CHECKING, Any, Final
+
+import attrs
+
+from . import _schema as s
+from ._convert import _OPERATORS, _WORDS
+from ._errors import registered_errors
+from ._hints import FORMATS
+from ._snapshot import FAILURES
+
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+
+__all__ = ["DIALECT", "policy_schema"]
+
+#: JSON Schema draft 2020-12.
+DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
+
+_NUMBER_STRING: Final = r"\+?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?"
+_DURATION_STRING: Final = (
+    rf"^\s*((\d+(\.\d+)?(ms|s|m|h|d))+|{_NUMBER_STRING})\s*$"
+)
+_HEADER_NAME: Final = r"[A-Za-z0-9!#$%&'*+.^_`|~-]+"
+_STATUS_STRING: Final = r"^\s*([1-5]\d\d|[1-5][xX][xX]|\d{3}\s*-\s*\d{3})\s*$"
+
+_SCALAR: Final = {"type": ["string", "number", "boolean", "null"]}
+_SCALARS: Final = {"type": "array", "items": _SCALAR, "minItems": 1}
+
+
+def _one_or_list(item: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [item, {"type": "array", "items": item, "minItems": 1}]}
+
+
+def _duration() -> dict[str, Any]:
+    return {
+        "description": "A duration: a number of seconds, or a string "
+        "with units such as 250ms, 2s, 10m, 1h, 1d, 1m30s (not negative).",
+        "anyOf": [
+            {"type": "number", "minimum": 0},
+            {"type": "string", "pattern": _DURATION_STRING},
+        ],
+    }
+
+
+def _value_match(*, attempt: bool = False) -> dict[str, Any]:
+    # The operator mapping: every operator given must hold; 'equals' and
+    # 'in' exclude each other.
+    plain = {"type": "integer"} if attempt else _SCALAR
+    ops: dict[str, Any] = {
+        "exists": {"type": "boolean"},
+        "equals": plain,
+        "in": {"type": "array", "items": plain},
+        "contains": _SCALAR,
+        "matches": {"type": "string", "description": "A Python regex."},
+        "gt": {"type": "number"},
+        "gte": {"type": "number"},
+        "lt": {"type": "number"},
+        "lte": {"type": "number"},
+    }
+    if attempt:
+        del ops["contains"], ops["matches"]
+    assert set(ops) <= set(_OPERATORS)  # noqa: S101 - kept in step
+    mapping = {
+        "type": "object",
+        "properties": ops,
+        "additionalProperties": False,
+        "minProperties": 1,
+        "not": {"required": ["equals", "in"]},
+    }
+    if attempt:
+        return {
+            "description": "An attempt number (1 is the first send), a "
+            "list of them, or comparisons such as {gte: 3}.",
+            "anyOf": [
+                plain,
+                {"type": "array", "items": plain, "minItems": 1},
+                mapping,
+            ],
+        }
+    return {
+        "description": "A value (equal to it), a list of values (equal "
+        "to one), or a mapping of operators: "
+        f"{', '.join(_OPERATORS)}.",
+        "anyOf": [_SCALAR, _SCALARS, mapping],
+    }
+
+
+def _value_types(errors: list[str]) -> dict[Any, tuple[str, dict[str, Any]]]:
+    """
+    The custom value types: their name in ``$defs`` and their fragment.
+    """
+    name = {
+        "type": "string",
+        "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$",
+        "description": "A name of letters, digits, '-', '_', '.' and ':', "
+        "starting with a letter or digit.",
+    }
+    methods = _one_or_list({"type": "string", "pattern": r"^[A-Za-z]+$"})
+    globs = _one_or_list({"type": "string", "minLength": 1})
+    failures = _one_or_list({"enum": sorted(FAILURES)})
+    status_one = {
+        "anyOf": [
+            {"type": "integer", "minimum": 100, "maximum": 599},
+            {"type": "string", "pattern": _STATUS_STRING},
+        ]
+    }
+    formats = "|".join(re.escape(f) for f in sorted(FORMATS))
+    return {
+        s.Duration: ("Duration", _duration()),
+        s.LimitDuration: (
+            "LimitDuration",
+            {
+                "description": "A duration, or 'none' for no limit.",
+                "anyOf": [{"$ref": "#/$defs/Duration"}, {"const": "none"}],
+            },
+        ),
+        s.Size: (
+            "Size",
+            {
+                "description": "A size: a number of bytes, or a string such "
+                "as 64KiB, 1MiB, 500kB.",
+                "anyOf": [
+                    {"type": "integer", "minimum": 0},
+                    {
+                        "type": "string",
+                        "pattern": r"^\s*\d+(\.\d+)?\s*"
+                        r"(B|kB|KB|KiB|MB|MiB|GB|GiB)?\s*$",
+                    },
+                ],
+            },
+        ),
+        s.Attempts: (
+            "Attempts",
+            {
+                "description": "The most sends, the first included: a "
+                "whole number >= 1, or 'unlimited'.",
+                "anyOf": [
+                    {"type": "integer", "minimum": 1},
+                    {"const": "unlimited"},
+                ],
+            },
+        ),
+        s.StatusSet: (
+            "StatusSet",
+            {
+                "description": "A status code from 100 to 599 (429), a "
+                "class ('5xx'), a range ('500-599'), or a list of those.",
+                **_one_or_list(status_one),
+            },
+        ),
+        s.Methods: (
+            "Methods",
+            {"description": "An HTTP method name, or a list.", **methods},
+        ),
+        s.Globs: (
+            "Globs",
+            {"description": "A glob pattern, or a list.", **globs},
+        ),
+        s.Failures: (
+            "Failures",
+            {
+                "description": "A transport failure word, or a list.",
+                **failures,
+            },
+        ),
+        s.ErrorName: (
+            "ErrorName",
+            {
+                "description": "A built-in error class.  Classes registered "
+                "with referee.register_error are accepted by the loader "
+                "but not by this schema.",
+                "enum": errors,
+            },
+        ),
+        s.Name: ("Name", name),
+        s.HintSource: (
+            "HintSource",
+            {
+                "description": "A header name, optionally with a format: "
+                f"'X-RateLimit-Reset:epoch'; the formats: "
+                f"{', '.join(sorted(FORMATS))}.",
+                "type": "string",
+                "pattern": rf"^([^:]*[^:\s][^:]*:?\s*|\s*{_HEADER_NAME}\s*:\s*"
+                rf"({formats})\s*)$",
+            },
+        ),
+        s.ValueMatch: ("ValueMatch", _value_match()),
+    }
+
+
+#: Bounds the loader checks after structuring (``_load._validate``).
+_BOUNDS: Final[dict[tuple[type, str], dict[str, Any]]] = {
+    (s.BackoffDoc, "multiplier"): {"minimum": 1},
+    (s.PollDoc, "multiplier"): {"minimum": 1},
+    (s.BreakerDefaultsDoc, "failure_ratio"): {
+        "exclusiveMinimum": 0,
+        "maximum": 1,
+    },
+    (s.BreakerDefaultsDoc, "min_calls"): {"minimum": 1},
+    (s.BudgetDoc, "tokens"): {"exclusiveMinimum": 0},
+    (s.BudgetDoc, "refill"): {"minimum": 0},
+    (s.RateLimitDoc, "requests"): {"minimum": 1},
+    (s.WebhookDoc, "url"): {
+        "pattern": r"^\s*\$\{[A-Za-z_][A-Za-z0-9_]*\}\s*$",
+    },
+}
+
+#: Field descriptions, from docs/policy-language.md.
+_DOCS: Final[dict[tuple[type, str], str]] = {
+    (s.PolicyDoc, "policy"): "The policy's name.",
+    (s.PolicyDoc, "description"): "Free text, shown by referee explain.",
+    (s.PolicyDoc, "extends"): "A bundled policy name (http-default) or a "
+    "path relative to this file; its rules come after this file's.",
+    (s.PolicyDoc, "defaults"): "Settings for every rule.",
+    (s.PolicyDoc, "alerts"): "Where alerts go besides the log.",
+    (s.PolicyDoc, "rules"): "Tried in order; the first match wins.",
+    (s.RuleDoc, "id"): "The rule's name, unique in its file.",
+    (s.RuleDoc, "description"): "Free text.",
+    (s.RuleDoc, "when"): "The conditions, all of which must hold (none: "
+    "every outcome).",
+    (s.RuleDoc, "do"): "The action.",
+    (s.RuleDoc, "error"): "The error an abort raises, or a retry when it "
+    "runs out, or a poll when its deadline passes.",
+    (s.RuleDoc, "retry"): "Overrides of defaults.retry (do: retry only).",
+    (s.RuleDoc, "poll"): "Overrides of defaults.poll (do: poll only).",
+    (s.RuleDoc, "alert"): "Raise an alert when the rule fires.",
+    (s.RuleDoc, "breaker"): "Open a named breaker when the rule fires.",
+    (s.RuleDoc, "log"): "The log level of the decision event.",
+    (s.ConditionDoc, "status"): "The response's status is one of these.",
+    (s.ConditionDoc, "method"): "The request's method is one of these.",
+    (s.ConditionDoc, "host"): "The request's host matches a glob.",
+    (s.ConditionDoc, "path"): "The request's path matches a glob.",
+    (s.ConditionDoc, "headers"): "Each named response header matches.",
+    (s.ConditionDoc, "body"): "The JSON body has each dotted path and the "
+    "value matches.",
+    (s.ConditionDoc, "failure"): "The attempt failed in transport.",
+    (s.ConditionDoc, "attempt"): "The attempt being decided (1 is the "
+    "first send).",
+    (s.ConditionDoc, "any"): "At least one condition holds.",
+    (s.ConditionDoc, "all"): "Every condition holds.",
+    (s.ConditionDoc, "not_"): "The condition does not hold.",
+    (s.DefaultsDoc, "deadline"): "The longest a call may spend retrying, "
+    "from its first send (default: none).",
+    (s.DefaultsDoc, "body_limit"): "Larger bodies are not parsed (default: "
+    "1MiB).",
+    (s.DefaultsDoc, "breaker"): "The failure-ratio breaker (off unless "
+    "present).",
+    (s.DefaultsDoc, "budget"): "The retry budget (off unless present).",
+    (s.DefaultsDoc, "rate_limit"): "Client-side pacing (off unless present).",
+    (s.RetryDoc, "attempts"): "The most sends, the first included "
+    "(default: 3).",
+    (s.RetryDoc, "unsafe_methods"): "Whether methods that are not "
+    "idempotent may be retried (default: false).",
+    (s.RetryDoc, "delay_from"): "The server hints to honour, in order.",
+    (s.BackoffDoc, "initial"): "The first retry's delay (default: 1s).",
+    (s.BackoffDoc, "multiplier"): "Each delay is the previous one times "
+    "this (default: 2).",
+    (s.BackoffDoc, "max"): "No delay exceeds this (default: 30s).",
+    (s.BackoffDoc, "jitter"): "full, equal or none (default: full).",
+    (s.PollDoc, "initial"): "The first poll's delay (default: 2s).",
+    (s.PollDoc, "multiplier"): "Growth of the poll delay (default: 1.5).",
+    (s.PollDoc, "max"): "The largest poll delay (default: 30s).",
+    (s.PollDoc, "jitter"): "full, equal or none (default: none).",
+    (s.PollDoc, "deadline"): "How long a call may poll, from its first "
+    "poll (default: 10m).",
+    (s.PollDoc, "delay_from"): "Server hints for the poll delay.",
+    (s.PollDoc, "request"): "Templates for the poll request (default: "
+    "re-send the same request).",
+    (s.ServerDelayDoc, "max"): "The longest delay a server hint may impose "
+    "(default: 120s).",
+    (s.ServerDelayDoc, "on_exceed"): "fail: a longer hint aborts; cap: wait "
+    "max instead (default: fail).",
+    (s.AlertDoc, "severity"): "default: warning",
+    (s.AlertDoc, "dedupe"): "At most one alert of this kind per window.",
+    (s.AlertDoc, "message"): "A template such as '{status}: {body.message}'.",
+    (s.BreakerDoc, "methods"): "The calls the open breaker stops "
+    "(default: every call).",
+    (s.WebhookDoc, "url"): "An environment variable reference: "
+    "'${SLACK_WEBHOOK_URL}'.",
+}
+
+
+def _title(cls: type) -> str:
+    # BreakerDefaultsDoc -> "Breaker defaults"
+    words = re.findall(r"[A-Z][a-z]*", cls.__name__.removesuffix("Doc"))
+    return " ".join([words[0], *(w.lower() for w in words[1:])])
+
+
+class _Builder:
+    def __init__(self, errors: list[str]) -> None:
+        self.values = _value_types(errors)
+        self.defs: dict[str, Any] = {}
+
+    def ref(self, name: str) -> dict[str, Any]:
+        return {"$ref": f"#/$defs/{name}"}
+
+    def fragment(self, tp: Any, cls: type, field: str) -> dict[str, Any]:
+        """
+        The schema of one field's type.
+        """
+        args = typing.get_args(tp)
+        if typing.get_origin(tp) in (typing.Union, types.UnionType):
+            # X | None: None, written or left out, means "not set".
+            (inner,) = (a for a in args if a is not type(None))
+            return _nullable(self.fragment(inner, cls, field))
+        if tp is s.Word:
+            return {"enum": list(_WORDS[cls, field])}
+        if cls is s.ConditionDoc and field == "attempt":
+            return _value_match(attempt=True)
+        if tp in self.values:
+            name, frag = self.values[tp]
+            self.defs.setdefault(name, frag)
+            if tp is s.LimitDuration:
+                self.defs.setdefault(*self.values[s.Duration])
+            return self.ref(name)
+        if attrs.has(tp):
+            return self.ref(self.object(tp))
+        origin = typing.get_origin(tp)
+        if origin is list:
+            return {"type": "array", "items": self.fragment(args[0], cls, "")}
+        if origin is dict:
+            return {
+                "type": "object",
+                "minProperties": 1,
+                "propertyNames": {"type": "string", "minLength": 1},
+                "additionalProperties": self.fragment(args[1], cls, ""),
+            }
+        simple = {str: "string", bool: "boolean", float: "number"}
+        if tp in simple:
+            return {"type": simple[tp]}
+        if tp is int:
+            return {"type": "integer"}
+        msg = f"no JSON Schema for {tp!r} ({cls.__name__}.{field})"
+        raise TypeError(msg)
+
+    def object(self, cls: type) -> str:
+        """
+        Add *cls* to ``$defs`` (once) and return its name there.
+        """
+        name = cls.__name__
+        if name not in self.defs:
+            self.defs[name] = {}  # a placeholder: conditions recurse
+            self.defs[name] = self.body(cls)
+        return name
+
+    def body(self, cls: type) -> dict[str, Any]:
+        hints = typing.get_type_hints(cls, vars(s))
+        props: dict[str, Any] = {}
+        required: list[str] = []
+        for a in attrs.fields(cls):
+            key = s.RENAMED.get(a.name, a.name)
+            frag = self.fragment(hints[a.name], cls, a.name)
+            # Bounds sit beside the type; they ignore a null.
+            frag = {**frag, **_BOUNDS.get((cls, a.name), {})}
+            doc = _DOCS.get((cls, a.name))
+            props[key] = {"description": doc, **frag} if doc else frag
+            if a.default is attrs.NOTHING:
+                required.append(key)
+        out: dict[str, Any] = {
+            "title": _title(cls),
+            "type": "object",
+            "properties": props,
+            "additionalProperties": False,
+        }
+        if required:
+            out["required"] = required
+        return out
+
+
+def _nullable(frag: dict[str, Any]) -> dict[str, Any]:
+    if set(frag) == {"type"} and isinstance(frag["type"], str):
+        return {"type": [frag["type"], "null"]}
+    if set(frag) == {"enum"}:
+        return {"enum": [*frag["enum"], None]}
+    return {"anyOf": [frag, {"type": "null"}]}
+
+
+def policy_schema(errors: Iterable[str] | None = None) -> dict[str, Any]:
+    """
+    The JSON Schema (draft 2020-12) of a policy document.
+
+    Args:
+        errors: The names ``error:`` may take; by default the errors
+            registered now (the built-in ones, and any registered with
+            :func:`referee.register_error`).
+    """
+    b = _Builder(sorted(registered_errors() if errors is None else errors))
+    root = b.body(s.PolicyDoc)
+    b.defs.pop(s.PolicyDoc.__name__, None)
+    return {
+        "$schema": DIALECT,
+        "title": "referee policy",
+        "description": "An error policy for an HTTP API: ordered rules "
+        "that accept, retry, poll or abort each outcome of a call.  "
+        "Generated from referee's document model by `referee schema`.",
+        **{k: v for k, v in root.items() if k != "title"},
+        "$defs": dict(sorted(b.defs.items())),
+    }
