@@ -26,7 +26,7 @@ import math
 import random
 import threading
 import time
-from typing import TYPE_CHECKING, Final, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Final, Generic, Protocol, TypeAlias, TypeVar
 from urllib.parse import urlsplit
 
 import attrs
@@ -668,21 +668,47 @@ def _end(
 # nothing here: each helper returns at its first check.
 
 
+#: URLs are given as strings or as functions computing them: the adapters'
+#: URL objects cost more to turn into strings than the rest of a check.
+Url: TypeAlias = "str | Callable[[], str]"
+
+
+def _text(url: Url) -> str:
+    return url if isinstance(url, str) else url()
+
+
+_SKIPS: dict[tuple[int, str], frozenset[str]] = {}
+
+
+def _skips(policy: Policy, method: str) -> frozenset[str]:
+    # The breakers scoped to other methods than *method*: computed once per
+    # (policy, method).  Keyed by the scopes mapping's identity, which lives
+    # as long as the compiled policy (and its reloads share nothing).
+    key = (id(policy.breaker_scopes), method)
+    found = _SKIPS.get(key)
+    if found is None:
+        found = frozenset(
+            name
+            for name, scope in policy.breaker_scopes.items()
+            if scope is not None and method not in scope
+        )
+        if len(_SKIPS) > 4096:
+            _SKIPS.clear()
+        _SKIPS[key] = found
+    return found
+
+
 def _breaker_error(
     policy: Policy,
     method: str,
     now: float,
     trail: tuple[AttemptRecord, ...] = (),
-    url: str = "",
+    url: Url = "",
 ) -> Aborted | None:
     runtime = policy.runtime
     if runtime is None or not policy.breakers:
         return None
-    skip = frozenset(
-        name
-        for name, scope in policy.breaker_scopes.items()
-        if scope is not None and method not in scope
-    )
+    skip = _skips(policy, method)
     try:
         found = (
             runtime.state.check_breakers(policy.name, now, skip)
@@ -727,7 +753,7 @@ def _breaker_error(
                 rule=found.rule_id,
                 action="abort",
                 method=method,
-                url=redact_url(url) if url else None,
+                url=redact_url(_text(url)) or None,
                 status=None,
                 failure=None,
                 attempt=len(trail) + 1,
@@ -742,14 +768,14 @@ def _breaker_error(
     return CircuitOpen(reason, rule_id=found.rule_id, trail=trail)
 
 
-def _rate_wait(policy: Policy, method: str, path: str, now: float) -> float:
+def _rate_wait(policy: Policy, method: str, url: Url, now: float) -> float:
     limit = policy.rate_limit
     runtime = policy.runtime
     if limit is None or runtime is None:
         return 0.0
     if limit.methods is not None and method not in limit.methods:
         return 0.0
-    bucket = path if limit.by_path else "*"
+    bucket = _path(_text(url)) if limit.by_path else "*"
     try:
         wait: float = runtime.state.acquire(policy.name, bucket, now, limit)
     except Exception as exc:  # noqa: BLE001 - state trouble never fails a call
@@ -777,7 +803,7 @@ def _host(url: str) -> str:
 def admit(
     policy: Policy,
     method: str,
-    url: str,
+    url: Url,
     clock: _Clock,
     started: float,
     trail: tuple[AttemptRecord, ...] = (),
@@ -793,7 +819,7 @@ def admit(
         return error
     if policy.rate_limit is None:
         return 0.0
-    wait = _rate_wait(policy, method, _path(url), now)
+    wait = _rate_wait(policy, method, url, now)
     if wait > 0 and now + wait > started + policy.deadline:
         return DeadlineExceeded(
             f"{method}: waiting {wait:.3g}s for a rate-limit slot "
@@ -805,7 +831,7 @@ def admit(
 
 
 def admit_sync(
-    policy: Policy, method: str, url: str, clock: _Clock | None = None
+    policy: Policy, method: str, url: Url, clock: _Clock | None = None
 ) -> None:
     """
     Block until a send may go, or raise why it may not.
@@ -825,7 +851,7 @@ def admit_sync(
 
 
 async def admit_async(
-    policy: Policy, method: str, url: str, clock: _Clock | None = None
+    policy: Policy, method: str, url: Url, clock: _Clock | None = None
 ) -> None:
     """
     Wait (asynchronously) until a send may go, or raise why it may not.

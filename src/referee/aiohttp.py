@@ -246,7 +246,7 @@ class PolicyMiddleware:
             policy = policy.current
         attempt = _Attempt(request, request.method, request.url)
         if policy.breakers or policy.rate_limit is not None:
-            await admit_async(policy, request.method, str(request.url))
+            await admit_async(policy, request.method, request.url.__str__)
         try:
             first = await handler(request)
             # The success path: a status (and method) no rule can match is

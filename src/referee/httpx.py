@@ -196,7 +196,7 @@ class PolicyTransport(httpx.BaseTransport):
         if type(policy) is PolicyWatcher:
             policy = policy.current
         if policy.breakers or policy.rate_limit is not None:
-            admit_sync(policy, request.method, str(request.url))
+            admit_sync(policy, request.method, request.url.__str__)
         try:
             first = self.transport.handle_request(request)
         except Exception as exc:
@@ -287,7 +287,7 @@ class AsyncPolicyTransport(httpx.AsyncBaseTransport):
         if type(policy) is PolicyWatcher:
             policy = policy.current
         if policy.breakers or policy.rate_limit is not None:
-            await admit_async(policy, request.method, str(request.url))
+            await admit_async(policy, request.method, request.url.__str__)
         try:
             first = await self.transport.handle_async_request(request)
         except Exception as exc:
