@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Final
 
 import attrs
 
+from ._redact import redact_url
+
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -50,6 +52,21 @@ IDEMPOTENT_METHODS: Final = frozenset(
 NO_HEADERS: Final[Mapping[str, str]] = MappingProxyType({})
 
 
+def _url_repr(url: str | None) -> str:
+    return repr(None if url is None else redact_url(url))
+
+
+def _names_repr(headers: Mapping[str, str]) -> str:
+    try:
+        return f"<headers {sorted(str(k).lower() for k in headers)}>"
+    except Exception:  # noqa: BLE001 - a repr must not raise
+        return "<headers>"
+
+
+def _body_repr(body: bytes | None) -> str:
+    return "None" if body is None else f"<{len(body)} bytes>"
+
+
 @attrs.define(eq=True)
 class Snapshot:
     """
@@ -78,10 +95,16 @@ class Snapshot:
     status: int | None
     failure: str | None = None
     method: str = "GET"
-    _url: str | None = attrs.field(default="", alias="url")
-    headers: Mapping[str, str] = NO_HEADERS
-    request_headers: Mapping[str, str] = NO_HEADERS
-    body: bytes | None = None
+    # The repr never shows a secret: the URL is redacted, headers show their
+    # names only, the body its size.
+    _url: str | None = attrs.field(default="", alias="url", repr=_url_repr)
+    headers: Mapping[str, str] = attrs.field(
+        default=NO_HEADERS, repr=_names_repr
+    )
+    request_headers: Mapping[str, str] = attrs.field(
+        default=NO_HEADERS, repr=_names_repr
+    )
+    body: bytes | None = attrs.field(default=None, repr=_body_repr)
     load_body: Callable[[], bytes | None] | None = attrs.field(
         default=None, eq=False, repr=False
     )
