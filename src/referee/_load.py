@@ -127,7 +127,19 @@ def _yaml_to_python(
 ) -> tuple[Any, _Lines, list[Problem]]:
     lines = _Lines()
     problems: list[Problem] = []
-    loader = (yaml.SafeLoader if _deep(text) else _YamlLoader)(text)
+    try:
+        # The pure-Python reader checks the characters when it is made.
+        loader = (yaml.SafeLoader if _deep(text) else _YamlLoader)(text)
+    except yaml.YAMLError as exc:
+        problems.append(
+            Problem(
+                source,
+                None,
+                "",
+                f"this is not valid YAML: {_yaml_reason(exc)}",
+            )
+        )
+        return None, lines, problems
     try:
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:

@@ -107,4 +107,6 @@ def format_duration(seconds: float) -> str:
     if minutes < 60:
         return f"{minutes:g}m" + (f"{secs:g}s" if secs else "")
     hours, minutes = divmod(minutes, 60)
+    if hours >= 48:
+        return f"{seconds / 86400:,.0f}d"
     return f"{hours:g}h" + (f"{minutes:g}m" if minutes else "")
