@@ -1,13 +1,19 @@
 """
 referee's decision beside its peers, in one run, as ratios.
 
-    python -m benchmarks [--rounds N] [--json PATH] [--quick]
+    python -m benchmarks [--rounds N] [--e2e-rounds N] [--json PATH]
+                         [--quick] [--docs] [--only KEY ...]
 
 Each comparison times its contenders in interleaved rounds (A, B, A, B, …)
 so that a burst of load on a shared machine hits both, takes the ratio in
 each round, and reports the median ratio with its spread (the 25th to 75th
 percentile).  Absolute times are printed for orientation only: on these
 machines they vary from run to run, the ratios hold.
+
+The end-to-end comparisons (``_e2e``) pair batches of loopback requests
+instead; polling (``_polling``) is computed; the fleet (``_fleet``) starts
+its own ``redis-server``.  The charts (``_charts``) go beside the JSON, or
+with ``--docs`` to ``docs/img/``.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import timeit
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import cases
+from . import _charts, _e2e, _fleet, _polling, cases
 
 
 if TYPE_CHECKING:
@@ -143,7 +149,27 @@ def _table(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--rounds", type=int, default=31)
-    parser.add_argument("--quick", action="store_true", help="7 rounds")
+    parser.add_argument(
+        "--e2e-rounds",
+        type=int,
+        default=201,
+        help="paired rounds of each end-to-end comparison",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="7 rounds (15 end to end)"
+    )
+    parser.add_argument(
+        "--docs",
+        action="store_true",
+        help="write the charts to docs/img/ (instead of beside the JSON)",
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="KEY",
+        help="run only these comparisons (keys as in the JSON; "
+        "'polling', 'fleet', 'extras' for those parts)",
+    )
     parser.add_argument(
         "--json",
         type=Path,
@@ -152,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     rounds = 7 if args.quick else args.rounds
+    e2e_rounds = 15 if args.quick else args.e2e_rounds
+
+    def wanted(key: str) -> bool:
+        return args.only is None or key in args.only
 
     print(
         f"# referee benchmarks\n\nPython {platform.python_version()} on "
@@ -163,9 +193,13 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
         "machine": platform.machine(),
         "rounds": rounds,
+        "e2e_rounds": e2e_rounds,
+        "e2e_batch": _e2e.BATCH,
         "comparisons": {},
     }
     for comp in cases.COMPARISONS:
+        if not wanted(comp.key):
+            continue
         result = compare(comp.contenders(), rounds, comp.baseline)
         report["comparisons"][comp.key] = {
             "title": comp.title,
@@ -177,12 +211,37 @@ def main(argv: list[str] | None = None) -> int:
             "\n",
             flush=True,
         )
-    for name, value in cases.extras().items():
-        report[name] = value
-        print(f"- {name}: {value}", flush=True)
+    for key, client, run in _e2e.E2E:
+        if not wanted(key):
+            continue
+        title = (
+            f"End to end on loopback, {client}: {_e2e.BATCH} GETs of a "
+            "~300-byte JSON 200 per contender per round (keep-alive)"
+        )
+        target = "≤ 1.02× the bare client; never above the peer"
+        result = run(e2e_rounds, cases.ENROW_VALID)
+        report["comparisons"][key] = {
+            "title": title,
+            "target": target,
+            "results": result,
+        }
+        print(_table(title, target, result, None), "\n", flush=True)
+    if wanted("polling"):
+        report["polling"] = polled = _polling.run()
+        print(_polling.table(polled), "\n", flush=True)
+    if wanted("fleet"):
+        report["fleet"] = fleet = _fleet.run(rounds, compare)
+        print(_fleet.table(fleet), "\n", flush=True)
+    if wanted("extras"):
+        for name, value in cases.extras().items():
+            report[name] = value
+            print(f"- {name}: {value}", flush=True)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2))
     print(f"\nraw results: {args.json}", file=sys.stderr)
+    charts = Path("docs/img") if args.docs else args.json.parent
+    for path in _charts.draw(report, charts):
+        print(f"chart: {path}", file=sys.stderr)
     return 0
 
 

@@ -709,6 +709,8 @@ def _breaker_error(
     if runtime is None or not policy.breakers:
         return None
     skip = _skips(policy, method)
+    if policy.breaker is None and len(skip) == len(policy.breaker_scopes):
+        return None  # every breaker stops other methods: nothing to ask
     try:
         found = (
             runtime.state.check_breakers(policy.name, now, skip)

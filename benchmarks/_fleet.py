@@ -1,0 +1,231 @@
+"""
+Target 8, the fleet: what :class:`referee.redis.RedisState` costs per
+send — admitting the call (breakers checked, a rate-limit slot taken)
+and settling it (the outcome counted for the failure-ratio breaker, the
+retry budget refunded) — against a real ``redis-server`` started here on
+a free loopback port, and how many Redis round trips a send makes.
+
+The middleware runs over a stub transport (a prebuilt 200), so the times
+are referee's and Redis's alone; the ratio is against the same policy on
+the in-process :class:`~referee.MemoryState`, and the Redis ``PING``
+round trip, times the round trips counted, is the floor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+import referee
+
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+
+#: Every state feature at once: a failure-ratio breaker, a rule breaker,
+#: a rate limit that never makes a call wait, and a retry budget.
+POLICY = """\
+policy: fleet
+defaults:
+  breaker: {failure_ratio: 0.5, window: 30s, min_calls: 20, open_for: 30s}
+  budget: {tokens: 10, refill: 0.1}
+  rate_limit: {requests: 100000000, per: 1s}
+rules:
+  - id: out-of-credits
+    when: {status: 402}
+    do: abort
+    breaker: {name: credits, open_for: 10m}
+  - id: unavailable
+    when: {status: 503}
+    do: retry
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pings(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[str | None]:
+    """
+    A throw-away ``redis-server`` (no persistence) on a free loopback
+    port: its URL, or None when ``redis-server`` is not on PATH.
+    """
+    exe = shutil.which("redis-server")
+    if exe is None:
+        yield None
+        return
+    port = _free_port()
+    with tempfile.TemporaryDirectory(prefix="referee-bench-") as where:
+        proc = subprocess.Popen(  # noqa: S603 - our own arguments
+            [
+                exe,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                where,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 10
+            while not _pings(port):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    msg = f"redis-server did not start on port {port}"
+                    raise RuntimeError(msg)
+                time.sleep(0.01)
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            proc.terminate()
+            proc.wait(5)
+
+
+def round_trips(state: Any, send: Callable[[], Any]) -> Counter[str]:
+    """
+    The Redis commands one *send* makes through *state*'s client, by
+    script name (EVALSHA) or command; the client's first use (script
+    loading) is left out.
+    """
+    names = {s.sha: name for name, s in state._scripts.items()}
+    seen: Counter[str] = Counter()
+    client = state._client
+    original = client.execute_command
+
+    def counting(*args: Any, **options: Any) -> Any:
+        command = str(args[0]).upper()
+        seen[
+            names.get(args[1], command) if command == "EVALSHA" else command
+        ] += 1
+        return original(*args, **options)
+
+    send()
+    client.execute_command = counting
+    try:
+        send()
+    finally:
+        del client.execute_command
+    return seen
+
+
+def run(
+    rounds: int,
+    compare: Callable[..., dict[str, Any]],
+) -> dict[str, Any] | None:
+    """
+    The timing comparison (overheads over a bare stub transport) and the
+    round trips per send; None without ``redis-server``.
+    """
+    import httpx
+
+    from referee.httpx import PolicyTransport
+    from referee.redis import RedisState
+
+    response = httpx.Response(200, content=b'{"ok": true}')
+
+    class Stub(httpx.BaseTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            return response
+
+    stub = Stub()
+    request = httpx.Request("POST", "https://api.example.com/v1/things")
+    with redis_server() as url:
+        if url is None:
+            return None
+        state = RedisState.from_url(url)
+        try:
+            shared = PolicyTransport(
+                referee.load_policy_text(POLICY, state=state), stub
+            )
+            local = PolicyTransport(
+                referee.load_policy_text(POLICY, state=referee.MemoryState()),
+                stub,
+            )
+            trips = round_trips(state, lambda: shared.handle_request(request))
+            n = sum(trips.values())
+            ping = state._client.ping
+
+            def pings() -> None:
+                for _ in range(n):
+                    ping()
+
+            result = compare(
+                {
+                    "referee + RedisState": lambda: shared.handle_request(
+                        request
+                    ),
+                    "bare stub transport": lambda: stub.handle_request(
+                        request
+                    ),
+                    "referee + MemoryState": lambda: local.handle_request(
+                        request
+                    ),
+                    f"{n} × redis PING (the round-trip floor)": pings,
+                },
+                rounds,
+                "bare stub transport",
+            )
+        finally:
+            state.close()
+    return {"results": result, "round_trips": dict(trips), "trips": n}
+
+
+def table(fleet: dict[str, Any] | None) -> str:
+    head = "### The fleet: RedisState per send (admit + settle)"
+    if fleet is None:
+        return f"{head}\n\nSkipped: redis-server is not on PATH."
+    res = fleet["results"]
+    ours = res["referee + RedisState"]["median_ns"] / 1000
+    local = res["referee + MemoryState"]
+    floor = next(v for k, v in res.items() if "PING" in k)
+    trips = ", ".join(f"{k} {v}" for k, v in fleet["round_trips"].items())
+    return "\n".join(
+        [
+            head,
+            "",
+            (
+                "A policy with a failure-ratio breaker, a rule breaker, a rate "
+                "limit and a retry budget; a POST over a stub transport."
+            ),
+            "",
+            "| contender | overhead per send | RedisState ÷ contender (IQR) |",
+            "|---|---:|---:|",
+            f"| referee + RedisState | {ours:,.1f} µs | — |",
+            (
+                f"| referee + MemoryState | {local['median_ns'] / 1000:,.1f} µs | "
+                f"{local['ratio']:.1f}× ({local['ratio_q1']:.1f}–"
+                f"{local['ratio_q3']:.1f}) |"
+            ),
+            (
+                f"| {fleet['trips']} × redis PING | "
+                f"{floor['median_ns'] / 1000:,.1f} µs | **{floor['ratio']:.2f}×** "
+                f"({floor['ratio_q1']:.2f}–{floor['ratio_q3']:.2f}) |"
+            ),
+            "",
+            f"Round trips per send: **{fleet['trips']}** ({trips}).",
+        ]
+    )
