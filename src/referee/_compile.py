@@ -330,6 +330,10 @@ class Policy:
     #: Whether any rule opens a breaker, or a ratio breaker is set: when
     #: not, the drivers skip the breaker check before each send.
     breakers: bool = False
+    #: Whether a first-try success must be reported to the state backend
+    #: (a ratio breaker counts it, a budget is refunded): adapters skip the
+    #: call on their fast path when not.
+    settles: bool = False
     #: For each named breaker, the methods it stops (None: every call).
     breaker_scopes: Mapping[str, frozenset[str] | None] = attrs.field(
         factory=dict, repr=False
@@ -621,6 +625,7 @@ def compile_policy(
         webhook=webhook,
         breakers=ratio_breaker is not None or any(r.breaker for r in rules),
         breaker_scopes=_scopes(rules),
+        settles=ratio_breaker is not None or budget is not None,
         name=head.policy,
         description=head.description,
         sources=tuple(src for src, _doc in chain),

@@ -698,6 +698,33 @@ def _skips(policy: Policy, method: str) -> frozenset[str]:
     return found
 
 
+_ADMITS: dict[tuple[int, str], bool] = {}
+
+
+def _admits(policy: Policy, method: str) -> bool:
+    """
+    Whether a send of *method* may have to wait or be stopped: a breaker
+    that stops it, or a rate limit that counts it.  Computed once per
+    (policy, method), as :func:`_skips`.
+    """
+    key = (id(policy.breaker_scopes), method)
+    found = _ADMITS.get(key)
+    if found is None:
+        limit = policy.rate_limit
+        found = (
+            policy.breaker is not None
+            or len(_skips(policy, method)) < len(policy.breaker_scopes)
+            or (
+                limit is not None
+                and (limit.methods is None or method in limit.methods)
+            )
+        )
+        if len(_ADMITS) > 4096:
+            _ADMITS.clear()
+        _ADMITS[key] = found
+    return found
+
+
 def _breaker_error(
     policy: Policy,
     method: str,
@@ -840,6 +867,8 @@ def admit_sync(
     """
     if not policy.breakers and policy.rate_limit is None:
         return
+    if not _admits(policy, method):
+        return
     clock = clock or _Clock()
     started = clock.now()
     while True:
@@ -859,6 +888,8 @@ async def admit_async(
     Wait (asynchronously) until a send may go, or raise why it may not.
     """
     if not policy.breakers and policy.rate_limit is None:
+        return
+    if not _admits(policy, method):
         return
     clock = clock or _Clock()
     started = clock.now()

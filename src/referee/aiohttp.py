@@ -252,7 +252,8 @@ class PolicyMiddleware:
             # The success path: a status (and method) no rule can match is
             # returned without a body read, a snapshot or a decision.
             if not policy.candidates(first.status, request.method):
-                settle_plain(policy, request.url.__str__, time.time())
+                if policy.settles:
+                    settle_plain(policy, request.url.__str__, time.time())
                 return first
             # Rules may look into the body: read it (aiohttp keeps it for
             # the caller); one that no rule matches after all (a 200 that
@@ -265,7 +266,8 @@ class PolicyMiddleware:
             return await self._run(policy, attempt, handler, exc)
         snap = exchange.snapshot(attempt, first)
         if decide(policy, snap, FIRST_ATTEMPT, now=0.0) is NO_MATCH:
-            settle_plain(policy, request.url.__str__, time.time())
+            if policy.settles:
+                settle_plain(policy, request.url.__str__, time.time())
             return first
         return await self._run(policy, attempt, handler, first)
 

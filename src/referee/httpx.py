@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Final, Self
 
 import httpx
 
+from ._compile import Gated
 from ._drivers import (
     CallOutcome,
     admit_async,
@@ -207,12 +208,21 @@ class PolicyTransport(httpx.BaseTransport):
         # returned without a snapshot, a decision or a header look-up; one
         # that rules could match but do not (a 200 that is not `ongoing`)
         # after one decision, without the driver.
-        if not policy.index.get(first.status_code, policy.fallback):
-            settle_plain(policy, request.url.__str__, time.time())
+        found = policy.index.get(first.status_code, policy.fallback)
+        if not found or (
+            # Every candidate needs bytes the (already read) body lacks:
+            # the engine's own first check, without building a snapshot.
+            type(found) is Gated
+            and (body := getattr(first, "_content", None)) is not None
+            and found.skip(body)
+        ):
+            if policy.settles:
+                settle_plain(policy, request.url.__str__, time.time())
             return first
         snap = self._exchange.snapshot(request, first)
         if decide(policy, snap, FIRST_ATTEMPT, now=0.0) is NO_MATCH:
-            settle_plain(policy, request.url.__str__, time.time())
+            if policy.settles:
+                settle_plain(policy, request.url.__str__, time.time())
             return first
         return self._run(policy, request, first)
 
@@ -295,7 +305,8 @@ class AsyncPolicyTransport(httpx.AsyncBaseTransport):
                 raise
             return await self._run(policy, request, exc)
         if not policy.index.get(first.status_code, policy.fallback):
-            settle_plain(policy, request.url.__str__, time.time())
+            if policy.settles:
+                settle_plain(policy, request.url.__str__, time.time())
             return first
         try:
             await _read_if_needed(policy, request, first)
@@ -306,7 +317,8 @@ class AsyncPolicyTransport(httpx.AsyncBaseTransport):
             return await self._run(policy, request, exc)
         snap = self._exchange.snapshot(request, first)
         if decide(policy, snap, FIRST_ATTEMPT, now=0.0) is NO_MATCH:
-            settle_plain(policy, request.url.__str__, time.time())
+            if policy.settles:
+                settle_plain(policy, request.url.__str__, time.time())
             return first
         return await self._run(policy, request, first)
 

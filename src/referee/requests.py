@@ -321,7 +321,8 @@ class PolicyAdapter(HTTPAdapter):
         # do not match (a 200 that is not `ongoing`) after one decision,
         # without the driver.
         if not policy.index.get(first.status_code, policy.fallback):
-            settle_plain(policy, lambda: url, time.time())
+            if policy.settles:
+                settle_plain(policy, lambda: url, time.time())
             return first
         try:
             _read_if_needed(policy, request, first, stream=stream)
@@ -331,7 +332,8 @@ class PolicyAdapter(HTTPAdapter):
             return self._run(policy, request, exc, send_once, stream=stream)
         snap = self._exchange.snapshot(request, first)
         if decide(policy, snap, FIRST_ATTEMPT, now=0.0) is NO_MATCH:
-            settle_plain(policy, lambda: url, time.time())
+            if policy.settles:
+                settle_plain(policy, lambda: url, time.time())
             return first
         return self._run(policy, request, first, send_once, stream=stream)
 
