@@ -8,6 +8,7 @@ import random
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
+import attrs
 import pytest
 
 import referee
@@ -783,6 +784,31 @@ rules: [{id: r, when: {status: 503}, do: retry}]
         state = AttemptState(started=NOW - 60, polls=5, poll_started=NOW - 50)
 
         assert Retry is type(run(pol, Snapshot.response(503), state))
+
+    def test_retries_while_polling_keep_the_poll_deadline(self):
+        """
+        A retry in the middle of polling may not sleep past the poll
+        deadline (the call's deadline no longer applies, but the poll's
+        does).
+        """
+        state = AttemptState(started=NOW - 100, polls=3, poll_started=NOW - 28)
+        state = attrs.evolve(
+            state,
+            history=(
+                referee.AttemptRecord(
+                    202, None, "ongoing", "poll", 2.0, NOW - 2
+                ),
+            ),
+        )
+
+        d = run(
+            self.POLL,
+            Snapshot.response(503, headers={"Retry-After": "5"}),
+            state,
+        )
+
+        assert referee.DeadlineExceeded is d.error
+        assert "poll's deadline" in d.reason
 
     def test_poll_request_from_the_body(self):
         """

@@ -34,6 +34,7 @@ import structlog
 
 from ._compile import default_error
 from ._decisions import Abort, Accept, CallOutcome, Poll, Retry
+from ._engine import poll_deadline
 from ._errors import CircuitOpen, DeadlineExceeded, RetriesExhausted
 from ._flow import Finished, Observed, Send, Sleep, call_flow
 from ._redact import redact_url
@@ -315,8 +316,22 @@ class _Call(Generic[Req, Resp]):
         req = self.request
         if action.request is not None:
             req = self.exchange.poll_request(self.request, action.request)
+        bound = getattr(self.exchange, "bound", None)
+        if bound is not None and action.attempt + action.poll > 1:
+            # A retry or a poll must not outlive its deadline: its timeouts
+            # shrink to what is left of the call's (or, once the call
+            # polls, of the poll's).
+            end = self._deadline()
+            if end != math.inf:
+                req = bound(req, max(end - self.clock.now(), 0.001))
         self.sent = req
         return req
+
+    def _deadline(self) -> float:
+        state = self.state
+        if state is None or state.poll_started is None:
+            return self.started + self.policy.deadline
+        return state.poll_started + poll_deadline(self.policy, state)
 
     def _cannot_resend(
         self, why: str, error: type[Aborted] | None = None
@@ -636,11 +651,11 @@ async def run_async(
             try:
                 action = call.flow.send(observed)
             except StopIteration as stop:
-                return _end(call, stop.value, on_finish)
+                return await _aend(call, stop.value, on_finish)
         else:
             seconds = call.before_sleep(action)
             if isinstance(seconds, Finished):
-                return _end(call, seconds, on_finish)
+                return await _aend(call, seconds, on_finish)
             while closing:
                 try:
                     await exchange.aclose(closing.pop())
@@ -655,10 +670,51 @@ def _end(
     call: _Call[Req, Resp],
     finished: Finished,
     on_finish: Callable[[Resp, CallOutcome], None] | None,
+    *,
+    kept: bool = False,
 ) -> Resp:
     if on_finish is not None and call.response is not None:
         on_finish(call.response, call.outcome(finished))
+    if not kept and _raises(call, finished):
+        _best_effort(call.exchange.close, call.response)
     return call.finish(finished)
+
+
+async def _aend(
+    call: _Call[Req, Resp],
+    finished: Finished,
+    on_finish: Callable[[Resp, CallOutcome], None] | None,
+) -> Resp:
+    if _raises(call, finished):
+        aclose = getattr(call.exchange, "aclose", None)
+        try:
+            if aclose is not None:
+                await aclose(call.response)
+            else:
+                call.exchange.close(call.response)  # type: ignore[arg-type]
+        except Exception as exc:  # noqa: BLE001 - best effort
+            _log.debug("referee.close_failed", error=repr(exc))
+    return _end(call, finished, on_finish, kept=True)
+
+
+def _raises(call: _Call[Req, Resp], finished: Finished) -> bool:
+    # The call ends in an error that carries its last response: the
+    # response is closed, so its connection goes back to the pool now, not
+    # when the error is collected.  Its body stays readable when a rule
+    # read it; reading an unread one here could wait on a slow server past
+    # the deadline.
+    return (
+        isinstance(finished.decision, Abort)
+        and call.response is not None
+        and call.raise_on_abort
+    )
+
+
+def _best_effort(fn: Callable[..., object], *args: object) -> None:
+    try:
+        fn(*args)
+    except Exception as exc:  # noqa: BLE001 - best effort
+        _log.debug("referee.close_failed", error=repr(exc))
 
 
 # --- State: breakers, rate limits, budgets, alerts -------------------------

@@ -181,8 +181,7 @@ _TOO_LONG: Final = (
     "(on_exceed: fail)"
 )
 _DEADLINE: Final = (
-    "{0} {1}: a retry in {2} would overrun the call's deadline of {3} "
-    "({4} left)"
+    "{0} {1}: a retry in {2} would overrun the {5} deadline of {3} ({4} left)"
 )
 _RETRIES: Final = (
     "{0} {1}: rule {2!r} retries in {3:.3g}s (attempt {4} of {5}, delay "
@@ -302,10 +301,17 @@ def _retry(
         base = schedule[n] if n < len(schedule) else schedule[-1]
         delay = _jitter(base, settings.jitter, rng)
         source = "backoff"
-    limit = policy.deadline
-    if limit != math.inf and state.poll_started is None:
-        # A call that polls is bounded by the poll deadline instead.
-        left = state.started + limit - now
+    # A call that polls is bounded by the poll deadline instead.
+    limit = (
+        policy.deadline
+        if state.poll_started is None
+        else poll_deadline(policy, state)
+    )
+    if limit != math.inf:
+        start = (
+            state.started if state.poll_started is None else state.poll_started
+        )
+        left = start + limit - now
         if delay > left:
             return _give_up(
                 rule,
@@ -315,6 +321,7 @@ def _retry(
                     format_duration(delay),
                     format_duration(limit),
                     format_duration(max(left, 0.0)),
+                    "call's" if state.poll_started is None else "poll's",
                 ),
                 DeadlineExceeded,
                 alert,
@@ -338,6 +345,21 @@ def _retry(
         rule.breaker,
         rule.log,
     )
+
+
+def poll_deadline(policy: Policy, state: AttemptState) -> float:
+    """
+    The poll deadline of the rule that last polled in *state* (``inf``
+    when none did).
+    """
+    for record in reversed(state.history):
+        if record.action == "poll" and record.rule_id is not None:
+            try:
+                poll = policy.rule(record.rule_id).poll
+            except KeyError:
+                return math.inf
+            return math.inf if poll is None else poll.deadline
+    return math.inf
 
 
 _URLS: Final = frozenset({"url", "request.url"})

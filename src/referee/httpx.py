@@ -48,6 +48,7 @@ __all__ = ["OUTCOME_EXTENSION", "AsyncPolicyTransport", "PolicyTransport"]
 #: Where a response returned instead of an exception carries its
 #: :class:`~referee._drivers.CallOutcome`: ``response.extensions[...]``.
 OUTCOME_EXTENSION: Final = "referee.outcome"
+_OWN_TIMEOUT: Final = "referee.own_timeout"
 
 # httpx's exception tree, in portable words.  A connect timeout never
 # reached the server: it is a connect failure, not a timeout.
@@ -135,6 +136,27 @@ class _Exchange:
 
     def close(self, response: httpx.Response) -> None:
         response.close()
+
+    def bound(self, request: httpx.Request, seconds: float) -> httpx.Request:
+        """
+        *request* with every timeout at most *seconds* (httpx reads them
+        from the request's ``timeout`` extension, per request); the
+        client's own timeouts are kept aside, so each retry shrinks them
+        afresh.
+        """
+        own = request.extensions.get(_OWN_TIMEOUT)
+        if own is None:
+            own = request.extensions.get("timeout") or {}
+        timeout = {
+            key: seconds if own.get(key) is None else min(own[key], seconds)
+            for key in ("connect", "read", "write", "pool")
+        }
+        request.extensions = {
+            **request.extensions,
+            _OWN_TIMEOUT: own,
+            "timeout": timeout,
+        }
+        return request
 
 
 class _AsyncExchange(_Exchange):

@@ -162,6 +162,28 @@ def _cause(reason: object) -> str | None:
     return None
 
 
+#: The attribute on a PreparedRequest that caps its send's timeouts.
+_BOUND: Final = "_referee_timeout_cap"
+
+
+def _bounded(timeout: Timeout, cap: float | None) -> Timeout:
+    """
+    *timeout* (a number, a (connect, read) pair, or None) with each part at
+    most *cap*.
+    """
+    if cap is None:
+        return timeout
+    if isinstance(timeout, tuple):
+        connect, read = timeout
+        return (
+            cap if connect is None else min(connect, cap),
+            cap if read is None else min(read, cap),
+        )
+    if timeout is None:
+        return cap
+    return min(float(timeout), cap)
+
+
 class _Exchange:
     """
     What the driver needs to know about requests.
@@ -211,6 +233,16 @@ class _Exchange:
         if body is None or isinstance(body, bytes | str):
             return None
         return _NOT_REPLAYABLE.format(kind=type(body).__name__)
+
+    def bound(
+        self, request: PreparedRequest, seconds: float
+    ) -> PreparedRequest:
+        """
+        *request*, marked so that its send's timeouts are at most
+        *seconds* (what is left of the deadline).
+        """
+        setattr(request, _BOUND, seconds)
+        return request
 
     def close(self, response: Response) -> None:
         response.close()
@@ -298,7 +330,7 @@ class PolicyAdapter(HTTPAdapter):
             return super(PolicyAdapter, self).send(
                 req,
                 stream=stream,
-                timeout=timeout,
+                timeout=_bounded(timeout, getattr(req, _BOUND, None)),
                 verify=verify,
                 cert=cert,
                 proxies=proxies,
