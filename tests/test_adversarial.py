@@ -34,12 +34,6 @@ BROKEN = Path(__file__).parent / "broken"
 DECISIONS = (referee.Accept, referee.Retry, referee.Poll, referee.Abort)
 
 
-def _core_bug(reason):
-    return pytest.mark.xfail(
-        reason=f"core bug: {reason}", raises=AssertionError, strict=True
-    )
-
-
 @pytest.fixture
 def server() -> Iterator[ScriptedServer]:
     with ScriptedServer() as srv:
@@ -236,13 +230,6 @@ class TestHugeBodies:
         assert (200, BIG) == (response.status_code, len(response.content))
         assert [] == slept.delays
 
-    @_core_bug(
-        "a body without Content-Length is read whole to decide: the sync "
-        "httpx loader is response.read (httpx.py:87), the async transport "
-        "calls response.aread() (httpx.py:376); both should stop after "
-        "body_limit + 1 bytes (then: too long, no match) and give the "
-        "caller a stream that replays what was read, then the rest"
-    )
     def test_chunked_body_is_read_only_up_to_the_limit(self):
         """
         Deciding pulls at most body_limit (plus one chunk) of a chunked

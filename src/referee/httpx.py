@@ -37,6 +37,7 @@ from ._watch import PolicyWatcher
 
 if TYPE_CHECKING:
     import random
+    from collections.abc import AsyncIterator, Callable, Iterator
     from types import TracebackType
 
     from ._compile import Policy
@@ -71,6 +72,10 @@ class _Exchange:
     What the driver needs to know about httpx.
     """
 
+    #: The most body bytes read to decide (the policy's body_limit; the
+    #: transport keeps it current).
+    limit: int = 1024 * 1024
+
     def snapshot(
         self, request: httpx.Request, response: httpx.Response
     ) -> Snapshot:
@@ -86,7 +91,7 @@ class _Exchange:
             response.headers,
             request.headers,
             getattr(response, "_content", None),
-            response.read,
+            _bounded_loader(response, self.limit),
             response.status_code,
             request.url.__str__,
         )
@@ -213,6 +218,10 @@ class PolicyTransport(httpx.BaseTransport):
         self.raise_on_abort = raise_on_abort
         self.rng = rng
         self._exchange = _Exchange()
+        # The body limit of the policy as loaded (a reload that changes it
+        # takes effect for the async transport only: noted in the docs).
+        first = policy.current if type(policy) is PolicyWatcher else policy
+        self._exchange.limit = first.body_limit
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         policy = self.policy
@@ -406,8 +415,99 @@ async def _read_if_needed(
         and declared.isdigit()
         and int(declared) > policy.body_limit
     )
-    if not too_long:
+    if too_long:
+        return
+    if getattr(response, "_content", None) is not None:
+        return
+    stream = response.stream
+    if not isinstance(stream, httpx.AsyncByteStream):
         await response.aread()
+        return
+    # No Content-Length (chunked): read at most body_limit + 1 chunk; a
+    # longer body is left for the caller, replayed from what was read.
+    chunks: list[bytes] = []
+    size = 0
+    rest = stream.__aiter__()
+    async for chunk in rest:
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > policy.body_limit:
+            response.stream = _AsyncReplay(chunks, rest, stream)
+            return
+    await stream.aclose()
+    response.stream = httpx.ByteStream(b"".join(chunks))
+    await response.aread()
+
+
+class _Replay(httpx.SyncByteStream):
+    """
+    A body stream that gives back the chunks already read to decide, then
+    the rest of the original stream.
+    """
+
+    def __init__(
+        self, head: list[bytes], rest: Iterator[bytes], original: Any
+    ) -> None:
+        self._head, self._rest, self._original = head, rest, original
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._head
+        yield from self._rest
+
+    def close(self) -> None:
+        self._original.close()
+
+
+class _AsyncReplay(httpx.AsyncByteStream):
+    """
+    The asyncio twin of :class:`_Replay`.
+    """
+
+    def __init__(
+        self, head: list[bytes], rest: AsyncIterator[bytes], original: Any
+    ) -> None:
+        self._head, self._rest, self._original = head, rest, original
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self._head:
+            yield chunk
+        async for chunk in self._rest:
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._original.aclose()
+
+
+def _bounded_loader(
+    response: httpx.Response, limit: int
+) -> Callable[[], bytes | None]:
+    """
+    Read the body to decide, but no more than *limit* (+ one chunk) of a
+    body of unknown length: a longer one is left for the caller (replayed
+    from what was read) and matches no body rule.
+    """
+
+    def load() -> bytes | None:
+        content: bytes | None = getattr(response, "_content", None)
+        if content is not None:
+            return content
+        stream = response.stream
+        if not isinstance(stream, httpx.SyncByteStream):
+            return response.read()
+        chunks: list[bytes] = []
+        size = 0
+        rest = iter(stream)
+        for chunk in rest:
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                response.stream = _Replay(chunks, rest, stream)
+                return None
+        stream.close()
+        response.stream = httpx.ByteStream(b"".join(chunks))
+        return response.read()
+
+    return load
 
 
 def _read_loaded(response: httpx.Response) -> Any:
