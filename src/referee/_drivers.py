@@ -245,7 +245,6 @@ def _emit(event: DecisionEvent | BreakerEvent) -> None:
             )
 
 
-_PLAIN_ACCEPT: Final = "accept"
 #: The jitter source when the caller gives none: one per process, because
 #: seeding a Random from os.urandom costs more than a whole decision.
 _RNG: Final = random.Random()

@@ -628,13 +628,3 @@ def make_prefilter(
 def _searches(pair: re.Pattern[bytes]) -> Callable[[bytes], bool]:
     search = pair.search
     return lambda body: search(body) is not None
-
-
-def dumps_value(value: Any) -> str:
-    """
-    A JSON-ish rendering of a value for messages.
-    """
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:
-        return repr(value)
