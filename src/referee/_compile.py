@@ -117,6 +117,24 @@ def default_error(status: int | None) -> type[Aborted]:
 
 
 T = TypeVar("T")
+V = TypeVar("V")
+
+
+def nearest(table: Mapping[str, V], path: str) -> V | None:
+    """
+    The value *table* holds for *path* (``$.rules[3].when.status``) or for
+    its nearest enclosing path, up to ``$``; None when none is there.
+    """
+    while True:
+        found = table.get(path)
+        if found is not None:
+            return found
+        cut = max(path.rfind("."), path.rfind("["))
+        if cut <= 0:
+            return table.get("$")
+        path = path[:cut]
+
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -347,14 +365,7 @@ class Policy:
         table = self.lines.get(source)
         if not table:
             return None
-        while True:
-            found = table.get(path)
-            if found is not None:
-                return found or None  # 0: a JSON or TOML source
-            cut = max(path.rfind("."), path.rfind("["))
-            if cut <= 0:
-                return table.get("$") or None
-            path = path[:cut]
+        return nearest(table, path) or None  # 0: a JSON or TOML source
 
     def guard(
         self,

@@ -24,7 +24,7 @@ import attrs
 import yaml
 
 from . import _schema as s
-from ._compile import Policy, compile_policy
+from ._compile import Policy, compile_policy, nearest
 from ._convert import collect, describe, join_path, structure, suggest
 from ._errors import PolicyError, Problem
 from ._runtime import attach
@@ -91,14 +91,7 @@ class _Lines:
         self.lines: dict[str, int] = {}
 
     def line(self, path: str) -> int | None:
-        while True:
-            found = self.lines.get(path)
-            if found is not None:
-                return found or None
-            cut = max(path.rfind("."), path.rfind("["))
-            if cut <= 0:
-                return self.lines.get("$")
-            path = path[:cut]
+        return nearest(self.lines, path) or None  # 0: JSON or TOML
 
 
 _MAP_TAG: Final = "tag:yaml.org,2002:map"
@@ -482,14 +475,7 @@ def _order(data: Any) -> dict[str, int]:
 
 
 def _position(order: dict[str, int], path: str) -> int:
-    while True:
-        found = order.get(path)
-        if found is not None:
-            return found
-        cut = max(path.rfind("."), path.rfind("["))
-        if cut <= 0:
-            return 0
-        path = path[:cut]
+    return nearest(order, path) or 0
 
 
 def _format_of(source: str) -> str:

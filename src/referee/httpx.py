@@ -72,8 +72,9 @@ class _Exchange:
     What the driver needs to know about httpx.
     """
 
-    #: The most body bytes read to decide (the policy's body_limit; the
-    #: transport keeps it current).
+    #: The most body bytes read to decide: the body_limit of the policy of
+    #: the call in progress (the transport sets it before each snapshot;
+    #: calls on one transport share a policy but for a reload's instant).
     limit: int = 1024 * 1024
 
     def snapshot(
@@ -218,10 +219,6 @@ class PolicyTransport(httpx.BaseTransport):
         self.raise_on_abort = raise_on_abort
         self.rng = rng
         self._exchange = _Exchange()
-        # The body limit of the policy as loaded (a reload that changes it
-        # takes effect for the async transport only: noted in the docs).
-        first = policy.current if type(policy) is PolicyWatcher else policy
-        self._exchange.limit = first.body_limit
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         policy = self.policy
@@ -250,6 +247,8 @@ class PolicyTransport(httpx.BaseTransport):
             if policy.settles:
                 settle_plain(policy, request.url.__str__, time.time())
             return first
+        # The limit of this call's policy (a reload may change it).
+        self._exchange.limit = policy.body_limit
         snap = self._exchange.snapshot(request, first)
         if decide(policy, snap, FIRST_ATTEMPT, now=0.0) is NO_MATCH:
             if policy.settles:
@@ -263,6 +262,7 @@ class PolicyTransport(httpx.BaseTransport):
         request: httpx.Request,
         first: httpx.Response | BaseException,
     ) -> httpx.Response:
+        self._exchange.limit = policy.body_limit
         pending = [first]
 
         def send(req: httpx.Request) -> httpx.Response:
