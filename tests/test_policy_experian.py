@@ -13,6 +13,7 @@ from importlib import resources
 from typing import Any
 
 import pytest
+from tests.policy_helpers import Outcome, hosts, outcome
 
 import referee
 from referee import (
@@ -59,19 +60,6 @@ REQUEST_HEADERS = {
 
 
 @dataclass(frozen=True)
-class Outcome:
-    """
-    What a decision amounts to, in comparable form.
-    """
-
-    action: str
-    rule: str | None
-    error: type[Exception] | None = None
-    alert: tuple[str, str] | None = None
-    breaker: str | None = None
-
-
-@dataclass(frozen=True)
 class Case:
     """
     One outcome of a validation and what the policy must make of it.
@@ -89,21 +77,6 @@ class Case:
     headers: dict[str, str] = field(default_factory=dict)
     attempt: int = 1
     delay: float | tuple[float, float] | None = None
-
-
-def outcome(decision: referee.Decision) -> Outcome:
-    """
-    *decision* as an Outcome.
-    """
-    action = type(decision).__name__.lower()
-    error = decision.error if isinstance(decision, Abort) else None
-    alert = (
-        (decision.alert.kind, decision.alert.severity)
-        if decision.alert is not None
-        else None
-    )
-    breaker = decision.breaker.name if decision.breaker is not None else None
-    return Outcome(action, decision.rule_id, error, alert, breaker)
 
 
 def state(attempt: int = 1) -> AttemptState:
@@ -785,7 +758,7 @@ class TestPolicyFile:
         """
         expected: list[str] = []
 
-        assert expected == [r.id for r in POLICY.rules if _hosts(r.doc.when)]
+        assert expected == [r.id for r in POLICY.rules if hosts(r.doc.when)]
 
     @pytest.mark.parametrize(
         "cite",
@@ -801,15 +774,3 @@ class TestPolicyFile:
         ).read_text(encoding="utf-8")
 
         assert re.search(rf"{re.escape(cite)}\b", text) is not None
-
-
-def _hosts(cond: Any) -> list[Any]:
-    """
-    Every host condition in *cond*, nested ones included.
-    """
-    if cond is None:
-        return []
-    found = [cond.host] if cond.host is not None else []
-    for sub in [*(cond.any or ()), *(cond.all or ())]:
-        found += _hosts(sub)
-    return found + _hosts(cond.not_)

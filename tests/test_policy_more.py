@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.policy_helpers import Outcome, hosts, outcome
 
 import referee
 import referee.cli
@@ -64,19 +65,6 @@ SCHEMA_LINE = "# yaml-language-server: $schema=../policy.schema.json"
 
 
 @dataclass(frozen=True)
-class Outcome:
-    """
-    What a decision amounts to, in comparable form.
-    """
-
-    action: str
-    rule: str | None
-    error: type[Exception] | None = None
-    alert: tuple[str, str] | None = None
-    breaker: str | None = None
-
-
-@dataclass(frozen=True)
 class Case:
     """
     One outcome of a call and what the policy must make of it.
@@ -97,21 +85,6 @@ class Case:
     polls: int = 0
     polling_for: float | None = None
     delay: float | tuple[float, float] | None = None
-
-
-def outcome(decision: referee.Decision) -> Outcome:
-    """
-    *decision* as an Outcome.
-    """
-    action = type(decision).__name__.lower()
-    error = decision.error if isinstance(decision, Abort) else None
-    alert = (
-        (decision.alert.kind, decision.alert.severity)
-        if decision.alert is not None
-        else None
-    )
-    breaker = decision.breaker.name if decision.breaker is not None else None
-    return Outcome(action, decision.rule_id, error, alert, breaker)
 
 
 def state(case: Case) -> AttemptState:
@@ -1934,18 +1907,6 @@ def text_of(name: str) -> str:
     return (
         resources.files("referee") / "policies" / f"{name}.yaml"
     ).read_text(encoding="utf-8")
-
-
-def hosts(cond: Any) -> list[Any]:
-    """
-    Every host condition in *cond*, nested ones included.
-    """
-    if cond is None:
-        return []
-    found = [cond.host] if cond.host is not None else []
-    for sub in [*(cond.any or ()), *(cond.all or ())]:
-        found += hosts(sub)
-    return found + hosts(cond.not_)
 
 
 class TestBundledFiles:
