@@ -3,11 +3,12 @@
 MkDocs hooks: the pages that are generated, not written.
 
 - ``reference.md``: every key of the policy format.  From the JSON Schema
-  when ``referee._jsonschema`` (``referee schema``) is there, otherwise by
-  walking the attrs classes of ``referee._schema`` that the loader
+  when ``referee._tools.jsonschema`` (``referee schema``) is there,
+  otherwise by
+  walking the attrs classes of ``referee._core.schema`` that the loader
   structures documents into.  Either way the page follows the code.
 - ``policies.md``: the decision table of every bundled policy, from
-  ``referee._table.render_table(policy, "md")`` when it exists.
+  ``referee._tools.table.render_table(policy, "md")`` when it exists.
 - ``changelog.md``: the repository's ``CHANGELOG.md``, as a page.
 
 A page asks for generated content with a marker comment on a line of its
@@ -83,12 +84,14 @@ def render_reference() -> str:
         keys = keys_from_json_schema(schema)
         source = (
             "the JSON Schema that `referee schema` prints "
-            "(`referee._jsonschema`), itself generated from the attrs model"
+            "(`referee._tools.jsonschema`), itself generated from the attrs "
+            "model"
         )
     else:
         keys = keys_from_attrs()
         source = (
-            "the attrs classes of `referee._schema`, the model the loader "
+            "the attrs classes of `referee._core.schema`, the model the "
+            "loader "
             "structures every policy document into"
         )
     return (
@@ -121,11 +124,11 @@ def _cell(text: str) -> str:
 def load_json_schema() -> dict[str, Any] | None:
     """
     The JSON Schema of the policy format, or None while there is no
-    generator: a function of ``referee._jsonschema`` that returns it, or
+    generator: a function of ``referee._tools.jsonschema`` that returns it, or
     else what ``referee schema`` prints.
     """
     try:
-        module = importlib.import_module("referee._jsonschema")
+        module = importlib.import_module("referee._tools.jsonschema")
     except ImportError:
         return None
     for name in (
@@ -288,8 +291,9 @@ class _SchemaWalker:
 
 
 def keys_from_attrs() -> list[Key]:
-    from referee import _convert, _hints, _schema, _snapshot
-    from referee._errors import BUILTIN_ERRORS
+    from referee._core.errors import BUILTIN_ERRORS
+    from referee._files import _hints, _schema, _snapshot
+    from referee._files import convert as _convert
 
     notes = _newtype_notes(_schema)
     enums: dict[Any, tuple[str, ...]] = {
@@ -411,7 +415,7 @@ _PLAIN = {
 def _describe(
     hint: Any, notes: dict[str, str], operators: tuple[str, ...]
 ) -> str:
-    from referee import _schema
+    from referee._core import schema as _schema
 
     if hint in _PLAIN:
         return _PLAIN[hint]
@@ -474,12 +478,13 @@ def render_policies() -> str:
     import referee
 
     try:
-        table = importlib.import_module("referee._table")
+        table = importlib.import_module("referee._tools.table")
     except ImportError:
         return (
             '!!! note "Not generated in this build"\n'
             "    The decision tables come from `referee table`\n"
-            "    (`referee._table.render_table`), which this version of\n"
+            "    (`referee._tools.table.render_table`), which this version "
+            "of\n"
             "    referee does not have yet.  Meanwhile, `referee explain`\n"
             "    and `referee simulate` show what a bundled policy does\n"
             "    with any outcome, and the policy files themselves are\n"

@@ -37,7 +37,7 @@ from referee.redis import RedisState
 
 
 if TYPE_CHECKING:
-    from referee._backend import RateLimitSettings
+    from referee._core.backend import RateLimitSettings
 
 
 # POSTs are paced to 10 a second; a 402 on /topup alerts (one an hour per

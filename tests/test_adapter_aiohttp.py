@@ -39,7 +39,7 @@ from referee import (
     RetriesExhausted,
     ServerError,
 )
-from referee._drivers import CallOutcome
+from referee._run.drivers import CallOutcome
 from referee.aiohttp import (
     OUTCOME_ATTRIBUTE,
     PolicyMiddleware,

@@ -30,7 +30,7 @@ from referee import (
     RetriesExhausted,
     ServerError,
 )
-from referee._drivers import CallOutcome
+from referee._run.drivers import CallOutcome
 from referee.httpx import (
     OUTCOME_EXTENSION,
     AsyncPolicyTransport,

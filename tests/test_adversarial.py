@@ -23,7 +23,7 @@ from tests.server import Reply, ScriptedServer
 
 import referee
 import referee.cli
-from referee._matchers import REGEX_INPUT_LIMIT
+from referee._core.matchers import REGEX_INPUT_LIMIT
 from referee.httpx import PolicyTransport
 from referee.testing import no_sleep
 

@@ -19,8 +19,9 @@ import pytest
 import structlog
 from tests.server import Reply, ScriptedServer, closed_port
 
-from referee import _alerts
-from referee._alerts import (
+from referee._core.decisions import AlertNotice
+from referee._run import alerts as _alerts
+from referee._run.alerts import (
     SEVERITIES,
     Alert,
     AlertDispatcher,
@@ -29,8 +30,7 @@ from referee._alerts import (
     severity_rank,
     webhook_from_config,
 )
-from referee._decisions import AlertNotice
-from referee._memory import MemoryState
+from referee._run.memory import MemoryState
 
 
 if TYPE_CHECKING:

@@ -3,7 +3,7 @@ import textwrap
 import pytest
 
 import referee
-from referee._check import check_policy, nested_quantifier
+from referee._tools.check import check_policy, nested_quantifier
 
 
 def load(text):

@@ -13,7 +13,7 @@ from contextlib import redirect_stderr, redirect_stdout
 import pytest
 import structlog
 
-from referee._demo import _Job, default_credits, run_demo
+from referee._tools.demo import _Job, default_credits, run_demo
 from referee.cli import main
 
 

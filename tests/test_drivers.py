@@ -28,8 +28,8 @@ from referee import (
     ServerError,
     Snapshot,
 )
-from referee._drivers import CallOutcome, run_async, run_sync
-from referee._flow import Finished, Observed, Send, Sleep, call_flow
+from referee._core.flow import Finished, Observed, Send, Sleep, call_flow
+from referee._run.drivers import CallOutcome, run_async, run_sync
 from referee.httpx import PolicyTransport
 from referee.testing import no_sleep
 

@@ -23,7 +23,7 @@ from referee import (
     decide,
     load_policy_text,
 )
-from referee._engine import NO_MATCH
+from referee._core.engine import NO_MATCH
 
 
 NOW = 1_700_000_000.0
@@ -335,7 +335,7 @@ rules:
         """
         A body with the value under another key is skipped without a parse.
         """
-        import referee._matchers as m
+        import referee._core.matchers as m
 
         parses = []
         real = m.orjson.loads

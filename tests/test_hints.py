@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from referee._hints import FORMATS, default_format, parse_hint
+from referee._core.hints import FORMATS, default_format, parse_hint
 
 
 # Sun, 06 Nov 1994 08:49:37 GMT: the example date of RFC 9110.

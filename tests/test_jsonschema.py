@@ -8,8 +8,9 @@ import pytest
 import yaml
 
 import referee
-from referee._errors import BUILTIN_ERRORS
-from referee._jsonschema import DIALECT, policy_schema
+from referee._core.errors import BUILTIN_ERRORS
+from referee._files.load import policies_folder
+from referee._tools.jsonschema import DIALECT, policy_schema
 from referee.cli import main
 
 
@@ -254,7 +255,7 @@ class TestBundled:
         """
         Every bundled policy validates against the schema.
         """
-        path = resources.files("referee") / "policies" / f"{name}.yaml"
+        path = policies_folder() / f"{name}.yaml"
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
 
         assert [] == [e.message for e in validator.iter_errors(data)]
@@ -264,7 +265,7 @@ class TestBundled:
         """
         Every bundled policy points editors at the schema on its first line.
         """
-        path = resources.files("referee") / "policies" / f"{name}.yaml"
+        path = policies_folder() / f"{name}.yaml"
         first = path.read_text(encoding="utf-8").splitlines()[0]
 
         assert "# yaml-language-server: $schema=../policy.schema.json" == (

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 import referee
-from referee import _errors, _load
+from referee._core import errors as _errors
+from referee._files import load as _load
 
 
 BROKEN = Path(__file__).parent / "broken"

@@ -14,14 +14,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from referee._backend import (
+from referee._core.backend import (
     BreakerSettings,
     BreakerState,
     BudgetSettings,
     RateLimitSettings,
     StateBackend,
 )
-from referee._memory import HELD_FOR, RATIO_BREAKER, SWEEP_EVERY, MemoryState
+from referee._run.memory import (
+    HELD_FOR,
+    RATIO_BREAKER,
+    SWEEP_EVERY,
+    MemoryState,
+)
 
 
 FAST = settings(

@@ -31,7 +31,7 @@ from referee import (
     InsufficientCredits,
     RetriesExhausted,
 )
-from referee._drivers import _HOOKS, BreakerEvent, DecisionEvent
+from referee._run.drivers import _HOOKS, BreakerEvent, DecisionEvent
 from referee.httpx import AsyncPolicyTransport, PolicyTransport
 from referee.testing import no_sleep
 

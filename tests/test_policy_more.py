@@ -13,7 +13,6 @@ import json
 import random
 import re
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
 import httpx
@@ -40,6 +39,7 @@ from referee import (
     ServerError,
     Snapshot,
 )
+from referee._files.load import policies_folder
 from referee.httpx import PolicyTransport
 from referee.testing import no_sleep
 
@@ -1904,9 +1904,7 @@ def text_of(name: str) -> str:
     """
     The bundled policy file *name*.
     """
-    return (
-        resources.files("referee") / "policies" / f"{name}.yaml"
-    ).read_text(encoding="utf-8")
+    return (policies_folder() / f"{name}.yaml").read_text(encoding="utf-8")
 
 
 class TestBundledFiles:

@@ -21,13 +21,13 @@ import redis
 import structlog
 from tests.redis_server import RedisServer
 
-from referee._backend import (
+from referee._core.backend import (
     BreakerSettings,
     BreakerState,
     BudgetSettings,
     RateLimitSettings,
 )
-from referee._memory import HELD_FOR, MemoryState
+from referee._run.memory import HELD_FOR, MemoryState
 from referee.redis import IDLE_TTL, MIN_TTL, RedisState
 
 

@@ -40,7 +40,7 @@ from referee import (
     RetriesExhausted,
     ServerError,
 )
-from referee._backend import RateLimitSettings
+from referee._core.backend import RateLimitSettings
 from referee.aiohttp import PolicyMiddleware
 from referee.httpx import AsyncPolicyTransport, PolicyTransport
 from referee.requests import PolicyAdapter

@@ -1,8 +1,8 @@
 import pytest
 
 import referee
-from referee._schema import ConditionDoc
-from referee._table import (
+from referee._core.schema import ConditionDoc
+from referee._tools.table import (
     COLUMNS,
     md_escape,
     render_condition,

@@ -10,8 +10,8 @@ from __future__ import annotations
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
-from ._compile import CompiledRule, Policy
-from ._decisions import (
+from ._core.compile import CompiledRule, Policy
+from ._core.decisions import (
     Abort,
     Accept,
     AlertNotice,
@@ -22,8 +22,8 @@ from ._decisions import (
     PollRequest,
     Retry,
 )
-from ._engine import decide
-from ._errors import (
+from ._core.engine import decide
+from ._core.errors import (
     Aborted,
     AuthenticationError,
     BadRequest,
@@ -41,16 +41,16 @@ from ._errors import (
     ServerError,
     register_error,
 )
-from ._load import bundled_names, load_policy, load_policy_text
-from ._memory import MemoryState
+from ._core.snapshot import FAILURES, IDEMPOTENT_METHODS, Snapshot
+from ._core.state import AttemptRecord, AttemptState, advance
+from ._run.memory import MemoryState
 
 
 if TYPE_CHECKING:
-    from ._alerts import Alert
-    from ._generic import arun, guard, run
-    from ._watch import PolicyWatcher, watch_policy
-from ._snapshot import FAILURES, IDEMPOTENT_METHODS, Snapshot
-from ._state import AttemptRecord, AttemptState, advance
+    from ._files.load import bundled_names, load_policy, load_policy_text
+    from ._files.watch import PolicyWatcher, watch_policy
+    from ._run.alerts import Alert
+    from ._run.generic import arun, guard, run
 
 
 __all__ = [
@@ -102,7 +102,7 @@ __all__ = [
 
 
 # Public names say where users import them from (as httpx does): tracebacks
-# read referee.PolicyError, not referee._errors.PolicyError.
+# read referee.PolicyError, not referee._core.errors.PolicyError.
 for _name in __all__:
     _obj = globals().get(_name)
     if isinstance(_obj, type) or callable(_obj):
@@ -111,15 +111,18 @@ for _name in __all__:
 del _name, _obj
 
 
-# The drivers (and structlog) load on first use, so that importing the pure
-# core imports no logging or HTTP library.
+# The loader (yaml, cattrs), the runners and structlog load on first use,
+# so that importing the pure core imports none of them.
 _LAZY = {
-    "run": "_generic",
-    "arun": "_generic",
-    "guard": "_generic",
-    "Alert": "_alerts",
-    "PolicyWatcher": "_watch",
-    "watch_policy": "_watch",
+    "bundled_names": "_files.load",
+    "load_policy": "_files.load",
+    "load_policy_text": "_files.load",
+    "run": "_run.generic",
+    "arun": "_run.generic",
+    "guard": "_run.generic",
+    "Alert": "_run.alerts",
+    "PolicyWatcher": "_files.watch",
+    "watch_policy": "_files.watch",
 }
 
 

@@ -36,24 +36,24 @@ from aiohttp import hdrs, payload
 from aiohttp.http_exceptions import HttpProcessingError
 from yarl import URL
 
-from ._drivers import CallOutcome, admit_async, run_async, settle_plain
-from ._engine import NO_MATCH, decide
-from ._snapshot import Snapshot
-from ._state import FIRST_ATTEMPT
-from ._watch import PolicyWatcher
+from ._core.engine import NO_MATCH, decide
+from ._core.snapshot import Snapshot
+from ._core.state import FIRST_ATTEMPT
+from ._files.watch import PolicyWatcher
+from ._run.drivers import CallOutcome, admit_async, run_async, settle_plain
 
 
 if TYPE_CHECKING:
     import random
 
-    from ._compile import Policy
-    from ._decisions import PollRequest
+    from ._core.compile import Policy
+    from ._core.decisions import PollRequest
 
 
 __all__ = ["OUTCOME_ATTRIBUTE", "PolicyMiddleware", "outcome"]
 
 #: The attribute of a response returned instead of an exception that holds
-#: its :class:`~referee._drivers.CallOutcome`; :func:`outcome` reads it.
+#: its :class:`~referee._run.drivers.CallOutcome`; :func:`outcome` reads it.
 OUTCOME_ATTRIBUTE: Final = "referee_outcome"
 
 # aiohttp's exception tree, in portable words; the first match wins, so

@@ -30,21 +30,21 @@ import time
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
-from ._check import check_policy
-from ._decisions import Abort, Accept, Poll, Retry
-from ._engine import decide
-from ._errors import PolicyError, Problem, RetriesExhausted
-from ._load import load_policy
-from ._snapshot import FAILURES, Snapshot
-from ._state import AttemptState
-from ._units import format_duration
+from ._core.decisions import Abort, Accept, Poll, Retry
+from ._core.engine import decide
+from ._core.errors import PolicyError, Problem, RetriesExhausted
+from ._core.snapshot import FAILURES, Snapshot
+from ._core.state import AttemptState
+from ._core.units import format_duration
+from ._files.load import load_policy
+from ._tools.check import check_policy
 
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from ._compile import CompiledRule, Policy
-    from ._decisions import Decision
+    from ._core.compile import CompiledRule, Policy
+    from ._core.decisions import Decision
     from .testing import Simulation, Step
 
 
@@ -947,7 +947,7 @@ def _simulate_result(
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from ._demo import run_demo
+    from ._tools.demo import run_demo
 
     try:
         return run_demo(
@@ -969,14 +969,14 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 def _run_schema(args: argparse.Namespace) -> int:  # noqa: ARG001
-    from ._jsonschema import policy_schema
+    from ._tools.jsonschema import policy_schema
 
     _out(json.dumps(policy_schema(), indent=2))
     return 0
 
 
 def _run_table(args: argparse.Namespace) -> int:
-    from ._table import render_table
+    from ._tools.table import render_table
 
     try:
         policy = load_policy(args.policy)

@@ -20,8 +20,12 @@ from typing import TYPE_CHECKING, Any, Final, Self
 
 import httpx
 
-from ._compile import Gated
-from ._drivers import (
+from ._core.compile import Gated
+from ._core.engine import NO_MATCH, decide
+from ._core.snapshot import Snapshot
+from ._core.state import FIRST_ATTEMPT
+from ._files.watch import PolicyWatcher
+from ._run.drivers import (
     CallOutcome,
     admit_async,
     admit_sync,
@@ -29,10 +33,6 @@ from ._drivers import (
     run_sync,
     settle_plain,
 )
-from ._engine import NO_MATCH, decide
-from ._snapshot import Snapshot
-from ._state import FIRST_ATTEMPT
-from ._watch import PolicyWatcher
 
 
 if TYPE_CHECKING:
@@ -40,14 +40,14 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
     from types import TracebackType
 
-    from ._compile import Policy
-    from ._decisions import PollRequest
+    from ._core.compile import Policy
+    from ._core.decisions import PollRequest
 
 
 __all__ = ["OUTCOME_EXTENSION", "AsyncPolicyTransport", "PolicyTransport"]
 
 #: Where a response returned instead of an exception carries its
-#: :class:`~referee._drivers.CallOutcome`: ``response.extensions[...]``.
+#: :class:`~referee._run.drivers.CallOutcome`: ``response.extensions[...]``.
 OUTCOME_EXTENSION: Final = "referee.outcome"
 _OWN_TIMEOUT: Final = "referee.own_timeout"
 

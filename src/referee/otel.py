@@ -60,8 +60,9 @@ except ImportError as exc:  # pragma: no cover - tested in a subprocess
         "pip install referee[otel]"
     ) from exc
 
-from . import _alerts, _drivers
-from ._drivers import BreakerEvent, DecisionEvent
+from ._run import alerts as _alerts
+from ._run import drivers as _drivers
+from ._run.drivers import BreakerEvent, DecisionEvent
 
 
 if TYPE_CHECKING:

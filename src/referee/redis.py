@@ -32,7 +32,7 @@ The semantics are exactly :class:`~referee.MemoryState`'s (see its
 docstring), except that state nobody touches expires: a ratio breaker left
 open for twice its *open_for*, a retry budget untouched for a day
 (`IDLE_TTL`) and held alert counts not reported within a day of their
-window (`referee._memory.HELD_FOR`) are forgotten.
+window (`referee._run.memory.HELD_FOR`) are forgotten.
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 import structlog
 
-from ._backend import BreakerState
-from ._memory import BUCKETS, HELD_FOR, RATIO_BREAKER, MemoryState
+from ._core.backend import BreakerState
+from ._run.memory import BUCKETS, HELD_FOR, RATIO_BREAKER, MemoryState
 
 
 try:
@@ -71,7 +71,7 @@ if TYPE_CHECKING:
 
     from redis.commands.core import AsyncScript, Script
 
-    from ._backend import (
+    from ._core.backend import (
         BreakerSettings,
         BudgetSettings,
         RateLimitSettings,
@@ -390,8 +390,8 @@ class _Op(Generic[T]):
 
 class RedisState:
     """
-    A :class:`~referee._backend.StateBackend` shared through Redis by every
-    process that uses the same server and *prefix*.
+    A :class:`~referee._core.backend.StateBackend` shared through Redis by
+    every process that uses the same server and *prefix*.
 
     Args:
         client: A ``redis.Redis`` for the synchronous operations.

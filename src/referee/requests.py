@@ -59,11 +59,11 @@ from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 from urllib3.util.retry import Retry as _Urllib3Retry
 
-from ._drivers import admit_sync, run_sync, settle_plain
-from ._engine import NO_MATCH, decide
-from ._snapshot import Snapshot
-from ._state import FIRST_ATTEMPT
-from ._watch import PolicyWatcher
+from ._core.engine import NO_MATCH, decide
+from ._core.snapshot import Snapshot
+from ._core.state import FIRST_ATTEMPT
+from ._files.watch import PolicyWatcher
+from ._run.drivers import admit_sync, run_sync, settle_plain
 
 
 if TYPE_CHECKING:
@@ -72,8 +72,8 @@ if TYPE_CHECKING:
 
     from requests import PreparedRequest, Response
 
-    from ._compile import Policy
-    from ._decisions import CallOutcome, PollRequest
+    from ._core.compile import Policy
+    from ._core.decisions import CallOutcome, PollRequest
 
 
 __all__ = ["OUTCOME_ATTRIBUTE", "PolicyAdapter"]

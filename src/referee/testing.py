@@ -17,17 +17,17 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from ._drivers import _RECORDER, SleepRecorder
-from ._fake_enrow import FakeEnrow, FakeEnrowStats
-from ._flow import Finished, Observed, Send, Sleep, call_flow
-from ._snapshot import FAILURES, Snapshot
+from ._core.flow import Finished, Observed, Send, Sleep, call_flow
+from ._core.snapshot import FAILURES, Snapshot
+from ._run.drivers import _RECORDER, SleepRecorder
+from ._tools.fake_enrow import FakeEnrow, FakeEnrowStats
 
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
-    from ._compile import Policy
-    from ._decisions import Decision
+    from ._core.compile import Policy
+    from ._core.decisions import Decision
 
 
 __all__ = [

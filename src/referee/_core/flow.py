@@ -30,18 +30,18 @@ from typing import TYPE_CHECKING, TypeAlias
 
 import attrs
 
-from ._decisions import Abort, Accept, Poll, PollRequest, Retry
-from ._engine import decide
-from ._state import AttemptState, advance
+from .decisions import Abort, Accept, Poll, PollRequest, Retry
+from .engine import decide
+from .state import AttemptState, advance
 
 
 if TYPE_CHECKING:
     import random
     from collections.abc import Generator
 
-    from ._compile import Policy
-    from ._decisions import Decision
-    from ._snapshot import Snapshot
+    from .compile import Policy
+    from .decisions import Decision
+    from .snapshot import Snapshot
 
 
 __all__ = [

@@ -26,11 +26,11 @@ from cattrs.errors import (
 )
 from cattrs.gen import make_dict_structure_fn, override
 
-from . import _schema as s
-from ._errors import error_class, registered_errors
-from ._hints import FORMATS, default_format
-from ._snapshot import FAILURES
-from ._units import parse_duration, parse_size
+from referee._core import schema as s
+from referee._core.errors import error_class, registered_errors
+from referee._core.hints import FORMATS, default_format
+from referee._core.snapshot import FAILURES
+from referee._core.units import parse_duration, parse_size
 
 
 __all__ = ["Invalid", "collect", "join_path", "structure"]

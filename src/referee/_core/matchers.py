@@ -26,9 +26,9 @@ import orjson
 
 
 if TYPE_CHECKING:
-    from ._schema import ConditionDoc, ValueMatch
-    from ._snapshot import Snapshot
-    from ._state import AttemptState
+    from .schema import ConditionDoc, ValueMatch
+    from .snapshot import Snapshot
+    from .state import AttemptState
 
 
 __all__ = [

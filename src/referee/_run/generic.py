@@ -25,16 +25,16 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from ._drivers import run_async, run_sync
+from .drivers import run_async, run_sync
 
 
 if TYPE_CHECKING:
     import random
     from collections.abc import Awaitable, Callable
 
-    from ._compile import Policy
-    from ._decisions import PollRequest
-    from ._snapshot import Snapshot
+    from referee._core.compile import Policy
+    from referee._core.decisions import PollRequest
+    from referee._core.snapshot import Snapshot
 
 
 __all__ = ["arun", "guard", "run"]

@@ -27,17 +27,17 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Final
 
-from ._convert import join_path
-from ._errors import Problem
-from ._snapshot import IDEMPOTENT_METHODS
-from ._units import format_duration
+from referee._core.errors import Problem
+from referee._core.snapshot import IDEMPOTENT_METHODS
+from referee._core.units import format_duration
+from referee._files.convert import join_path
 
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from ._compile import CompiledRule, Policy
-    from ._schema import ConditionDoc, ValueMatch
+    from referee._core.compile import CompiledRule, Policy
+    from referee._core.schema import ConditionDoc, ValueMatch
 
 
 __all__ = ["check_policy", "nested_quantifier"]

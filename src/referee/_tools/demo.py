@@ -38,10 +38,11 @@ from typing import TYPE_CHECKING, Any, Final, TextIO
 import attrs
 import structlog
 
-from ._errors import Aborted, CircuitOpen
-from ._fake_enrow import COSTS, FINDER, VERIFIER, FakeEnrow
-from ._load import bundled_names, load_policy, load_policy_text
-from ._units import format_duration
+from referee._core.errors import Aborted, CircuitOpen
+from referee._core.units import format_duration
+from referee._files.load import bundled_names, load_policy, load_policy_text
+
+from .fake_enrow import COSTS, FINDER, VERIFIER, FakeEnrow
 
 
 if TYPE_CHECKING:
@@ -49,9 +50,9 @@ if TYPE_CHECKING:
 
     import httpx
 
-    from ._compile import Policy
-    from ._decisions import AlertNotice
-    from ._drivers import CallOutcome
+    from referee._core.compile import Policy
+    from referee._core.decisions import AlertNotice
+    from referee._run.drivers import CallOutcome
 
 
 __all__ = ["DemoReport", "default_credits", "demo_policy", "run_demo"]
@@ -309,7 +310,7 @@ def _absolute(path: str) -> str:
 
 
 def _outcome(response: httpx.Response) -> CallOutcome | None:
-    from .httpx import OUTCOME_EXTENSION
+    from referee.httpx import OUTCOME_EXTENSION
 
     outcome: CallOutcome | None = response.extensions.get(OUTCOME_EXTENSION)
     return outcome
@@ -432,7 +433,7 @@ def run_demo(
     try:
         import httpx
 
-        from .httpx import PolicyTransport
+        from referee.httpx import PolicyTransport
     except ImportError:
         err.write(
             "referee demo needs httpx, which is not installed: "

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar
 import attrs
 import backoff
 
-from . import _schema as s
-from ._backend import BreakerSettings, BudgetSettings, RateLimitSettings
-from ._decisions import BreakerSpec
-from ._errors import (
+from . import schema as s
+from .backend import BreakerSettings, BudgetSettings, RateLimitSettings
+from .decisions import BreakerSpec
+from .errors import (
     Aborted,
     AuthenticationError,
     BadRequest,
@@ -31,13 +31,13 @@ from ._errors import (
     ServerError,
     error_class,
 )
-from ._matchers import CompiledCondition, compile_condition, make_prefilter
+from .matchers import CompiledCondition, compile_condition, make_prefilter
 
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
-    from ._matchers import Predicate
+    from .matchers import Predicate
 
 
 __all__ = [
@@ -377,7 +377,7 @@ class Policy:
         A decorator running every call of a function under this policy;
         see :func:`referee.guard`.
         """
-        from ._generic import guard  # the drivers are not core
+        from referee._run.generic import guard  # the drivers are not core
 
         return guard(self, snapshot, raise_on_abort=raise_on_abort)
 

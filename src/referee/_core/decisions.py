@@ -25,8 +25,8 @@ def _render(why: tuple[Any, ...]) -> str:
 
 
 if TYPE_CHECKING:
-    from ._errors import Aborted
-    from ._state import AttemptRecord
+    from .errors import Aborted
+    from .state import AttemptRecord
 
 
 __all__ = [

@@ -23,21 +23,21 @@ import re
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote, urljoin, urlsplit
 
-from ._compile import Gated, default_error
-from ._decisions import Abort, Accept, AlertNotice, Poll, PollRequest, Retry
-from ._errors import Aborted, DeadlineExceeded, RetriesExhausted
-from ._hints import parse_hint
-from ._matchers import MISSING, Context, lookup
-from ._redact import redact_url
-from ._snapshot import IDEMPOTENT_METHODS
-from ._units import format_duration
+from .compile import Gated, default_error
+from .decisions import Abort, Accept, AlertNotice, Poll, PollRequest, Retry
+from .errors import Aborted, DeadlineExceeded, RetriesExhausted
+from .hints import parse_hint
+from .matchers import MISSING, Context, lookup
+from .redact import redact_url
+from .snapshot import IDEMPOTENT_METHODS
+from .units import format_duration
 
 
 if TYPE_CHECKING:
-    from ._compile import Candidates, CompiledRule, Policy
-    from ._decisions import Decision
-    from ._snapshot import Snapshot
-    from ._state import AttemptState
+    from .compile import Candidates, CompiledRule, Policy
+    from .decisions import Decision
+    from .snapshot import Snapshot
+    from .state import AttemptState
 
 
 __all__ = ["NO_MATCH", "decide"]

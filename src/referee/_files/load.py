@@ -23,17 +23,19 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 import yaml
 
-from . import _schema as s
-from ._compile import Policy, compile_policy, nearest
-from ._convert import collect, describe, join_path, structure, suggest
-from ._errors import PolicyError, Problem
-from ._runtime import attach
+from referee._core import schema as s
+from referee._core.compile import Policy, compile_policy, nearest
+from referee._core.errors import PolicyError, Problem
+from referee._run.runtime import attach
+
+from .convert import collect, describe, join_path, structure, suggest
 
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
+    from importlib.resources.abc import Traversable
 
-    from ._backend import StateBackend
+    from referee._core.backend import StateBackend
 
 
 __all__ = [
@@ -55,7 +57,7 @@ def bundled_names() -> list[str]:
     """
     The names of the policies shipped with referee.
     """
-    folder = resources.files("referee") / "policies"
+    folder = policies_folder()
     return sorted(
         p.name.rsplit(".", 1)[0]
         for p in folder.iterdir()
@@ -63,12 +65,24 @@ def bundled_names() -> list[str]:
     )
 
 
+def policies_folder() -> Traversable:
+    """
+    Where the bundled policies are: ``referee/policies`` inside an
+    installed wheel, or ``policies/`` at the top of a source checkout (an
+    editable install), where the repository keeps them.
+    """
+    inside = resources.files("referee") / "policies"
+    if inside.is_dir():
+        return inside
+    return Path(__file__).resolve().parents[3] / "policies"
+
+
 def _is_path(name: str) -> bool:
     return name.endswith(SUFFIXES) or "/" in name or "\\" in name
 
 
 def _read_bundled(name: str) -> str | None:
-    res = resources.files("referee") / "policies" / f"{name}.yaml"
+    res = policies_folder() / f"{name}.yaml"
     if not res.is_file():
         return None
     return res.read_text(encoding="utf-8")

@@ -15,8 +15,8 @@ import attrs
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from ._backend import StateBackend
-    from ._compile import Policy
+    from referee._core.backend import StateBackend
+    from referee._core.compile import Policy
 
 
 __all__ = ["Runtime", "attach"]
@@ -46,9 +46,10 @@ def attach(
     :class:`~referee.MemoryState` of its own) and an alert dispatcher that
     delivers to *alert_sinks* and to the webhook the policy file names.
     """
-    from ._alerts import AlertDispatcher, webhook_from_config
-    from ._errors import PolicyError, Problem
-    from ._memory import MemoryState
+    from referee._core.errors import PolicyError, Problem
+
+    from .alerts import AlertDispatcher, webhook_from_config
+    from .memory import MemoryState
 
     backend: StateBackend = state if state is not None else MemoryState()
     sinks = list(alert_sinks)

@@ -21,16 +21,17 @@ from typing import TYPE_CHECKING, Any, Self, final
 import attrs
 import structlog
 
-from ._errors import PolicyError
-from ._load import _is_path, load_policy
+from referee._core.errors import PolicyError
+
+from .load import _is_path, load_policy
 
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
     from types import TracebackType
 
-    from ._backend import StateBackend
-    from ._compile import Policy
+    from referee._core.backend import StateBackend
+    from referee._core.compile import Policy
 
 
 __all__ = ["PolicyWatcher", "watch_policy"]

@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
-from . import _schema as s
-from ._convert import _OPERATORS, _WORDS
-from ._errors import registered_errors
-from ._hints import FORMATS
-from ._snapshot import FAILURES
+from referee._core import schema as s
+from referee._core.errors import registered_errors
+from referee._core.hints import FORMATS
+from referee._core.snapshot import FAILURES
+from referee._files.convert import _OPERATORS, _WORDS
 
 
 if TYPE_CHECKING:

@@ -17,7 +17,7 @@ import math
 import threading
 from typing import TYPE_CHECKING
 
-from ._backend import (
+from referee._core.backend import (
     BreakerSettings,
     BreakerState,
     BudgetSettings,
@@ -450,7 +450,7 @@ def _crowded(
 
 
 if TYPE_CHECKING:
-    from ._backend import StateBackend
+    from referee._core.backend import StateBackend
 
     # mypy checks that MemoryState implements the protocol.
     _CONFORMS: StateBackend = MemoryState()

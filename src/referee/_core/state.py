@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Final
 
 import attrs
 
-from ._decisions import Poll, Retry
+from .decisions import Poll, Retry
 
 
 if TYPE_CHECKING:
-    from ._decisions import AlertNotice, Decision
-    from ._snapshot import Snapshot
+    from .decisions import AlertNotice, Decision
+    from .snapshot import Snapshot
 
 
 __all__ = ["FIRST_ATTEMPT", "AttemptRecord", "AttemptState", "advance"]

@@ -6,7 +6,7 @@ An adapter hands a driver its native request, a function that sends it,
 and an :class:`Exchange`: how to snapshot a response, which exceptions are
 transport failures (and in which portable word), how to build a poll
 request, how to close an abandoned response.  The sync and the async driver
-run the same :func:`~referee._flow.call_flow`; only their ``send`` and
+run the same :func:`~referee._core.flow.call_flow`; only their ``send`` and
 ``sleep`` differ.
 
 Tree of what a call ends with:
@@ -32,23 +32,27 @@ from urllib.parse import urlsplit
 import attrs
 import structlog
 
-from ._compile import default_error
-from ._decisions import Abort, Accept, CallOutcome, Poll, Retry
-from ._engine import poll_deadline
-from ._errors import CircuitOpen, DeadlineExceeded, RetriesExhausted
-from ._flow import Finished, Observed, Send, Sleep, call_flow
-from ._redact import redact_url
-from ._snapshot import Snapshot
+from referee._core.compile import default_error
+from referee._core.decisions import Abort, Accept, CallOutcome, Poll, Retry
+from referee._core.engine import poll_deadline
+from referee._core.errors import (
+    CircuitOpen,
+    DeadlineExceeded,
+    RetriesExhausted,
+)
+from referee._core.flow import Finished, Observed, Send, Sleep, call_flow
+from referee._core.redact import redact_url
+from referee._core.snapshot import Snapshot
 
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Generator
 
-    from ._compile import Policy
-    from ._decisions import Decision, PollRequest
-    from ._errors import Aborted
-    from ._flow import Action
-    from ._state import AttemptRecord, AttemptState
+    from referee._core.compile import Policy
+    from referee._core.decisions import Decision, PollRequest
+    from referee._core.errors import Aborted
+    from referee._core.flow import Action
+    from referee._core.state import AttemptRecord, AttemptState
 
 
 __all__ = [

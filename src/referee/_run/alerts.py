@@ -57,8 +57,8 @@ import structlog
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-    from ._backend import StateBackend
-    from ._decisions import AlertNotice
+    from referee._core.backend import StateBackend
+    from referee._core.decisions import AlertNotice
 
 
 __all__ = [

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Final
 
 import attrs
 
-from ._redact import redact_url
+from .redact import redact_url
 
 
 if TYPE_CHECKING:

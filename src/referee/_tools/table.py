@@ -15,13 +15,18 @@ import math
 import re
 from typing import TYPE_CHECKING, Any, Final
 
-from ._compile import default_error
-from ._units import format_duration
+from referee._core.compile import default_error
+from referee._core.units import format_duration
 
 
 if TYPE_CHECKING:
-    from . import _schema as s
-    from ._compile import CompiledRule, Policy, PollSettings, RetrySettings
+    from referee._core import schema as s
+    from referee._core.compile import (
+        CompiledRule,
+        Policy,
+        PollSettings,
+        RetrySettings,
+    )
 
 
 __all__ = ["COLUMNS", "FORMATS", "render_table", "table_rows"]
