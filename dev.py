@@ -68,6 +68,8 @@ def _test(args: list[str]) -> int:
             ("ruff check", [BIN / "ruff", "check", "."]),
             ("ruff format", [BIN / "ruff", "format", "--check", "."]),
             ("mypy --strict", [BIN / "mypy"]),
+            # The layers of DESIGN.md §3 ([tool.importlinter]).
+            ("lint-imports", [BIN / "lint-imports"]),
             ("pytest", [BIN / "pytest", *args]),
             # The docs site, warnings as errors (broken links included).
             (

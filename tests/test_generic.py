@@ -144,7 +144,7 @@ class TestGuard:
         An SDK exception carrying 429 is retried; the result comes back.
         """
         sdk = FakeSDK([VendorError(429, {}), {"email": "a@b.c"}])
-        find = POLICY.guard(sdk_snapshot)(sdk.find)
+        find = referee.guard(POLICY, sdk_snapshot)(sdk.find)
 
         with no_sleep():
             result = find("Ada")

@@ -219,7 +219,7 @@ EXPECTED = {
         "unknown-condition-key.yaml:4: $.rules[0].when.stauts: unknown key 'stauts'; allowed here: status, method, host, path, headers, body, failure, attempt, any, all, not; did you mean 'status'?",
     ],
     "unknown-error.yaml": [
-        "unknown-error.yaml:6: $.rules[0].error: found 'InsuficientCredits' (a string); expected a built-in or registered error class: Aborted, AuthenticationError, BadRequest, CircuitOpen, DeadlineExceeded, InsufficientCredits, JobFailed, NotFound, PermissionDenied, RateLimited, RetriesExhausted, ServerError; did you mean 'InsufficientCredits'? (register your own with referee.register_error)",
+        "unknown-error.yaml:6: $.rules[0].error: found 'InsuficientCredits' (a string); expected a built-in or registered error class: Aborted, AuthenticationError, BadRequest, CircuitOpen, DeadlineExceeded, InsufficientCredits, JobFailed, NotFound, NotReplayable, PermissionDenied, RateLimited, RetriesExhausted, ServerError; did you mean 'InsufficientCredits'? (register your own with referee.register_error)",
     ],
     "unknown-nested-keys.yaml": [
         "unknown-nested-keys.yaml:4: $.defaults.retry.backoff.multipler: unknown key 'multipler'; allowed here: initial, multiplier, max, jitter; did you mean 'multiplier'?",

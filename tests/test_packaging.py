@@ -31,6 +31,7 @@ EXPECTED_API = [
     "JobFailed",
     "MemoryState",
     "NotFound",
+    "NotReplayable",
     "PermissionDenied",
     "Policy",
     "PolicyError",

@@ -16,7 +16,6 @@ from ._core.decisions import (
     Accept,
     AlertNotice,
     BreakerSpec,
-    CallOutcome,
     Decision,
     Poll,
     PollRequest,
@@ -32,6 +31,7 @@ from ._core.errors import (
     InsufficientCredits,
     JobFailed,
     NotFound,
+    NotReplayable,
     PermissionDenied,
     PolicyError,
     Problem,
@@ -42,7 +42,7 @@ from ._core.errors import (
     register_error,
 )
 from ._core.snapshot import FAILURES, IDEMPOTENT_METHODS, Snapshot
-from ._core.state import AttemptRecord, AttemptState, advance
+from ._core.state import AttemptRecord, AttemptState, CallOutcome, advance
 from ._run.memory import MemoryState
 
 
@@ -75,6 +75,7 @@ __all__ = [
     "JobFailed",
     "MemoryState",
     "NotFound",
+    "NotReplayable",
     "PermissionDenied",
     "Policy",
     "PolicyError",

@@ -73,7 +73,8 @@ if TYPE_CHECKING:
     from requests import PreparedRequest, Response
 
     from ._core.compile import Policy
-    from ._core.decisions import CallOutcome, PollRequest
+    from ._core.decisions import PollRequest
+    from ._core.state import CallOutcome
 
 
 __all__ = ["OUTCOME_ATTRIBUTE", "PolicyAdapter"]

@@ -367,20 +367,6 @@ class Policy:
             return None
         return nearest(table, path) or None  # 0: a JSON or TOML source
 
-    def guard(
-        self,
-        snapshot: Callable[[Any], Any],
-        *,
-        raise_on_abort: bool = True,
-    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
-        """
-        A decorator running every call of a function under this policy;
-        see :func:`referee.guard`.
-        """
-        from referee._run.generic import guard  # the drivers are not core
-
-        return guard(self, snapshot, raise_on_abort=raise_on_abort)
-
     def rule(self, rule_id: str) -> CompiledRule:
         """
         The rule named *rule_id*.

@@ -26,7 +26,6 @@ def _render(why: tuple[Any, ...]) -> str:
 
 if TYPE_CHECKING:
     from .errors import Aborted
-    from .state import AttemptRecord
 
 
 __all__ = [
@@ -34,7 +33,6 @@ __all__ = [
     "Accept",
     "AlertNotice",
     "BreakerSpec",
-    "CallOutcome",
     "Decision",
     "Poll",
     "PollRequest",
@@ -184,20 +182,3 @@ class Abort:
 
 
 Decision: TypeAlias = Accept | Retry | Poll | Abort
-
-
-@attrs.frozen
-class CallOutcome:
-    """
-    How a call ended, attached to the response returned when the caller
-    asked for responses instead of exceptions.
-
-    Attributes:
-        decision: The last decision (an Accept or an Abort).
-        trail: One record per decided outcome, oldest first.
-        error: The error that would have been raised, or None.
-    """
-
-    decision: Accept | Abort
-    trail: tuple[AttemptRecord, ...]
-    error: Aborted | None

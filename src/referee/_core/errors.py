@@ -16,7 +16,9 @@ The tree::
         ├── ServerError         5xx that is not (or no longer) retried
         ├── RetriesExhausted    a retry rule ran out of attempts
         ├── DeadlineExceeded    waiting would overrun a deadline
-        └── CircuitOpen         a breaker is open: nothing was sent
+        ├── CircuitOpen         a breaker is open: nothing was sent
+        └── NotReplayable       a re-send was wanted, but the request's
+                                body was a stream that has been consumed
 
 A policy names its errors by class name (``error: InsufficientCredits``); a
 policy file never imports code.  Applications add their own classes with
@@ -44,6 +46,7 @@ __all__ = [
     "InsufficientCredits",
     "JobFailed",
     "NotFound",
+    "NotReplayable",
     "PermissionDenied",
     "PolicyError",
     "Problem",
@@ -124,6 +127,13 @@ class Aborted(RefereeError):
             there was one.
         trail: The attempts of the call, oldest first.
         reason: Why the call was aborted, in words.
+        body: The last response's body, up to the policy's body limit, or
+            None (no response, or a body that was not read: an event
+            stream, or one the deadline left no time to read).
+        detail: The API's own error message, found in *body*
+            (``error.message``, ``message``, ``detail`` and the like), cut
+            to a line; None when the body has none.  It ends the
+            exception's text.
     """
 
     rule_id: str | None
@@ -132,6 +142,8 @@ class Aborted(RefereeError):
     response: Any
     trail: tuple[Any, ...]
     reason: str
+    body: bytes | None
+    detail: str | None
 
     def __init__(
         self,
@@ -142,6 +154,8 @@ class Aborted(RefereeError):
         failure: str | None = None,
         response: Any = None,
         trail: Sequence[Any] = (),
+        body: bytes | None = None,
+        detail: str | None = None,
     ) -> None:
         self.reason = reason
         self.rule_id = rule_id
@@ -149,13 +163,18 @@ class Aborted(RefereeError):
         self.failure = failure
         self.response = response
         self.trail = tuple(trail)
+        self.body = body
+        self.detail = detail
         what = failure if status is None else str(status)
         if rule_id is not None and what is not None:
-            super().__init__(f"{reason} (rule {rule_id!r}, last: {what})")
+            text = f"{reason} (rule {rule_id!r}, last: {what})"
         elif rule_id is not None:
-            super().__init__(f"{reason} (rule {rule_id!r})")
+            text = f"{reason} (rule {rule_id!r})"
         else:
-            super().__init__(reason)
+            text = reason
+        if detail:
+            text = f"{text}; the API said: {detail}"
+        super().__init__(text)
 
 
 class AuthenticationError(Aborted):
@@ -224,6 +243,14 @@ class CircuitOpen(Aborted):
     """
 
 
+class NotReplayable(Aborted):
+    """
+    A rule wanted the request sent again, but its body cannot be: a
+    generator or an iterator that the first send consumed.  Bytes, strings
+    and seekable files (rewound) can always be re-sent.
+    """
+
+
 BUILTIN_ERRORS: Final[tuple[type[Aborted], ...]] = (
     Aborted,
     AuthenticationError,
@@ -237,6 +264,7 @@ BUILTIN_ERRORS: Final[tuple[type[Aborted], ...]] = (
     RetriesExhausted,
     DeadlineExceeded,
     CircuitOpen,
+    NotReplayable,
 )
 
 _REGISTRY: dict[str, type[Aborted]] = {c.__name__: c for c in BUILTIN_ERRORS}

@@ -15,11 +15,18 @@ from .decisions import Poll, Retry
 
 
 if TYPE_CHECKING:
-    from .decisions import AlertNotice, Decision
+    from .decisions import Abort, Accept, AlertNotice, Decision
+    from .errors import Aborted
     from .snapshot import Snapshot
 
 
-__all__ = ["FIRST_ATTEMPT", "AttemptRecord", "AttemptState", "advance"]
+__all__ = [
+    "FIRST_ATTEMPT",
+    "AttemptRecord",
+    "AttemptState",
+    "CallOutcome",
+    "advance",
+]
 
 
 @attrs.frozen
@@ -104,3 +111,20 @@ def advance(
             history=history,
         )
     return attrs.evolve(state, history=history)
+
+
+@attrs.frozen
+class CallOutcome:
+    """
+    How a call ended, attached to the response returned when the caller
+    asked for responses instead of exceptions.
+
+    Attributes:
+        decision: The last decision (an Accept or an Abort).
+        trail: One record per decided outcome, oldest first.
+        error: The error that would have been raised, or None.
+    """
+
+    decision: Accept | Abort
+    trail: tuple[AttemptRecord, ...]
+    error: Aborted | None

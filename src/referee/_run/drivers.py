@@ -33,7 +33,7 @@ import attrs
 import structlog
 
 from referee._core.compile import default_error
-from referee._core.decisions import Abort, Accept, CallOutcome, Poll, Retry
+from referee._core.decisions import Abort, Accept, Poll, Retry
 from referee._core.engine import poll_deadline
 from referee._core.errors import (
     CircuitOpen,
@@ -43,6 +43,7 @@ from referee._core.errors import (
 from referee._core.flow import Finished, Observed, Send, Sleep, call_flow
 from referee._core.redact import redact_url
 from referee._core.snapshot import Snapshot
+from referee._core.state import CallOutcome
 
 
 if TYPE_CHECKING:
