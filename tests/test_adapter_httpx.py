@@ -30,7 +30,7 @@ from referee import (
     RetriesExhausted,
     ServerError,
 )
-from referee._run.drivers import CallOutcome
+from referee import CallOutcome
 from referee.httpx import (
     OUTCOME_EXTENSION,
     AsyncPolicyTransport,
@@ -657,12 +657,12 @@ rules:
     def test_streaming_body_is_not_resent(self, harness, server):
         """
         A request whose body was a consumed stream is not sent again; the
-        error says why.
+        error, NotReplayable, names the rule that wanted it and says why.
         """
         server.script("/r", [Reply(503), Reply(200)])
         body = harness.stream_body(CHUNKS)
 
-        with no_sleep(), pytest.raises(ServerError) as ei:
+        with no_sleep(), pytest.raises(referee.NotReplayable) as ei:
             harness.call(
                 policy(),
                 "PUT",
@@ -672,6 +672,7 @@ rules:
             )
 
         assert [b"".join(CHUNKS)] == [r.body for r in server.requests]
+        assert "server-unavailable" == ei.value.rule_id
         assert "stream" in ei.value.reason
         assert "stream" in str(ei.value)
 
@@ -683,7 +684,7 @@ rules:
         server.script("/r", [Reply(503), Reply(200)])
         body = iter([b"chunk-1 ", b"chunk-2"])
 
-        with no_sleep(), pytest.raises(ServerError) as ei:
+        with no_sleep(), pytest.raises(referee.NotReplayable) as ei:
             SyncHarness().call(policy(), "PUT", server.url("/r"), content=body)
 
         assert 1 == server.count("/r")
@@ -697,7 +698,7 @@ rules:
         server.script("/r", [Reply(503, {"Retry-After": "9"}), Reply(200)])
         body = harness.stream_body(CHUNKS)
 
-        with no_sleep() as slept, pytest.raises(ServerError) as ei:
+        with no_sleep() as slept, pytest.raises(referee.NotReplayable) as ei:
             harness.call(
                 policy(),
                 "PUT",
@@ -734,7 +735,7 @@ rules:
 
         assert 503 == response.status_code
         outcome = response.extensions[OUTCOME_EXTENSION]
-        assert isinstance(outcome.error, ServerError)
+        assert isinstance(outcome.error, referee.NotReplayable)
         assert "stream" in outcome.error.reason
 
     def test_bytes_body_is_resent_intact(self, harness, server):

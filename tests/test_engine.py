@@ -996,3 +996,35 @@ class TestState:
                 503, None, "unavailable", "retry", 1.0, NOW + 1
             ),
         ) == after.history
+
+
+class TestOnePathWalker:
+    BODY = b'{"results": [{"id": "a"}, {"id": "z"}], "map": {"0": "zero"}}'
+    POLICY = """
+policy: paths
+rules:
+  - id: {name}
+    when: {{status: 400, body: {{{path}: {value}}}}}
+    do: abort
+    alert: {{kind: x, message: "found {{body.{path}}}"}}
+"""
+
+    @pytest.mark.parametrize(
+        ("path", "value"),
+        [("results.0.id", "a"), ("results.-1.id", "z"), ("map.0", "zero")],
+        ids=["index", "negative-index", "digit-key"],
+    )
+    def test_conditions_and_templates_agree(self, path, value):
+        """
+        A dotted path reaches the same value in a condition and in an
+        alert template: indexes, negative indexes and digit keys alike.
+        """
+        policy = referee.load_policy_text(
+            self.POLICY.format(name="r", path=path, value=value)
+        )
+        snap = referee.Snapshot.response(400, body=self.BODY)
+
+        decision = referee.decide(policy, snap, referee.AttemptState(), now=0)
+
+        assert "r" == decision.rule_id
+        assert f"found {value}" == decision.alert.message

@@ -31,7 +31,7 @@ from referee import (
     InsufficientCredits,
     RetriesExhausted,
 )
-from referee._run.drivers import _HOOKS, BreakerEvent, DecisionEvent
+from referee import BreakerEvent, DecisionEvent, add_hook, hooks, remove_hook
 from referee.httpx import AsyncPolicyTransport, PolicyTransport
 from referee.testing import no_sleep
 
@@ -490,7 +490,7 @@ class TestUninstrument:
             with telemetry.tracer.start_as_current_span("app"):
                 try_call(policy, [402])
             got = (
-                list(_HOOKS),
+                list(hooks()),
                 telemetry.events(),
                 telemetry.metric("referee.attempts"),
                 telemetry.metric("referee.alerts"),
@@ -508,12 +508,12 @@ class TestUninstrument:
         one, two = Telemetry(), Telemetry()
         try:
             one.close()
-            hooks = list(_HOOKS)
+            registered = list(hooks())
         finally:
             two.close()
 
-        assert [two.instrumentation] == hooks
-        assert [] == _HOOKS
+        assert [two.instrumentation] == registered
+        assert () == hooks()
 
 
 class TestHooks:
@@ -521,7 +521,7 @@ class TestHooks:
         """
         Without instrumentation no hook is registered.
         """
-        assert [] == _HOOKS
+        assert () == hooks()
 
     def test_failing_hook_is_logged_not_raised(self) -> None:
         """
@@ -533,12 +533,12 @@ class TestHooks:
             raise RuntimeError("boom")
 
         policy = referee.load_policy_text(RETRYING)
-        _HOOKS.append(broken)
+        add_hook(broken)
         try:
             with structlog.testing.capture_logs() as logs:
                 response = call(policy, [503, 200])
         finally:
-            _HOOKS.remove(broken)
+            remove_hook(broken)
 
         failed = [e for e in logs if e["event"] == "referee.hook_failed"]
 
@@ -553,7 +553,7 @@ class TestHooks:
         """
         seen: list[DecisionEvent | BreakerEvent] = []
         policy = referee.load_policy_text(RETRYING)
-        _HOOKS.append(seen.append)
+        add_hook(seen.append)
         try:
             with structlog.testing.capture_logs() as logs, no_sleep():
                 transport = PolicyTransport(policy, serve([503, 402]))
@@ -563,7 +563,7 @@ class TestHooks:
                 ):
                     client.get(URL)
         finally:
-            _HOOKS.remove(seen.append)
+            remove_hook(seen.append)
 
         logged = [
             (e["rule"], e["action"], e["status"], e["attempt"], e["url"])

@@ -153,7 +153,7 @@ class TestNoSleep:
         """
         Leaving the block by an exception ends no_sleep all the same.
         """
-        from referee._run.drivers import active_recorder
+        from referee._run.clock import active_recorder
 
         with pytest.raises(RuntimeError), no_sleep():
             raise RuntimeError

@@ -51,6 +51,14 @@ if TYPE_CHECKING:
     from ._files.watch import PolicyWatcher, watch_policy
     from ._run.alerts import Alert
     from ._run.generic import arun, guard, run
+    from ._run.hooks import (
+        BreakerEvent,
+        DecisionEvent,
+        DecisionHook,
+        add_hook,
+        hooks,
+        remove_hook,
+    )
 
 
 __all__ = [
@@ -65,12 +73,15 @@ __all__ = [
     "AttemptState",
     "AuthenticationError",
     "BadRequest",
+    "BreakerEvent",
     "BreakerSpec",
     "CallOutcome",
     "CircuitOpen",
     "CompiledRule",
     "DeadlineExceeded",
     "Decision",
+    "DecisionEvent",
+    "DecisionHook",
     "InsufficientCredits",
     "JobFailed",
     "MemoryState",
@@ -89,14 +100,17 @@ __all__ = [
     "Retry",
     "ServerError",
     "Snapshot",
+    "add_hook",
     "advance",
     "arun",
     "bundled_names",
     "decide",
     "guard",
+    "hooks",
     "load_policy",
     "load_policy_text",
     "register_error",
+    "remove_hook",
     "run",
     "watch_policy",
 ]
@@ -115,6 +129,12 @@ del _name, _obj
 # The loader (yaml, cattrs), the runners and structlog load on first use,
 # so that importing the pure core imports none of them.
 _LAZY = {
+    "BreakerEvent": "_run.hooks",
+    "DecisionEvent": "_run.hooks",
+    "DecisionHook": "_run.hooks",
+    "add_hook": "_run.hooks",
+    "hooks": "_run.hooks",
+    "remove_hook": "_run.hooks",
     "bundled_names": "_files.load",
     "load_policy": "_files.load",
     "load_policy_text": "_files.load",

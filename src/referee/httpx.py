@@ -9,30 +9,31 @@ referee for httpx: transports that wrap any other transport.
         transport=AsyncPolicyTransport(policy, transport=inner)
     )
 
-The transport only translates: httpx requests and responses to snapshots,
-httpx's exceptions to the portable failure words; the driver does the rest.
+The transports only translate — httpx requests and responses to
+snapshots, httpx's exceptions to the portable failure words, a body read
+in chunks back into the response — and hand every call to a runner
+(``referee._run.runner``), which runs the flow.
+
+- A body is read to decide only when a candidate rule looks into it, up to
+  the policy's ``body_limit``, within the time the call has left; never an
+  event stream unless a rule opts in.  What was read is given back: the
+  caller's ``read()``, ``iter_bytes()``, ``iter_lines()`` (and the async
+  twins) see the whole body.
+- A request is sent again with its body: bytes as they are, a file (or
+  ``BytesIO``) rewound to its start, multipart forms as httpx rebuilds
+  them.  A generator's body cannot be: the call ends with
+  :class:`referee.NotReplayable`.
+- A re-send's timeouts are cut to what is left of the deadline.
 """
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any, Final, Self
 
 import httpx
 
-from ._core.compile import Gated
-from ._core.engine import NO_MATCH, decide
 from ._core.snapshot import Snapshot
-from ._core.state import FIRST_ATTEMPT
-from ._files.watch import PolicyWatcher
-from ._run.drivers import (
-    CallOutcome,
-    admit_async,
-    admit_sync,
-    run_async,
-    run_sync,
-    settle_plain,
-)
+from ._run.runner import AsyncRunner, Runner
 
 
 if TYPE_CHECKING:
@@ -42,12 +43,14 @@ if TYPE_CHECKING:
 
     from ._core.compile import Policy
     from ._core.decisions import PollRequest
+    from ._core.state import CallOutcome
+    from ._files.watch import PolicyWatcher
 
 
 __all__ = ["OUTCOME_EXTENSION", "AsyncPolicyTransport", "PolicyTransport"]
 
 #: Where a response returned instead of an exception carries its
-#: :class:`~referee._run.drivers.CallOutcome`: ``response.extensions[...]``.
+#: :class:`~referee.CallOutcome`: ``response.extensions[...]``.
 OUTCOME_EXTENSION: Final = "referee.outcome"
 _OWN_TIMEOUT: Final = "referee.own_timeout"
 
@@ -66,24 +69,48 @@ _FAILURES: Final[tuple[tuple[type[BaseException], str], ...]] = (
     (httpx.NetworkError, "read"),
 )
 
+_NOT_REPLAYABLE: Final = (
+    "its body was a stream ({kind}) that the first send consumed; pass "
+    "the body as bytes, a file or a BytesIO (content=...) to let referee "
+    "send it again"
+)
 
-class _Exchange:
+
+def failure_word(exc: BaseException) -> str | None:
     """
-    What the driver needs to know about httpx.
+    The portable word for an httpx exception, or None when it is not a
+    transport failure.
+    """
+    # A server that hangs up before answering is a broken read, in every
+    # adapter; httpx calls it a protocol error.
+    if isinstance(exc, httpx.RemoteProtocolError) and str(exc).startswith(
+        "Server disconnected"
+    ):
+        return "read"
+    for cls, word in _FAILURES:
+        if isinstance(exc, cls):
+            return word
+    return None
+
+
+class _Translate:
+    """
+    What both runners need to know about httpx, I/O aside.
     """
 
-    #: The most body bytes read to decide: the body_limit of the policy of
-    #: the call in progress (the transport sets it before each snapshot;
-    #: calls on one transport share a policy but for a reload's instant).
-    limit: int = 1024 * 1024
+    def method_url(
+        self, request: httpx.Request
+    ) -> tuple[str, Callable[[], str]]:
+        return request.method, request.url.__str__
+
+    def status(self, response: httpx.Response) -> int:
+        return response.status_code
 
     def snapshot(
         self, request: httpx.Request, response: httpx.Response
     ) -> Snapshot:
-        # The body is read only if a rule looks into it; httpx keeps what it
-        # read, so the caller can still read it afterwards.  A body already
-        # read is handed over as is (httpx keeps it in _content; reading
-        # the public .content of an unread response raises instead).
+        # A body httpx has already (a transport that built the response
+        # from bytes) is handed over; a stream is left for the flow.
         return Snapshot(
             response.status_code,
             None,
@@ -92,92 +119,82 @@ class _Exchange:
             response.headers,
             request.headers,
             getattr(response, "_content", None),
-            _bounded_loader(response, self.limit),
+            None,
             response.status_code,
             request.url.__str__,
         )
 
-    def failure(self, exc: BaseException) -> str | None:
-        # A server that hangs up before answering is a broken read, in
-        # every adapter; httpx calls it a protocol error.
-        if isinstance(exc, httpx.RemoteProtocolError) and str(exc).startswith(
-            "Server disconnected"
-        ):
-            return "read"
-        for cls, word in _FAILURES:
-            if isinstance(exc, cls):
-                return word
-        return None
-
-    def method_url(self, request: httpx.Request) -> tuple[str, str]:
-        return request.method, str(request.url)
+    def exception_snapshot(
+        self, request: httpx.Request, exc: Exception
+    ) -> Snapshot | None:
+        word = failure_word(exc)
+        if word is None:
+            return None
+        return Snapshot.failed(
+            word, method=request.method, url=str(request.url)
+        )
 
     def poll_request(
         self, request: httpx.Request, poll: PollRequest
     ) -> httpx.Request:
-        headers = httpx.Headers(request.headers)
-        for name in ("content-length", "content-type", "transfer-encoding"):
-            headers.pop(name, None)
         same = poll.method == request.method
+        headers = request.headers
+        if not same:
+            headers = httpx.Headers(request.headers)
+            for name in (
+                "content-length",
+                "content-type",
+                "transfer-encoding",
+            ):
+                headers.pop(name, None)
         return httpx.Request(
             poll.method,
             poll.url,
-            headers=request.headers if same else headers,
-            content=_content(request) if same else None,
+            headers=headers,
+            stream=request.stream if same else None,
             extensions=request.extensions,
         )
 
     def replayable(self, request: httpx.Request) -> str | None:
-        # Only bytes, or a body read before the first send, can be sent
-        # again: reading a sent iterator gives b"" (not an error), and a
-        # retry would go out with an empty body.
-        if isinstance(request.stream, httpx.ByteStream):
+        stream = request.stream
+        if isinstance(stream, httpx.ByteStream) or _rewinds_itself(stream):
             return None
-        if _content(request) is not None:
+        if _file(stream) is not None or _content(request) is not None:
             return None
-        return (
-            "its body was a stream that has been consumed; pass the body "
-            "as bytes (content=...) to let referee re-send it"
-        )
+        return _NOT_REPLAYABLE.format(kind=_kind(stream))
 
-    def close(self, response: httpx.Response) -> None:
-        response.close()
-
-    def bound(self, request: httpx.Request, seconds: float) -> httpx.Request:
-        """
-        *request* with every timeout at most *seconds* (httpx reads them
-        from the request's ``timeout`` extension, per request); the
-        client's own timeouts are kept aside, so each retry shrinks them
-        afresh.
-        """
-        own = request.extensions.get(_OWN_TIMEOUT)
-        if own is None:
-            own = request.extensions.get("timeout") or {}
-        timeout = {
-            key: seconds if own.get(key) is None else min(own[key], seconds)
-            for key in ("connect", "read", "write", "pool")
+    def attach(self, response: httpx.Response, outcome: CallOutcome) -> None:
+        response.extensions = {
+            **response.extensions,
+            OUTCOME_EXTENSION: outcome,
         }
-        request.extensions = {
-            **request.extensions,
-            _OWN_TIMEOUT: own,
-            "timeout": timeout,
-        }
-        return request
 
 
-class _AsyncExchange(_Exchange):
-    def snapshot(
-        self, request: httpx.Request, response: httpx.Response
-    ) -> Snapshot:
-        # The engine is synchronous: the async transport reads the body
-        # before deciding when a rule may look into it, and the loader
-        # hands over what was read.
-        snap = super().snapshot(request, response)
-        snap.load_body = _read_loaded(response)
-        return snap
+def _rewinds_itself(stream: object) -> bool:
+    # httpx's multipart forms seek every file back to its start each time
+    # they are sent.
+    return type(stream).__name__ == "MultipartStream"
 
-    async def aclose(self, response: httpx.Response) -> None:
-        await response.aclose()
+
+def _file(stream: object) -> Any:
+    """
+    The seekable file behind a request body httpx streams from it, or
+    None.  (httpx keeps it as the stream's ``_stream``: there is no public
+    way to reach it.)
+    """
+    inner = getattr(stream, "_stream", None)
+    seekable = getattr(inner, "seekable", None)
+    if inner is None or not hasattr(inner, "read") or seekable is None:
+        return None
+    try:
+        return inner if seekable() else None
+    except (OSError, ValueError):  # a closed file
+        return None
+
+
+def _kind(stream: object) -> str:
+    inner = getattr(stream, "_stream", stream)
+    return type(inner).__name__
 
 
 def _content(request: httpx.Request) -> bytes | None:
@@ -187,256 +204,94 @@ def _content(request: httpx.Request) -> bytes | None:
         return None
 
 
-def _attach(response: httpx.Response, outcome: CallOutcome) -> None:
-    response.extensions = {**response.extensions, OUTCOME_EXTENSION: outcome}
-
-
-class PolicyTransport(httpx.BaseTransport):
+def _rewound(request: httpx.Request, time_left: float | None) -> httpx.Request:
     """
-    An httpx transport that enforces *policy* around *transport* (default:
-    a new :class:`httpx.HTTPTransport`).
-
-    Args:
-        policy: The compiled policy, or a :class:`~referee.PolicyWatcher`
-            (each call runs under the policy current when it starts).
-        transport: The transport that really sends.
-        raise_on_abort: When False, an abort returns the last response
-            instead of raising; ``response.extensions["referee.outcome"]``
-            holds the outcome and the trail.
-        rng: The source of jitter.
+    *request* ready to be sent again: a file body back at its start, and
+    every timeout at most *time_left* (httpx reads them from the request's
+    ``timeout`` extension); the client's own timeouts are kept aside, so
+    each re-send cuts them afresh.
     """
-
-    def __init__(
-        self,
-        policy: Policy | PolicyWatcher,
-        transport: httpx.BaseTransport | None = None,
-        *,
-        raise_on_abort: bool = True,
-        rng: random.Random | None = None,
-    ) -> None:
-        self.policy = policy
-        self.transport = transport or httpx.HTTPTransport()
-        self.raise_on_abort = raise_on_abort
-        self.rng = rng
-        self._exchange = _Exchange()
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        policy = self.policy
-        if type(policy) is PolicyWatcher:
-            policy = policy.current
-        if policy.breakers or policy.rate_limit is not None:
-            admit_sync(policy, request.method, request.url.__str__)
-        try:
-            first = self.transport.handle_request(request)
-        except Exception as exc:
-            if self._exchange.failure(exc) is None:
-                raise
-            return self._run(policy, request, exc)
-        # The success path: a status (and method) no rule can match is
-        # returned without a snapshot, a decision or a header look-up; one
-        # that rules could match but do not (a 200 that is not `ongoing`)
-        # after one decision, without the driver.
-        found = policy.index.get(first.status_code, policy.fallback)
-        if not found or (
-            # Every candidate needs bytes the (already read) body lacks:
-            # the engine's own first check, without building a snapshot.
-            type(found) is Gated
-            and (body := getattr(first, "_content", None)) is not None
-            and found.skip(body)
-        ):
-            if policy.settles:
-                settle_plain(policy, request.url.__str__, time.time())
-            return first
-        # The limit of this call's policy (a reload may change it).
-        self._exchange.limit = policy.body_limit
-        snap = self._exchange.snapshot(request, first)
-        if decide(policy, snap, FIRST_ATTEMPT, now=0.0) is NO_MATCH:
-            if policy.settles:
-                settle_plain(policy, request.url.__str__, time.time())
-            return first
-        return self._run(policy, request, first)
-
-    def _run(
-        self,
-        policy: Policy,
-        request: httpx.Request,
-        first: httpx.Response | BaseException,
-    ) -> httpx.Response:
-        self._exchange.limit = policy.body_limit
-        pending = [first]
-
-        def send(req: httpx.Request) -> httpx.Response:
-            if pending:
-                got = pending.pop()
-                if isinstance(got, BaseException):
-                    raise got
-                return got
-            return self.transport.handle_request(req)
-
-        return run_sync(
-            policy,
-            request,
-            send,
-            self._exchange,
-            raise_on_abort=self.raise_on_abort,
-            rng=self.rng,
-            on_finish=None if self.raise_on_abort else _attach,
-            first_sent=True,
-        )
-
-    def close(self) -> None:
-        self.transport.close()
-
-    def __enter__(self) -> Self:
-        self.transport.__enter__()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None = None,
-        exc_value: BaseException | None = None,
-        traceback: TracebackType | None = None,
-    ) -> None:
-        self.transport.__exit__(exc_type, exc_value, traceback)
+    file = _file(request.stream)
+    if file is not None:
+        file.seek(0)
+    if time_left is None:
+        return request
+    own = request.extensions.get(_OWN_TIMEOUT)
+    if own is None:
+        own = request.extensions.get("timeout") or {}
+    timeout = {
+        key: time_left if own.get(key) is None else min(own[key], time_left)
+        for key in ("connect", "read", "write", "pool")
+    }
+    request.extensions = {
+        **request.extensions,
+        _OWN_TIMEOUT: own,
+        "timeout": timeout,
+    }
+    return request
 
 
-class AsyncPolicyTransport(httpx.AsyncBaseTransport):
+class _Exchange(_Translate):
     """
-    The asyncio twin of :class:`PolicyTransport`, wrapping an
-    :class:`httpx.AsyncBaseTransport` (default: a new
-    :class:`httpx.AsyncHTTPTransport`).
+    httpx's blocking transports, translated.
     """
 
-    def __init__(
+    def prepare(
+        self, request: httpx.Request, *, time_left: float | None
+    ) -> httpx.Request:
+        return _rewound(request, time_left)
+
+    def chunks(self, response: httpx.Response) -> Iterator[bytes]:
+        # The raw (still encoded) body: the caller's reads decode it.
+        return iter(response.stream)  # type: ignore[arg-type]
+
+    def restore(
         self,
-        policy: Policy | PolicyWatcher,
-        transport: httpx.AsyncBaseTransport | None = None,
-        *,
-        raise_on_abort: bool = True,
-        rng: random.Random | None = None,
-    ) -> None:
-        self.policy = policy
-        self.transport = transport or httpx.AsyncHTTPTransport()
-        self.raise_on_abort = raise_on_abort
-        self.rng = rng
-        self._exchange = _AsyncExchange()
+        response: httpx.Response,
+        head: list[bytes],
+        rest: Iterator[bytes] | None,
+    ) -> bytes | None:
+        original = response.stream
+        if rest is not None:
+            response.stream = _Replay(head, rest, original)
+            return None
+        original.close()  # type: ignore[union-attr]
+        response.stream = httpx.ByteStream(b"".join(head))
+        return response.read()
 
-    async def handle_async_request(
-        self, request: httpx.Request
-    ) -> httpx.Response:
-        policy = self.policy
-        if type(policy) is PolicyWatcher:
-            policy = policy.current
-        if policy.breakers or policy.rate_limit is not None:
-            await admit_async(policy, request.method, request.url.__str__)
-        try:
-            first = await self.transport.handle_async_request(request)
-        except Exception as exc:
-            if self._exchange.failure(exc) is None:
-                raise
-            return await self._run(policy, request, exc)
-        if not policy.index.get(first.status_code, policy.fallback):
-            if policy.settles:
-                settle_plain(policy, request.url.__str__, time.time())
-            return first
-        try:
-            await _read_if_needed(policy, request, first)
-        except Exception as exc:
-            if self._exchange.failure(exc) is None:
-                raise
-            await first.aclose()
-            return await self._run(policy, request, exc)
-        snap = self._exchange.snapshot(request, first)
-        if decide(policy, snap, FIRST_ATTEMPT, now=0.0) is NO_MATCH:
-            if policy.settles:
-                settle_plain(policy, request.url.__str__, time.time())
-            return first
-        return await self._run(policy, request, first)
-
-    async def _run(
-        self,
-        policy: Policy,
-        request: httpx.Request,
-        first: httpx.Response | BaseException,
-    ) -> httpx.Response:
-        pending = [first]
-
-        async def send(req: httpx.Request) -> httpx.Response:
-            if pending:
-                got = pending.pop()
-                if isinstance(got, BaseException):
-                    raise got
-                response = got
-            else:
-                response = await self.transport.handle_async_request(req)
-            await _read_if_needed(policy, req, response)
-            return response
-
-        return await run_async(
-            policy,
-            request,
-            send,
-            self._exchange,
-            raise_on_abort=self.raise_on_abort,
-            rng=self.rng,
-            on_finish=None if self.raise_on_abort else _attach,
-            first_sent=True,
-        )
-
-    async def aclose(self) -> None:
-        await self.transport.aclose()
-
-    async def __aenter__(self) -> Self:
-        await self.transport.__aenter__()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None = None,
-        exc_value: BaseException | None = None,
-        traceback: TracebackType | None = None,
-    ) -> None:
-        await self.transport.__aexit__(exc_type, exc_value, traceback)
+    def close(self, response: httpx.Response) -> None:
+        response.close()
 
 
-async def _read_if_needed(
-    policy: Policy, request: httpx.Request, response: httpx.Response
-) -> None:
+class _AsyncExchange(_Translate):
     """
-    Read the body now (the engine cannot await) when a candidate rule looks
-    into it, and it is not declared longer than the policy parses.
+    httpx's asyncio transports, translated.
     """
-    rules = policy.candidates(response.status_code, request.method)
-    if not any(r.needs_body for r in rules):
-        return
-    declared = response.headers.get("content-length")
-    too_long = (
-        declared is not None
-        and declared.isdigit()
-        and int(declared) > policy.body_limit
-    )
-    if too_long:
-        return
-    if getattr(response, "_content", None) is not None:
-        return
-    stream = response.stream
-    if not isinstance(stream, httpx.AsyncByteStream):
-        await response.aread()
-        return
-    # No Content-Length (chunked): read at most body_limit + 1 chunk; a
-    # longer body is left for the caller, replayed from what was read.
-    chunks: list[bytes] = []
-    size = 0
-    rest = stream.__aiter__()
-    async for chunk in rest:
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > policy.body_limit:
-            response.stream = _AsyncReplay(chunks, rest, stream)
-            return
-    await stream.aclose()
-    response.stream = httpx.ByteStream(b"".join(chunks))
-    await response.aread()
+
+    async def prepare(
+        self, request: httpx.Request, *, time_left: float | None
+    ) -> httpx.Request:
+        return _rewound(request, time_left)
+
+    def chunks(self, response: httpx.Response) -> AsyncIterator[bytes]:
+        return response.stream.__aiter__()  # type: ignore[union-attr]
+
+    async def restore(
+        self,
+        response: httpx.Response,
+        head: list[bytes],
+        rest: AsyncIterator[bytes] | None,
+    ) -> bytes | None:
+        original = response.stream
+        if rest is not None:
+            response.stream = _AsyncReplay(head, rest, original)
+            return None
+        await original.aclose()  # type: ignore[union-attr]
+        response.stream = httpx.ByteStream(b"".join(head))
+        return await response.aread()
+
+    async def close(self, response: httpx.Response) -> None:
+        await response.aclose()
 
 
 class _Replay(httpx.SyncByteStream):
@@ -478,43 +333,95 @@ class _AsyncReplay(httpx.AsyncByteStream):
         await self._original.aclose()
 
 
-def _bounded_loader(
-    response: httpx.Response, limit: int
-) -> Callable[[], bytes | None]:
+class PolicyTransport(httpx.BaseTransport):
     """
-    Read the body to decide, but no more than *limit* (+ one chunk) of a
-    body of unknown length: a longer one is left for the caller (replayed
-    from what was read) and matches no body rule.
+    An httpx transport that enforces *policy* around *transport* (default:
+    a new :class:`httpx.HTTPTransport`).
+
+    Args:
+        policy: The compiled policy, or a :class:`~referee.PolicyWatcher`
+            (each call runs under the policy current when it starts).
+        transport: The transport that really sends.
+        raise_on_abort: When False, an abort returns the last response
+            instead of raising; ``response.extensions["referee.outcome"]``
+            holds the outcome and the trail.
+        rng: The source of jitter.
     """
 
-    def load() -> bytes | None:
-        content: bytes | None = getattr(response, "_content", None)
-        if content is not None:
-            return content
-        stream = response.stream
-        if not isinstance(stream, httpx.SyncByteStream):
-            return response.read()
-        chunks: list[bytes] = []
-        size = 0
-        rest = iter(stream)
-        for chunk in rest:
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > limit:
-                response.stream = _Replay(chunks, rest, stream)
-                return None
-        stream.close()
-        response.stream = httpx.ByteStream(b"".join(chunks))
-        return response.read()
+    def __init__(
+        self,
+        policy: Policy | PolicyWatcher,
+        transport: httpx.BaseTransport | None = None,
+        *,
+        raise_on_abort: bool = True,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.policy = policy
+        self.transport = transport or httpx.HTTPTransport()
+        self._runner: Runner[httpx.Request, httpx.Response] = Runner(
+            _Exchange(), raise_on_abort=raise_on_abort, rng=rng
+        )
 
-    return load
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return self._runner.call(
+            self.policy.current, request, self.transport.handle_request
+        )
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def __enter__(self) -> Self:
+        self.transport.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        self.transport.__exit__(exc_type, exc_value, traceback)
 
 
-def _read_loaded(response: httpx.Response) -> Any:
-    def load() -> bytes | None:
-        try:
-            return response.content
-        except httpx.ResponseNotRead:
-            return None
+class AsyncPolicyTransport(httpx.AsyncBaseTransport):
+    """
+    The asyncio twin of :class:`PolicyTransport`, wrapping an
+    :class:`httpx.AsyncBaseTransport` (default: a new
+    :class:`httpx.AsyncHTTPTransport`).
+    """
 
-    return load
+    def __init__(
+        self,
+        policy: Policy | PolicyWatcher,
+        transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        raise_on_abort: bool = True,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.policy = policy
+        self.transport = transport or httpx.AsyncHTTPTransport()
+        self._runner: AsyncRunner[httpx.Request, httpx.Response] = AsyncRunner(
+            _AsyncExchange(), raise_on_abort=raise_on_abort, rng=rng
+        )
+
+    async def handle_async_request(
+        self, request: httpx.Request
+    ) -> httpx.Response:
+        return await self._runner.call(
+            self.policy.current, request, self.transport.handle_async_request
+        )
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+    async def __aenter__(self) -> Self:
+        await self.transport.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        await self.transport.__aexit__(exc_type, exc_value, traceback)

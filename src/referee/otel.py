@@ -12,7 +12,7 @@ referee for OpenTelemetry: span events and metrics for every decision.
 Needs the ``otel`` extra (``pip install referee[otel]``, which brings
 ``opentelemetry-api``); nothing else in referee imports OpenTelemetry.
 
-referee adds *events*, not spans: each decision the drivers carry out
+referee adds *events*, not spans: each decision the runners carry out
 becomes a ``referee.decision`` event on the span current at that moment
 (``opentelemetry.trace.get_current_span()``): the HTTP client's span when
 the application instruments its client and that span is open around the
@@ -61,8 +61,8 @@ except ImportError as exc:  # pragma: no cover - tested in a subprocess
     ) from exc
 
 from ._run import alerts as _alerts
-from ._run import drivers as _drivers
-from ._run.drivers import BreakerEvent, DecisionEvent
+from ._run import clock
+from ._run.hooks import BreakerEvent, DecisionEvent, add_hook, remove_hook
 
 
 if TYPE_CHECKING:
@@ -212,7 +212,7 @@ class Instrumentation:
             unit="1",
             description="1 while the breaker is open, else 0.",
         )
-        _drivers._HOOKS[:] = [*_drivers._HOOKS, self]  # noqa: SLF001
+        add_hook(self)
 
     def __repr__(self) -> str:
         return f"<Instrumentation active={self.active}>"
@@ -223,11 +223,7 @@ class Instrumentation:
         instruments report nothing from now on.  Safe to call twice.
         """
         self.active = False
-        _drivers._HOOKS[:] = [  # noqa: SLF001
-            hook
-            for hook in _drivers._HOOKS  # noqa: SLF001
-            if hook is not self
-        ]
+        remove_hook(self)
 
     def __call__(self, event: DecisionEvent | BreakerEvent) -> None:
         if isinstance(event, BreakerEvent):
@@ -296,9 +292,9 @@ class Instrumentation:
     ) -> Iterable[metrics.Observation]:
         if not self.active:
             return []
-        # The drivers' clock: under referee.testing.no_sleep it runs ahead
+        # The runners' clock: under referee.testing.no_sleep it runs ahead
         # of the wall clock by the sleeps skipped.
-        now = _drivers._Clock().now()  # noqa: SLF001 - our package
+        now = clock.now()
         with self._lock:
             breakers = list(self._breakers.items())
         return [
@@ -315,7 +311,7 @@ def instrument(
     span_events: bool = True,
 ) -> Instrumentation:
     """
-    Report every decision referee's drivers carry out to OpenTelemetry:
+    Report every decision referee's runners carry out to OpenTelemetry:
     a ``referee.decision`` event on the current span (unless *span_events*
     is false) and the ``referee.*`` metrics of this module's docstring.
 

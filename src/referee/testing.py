@@ -2,7 +2,7 @@
 Helpers for testing code that uses referee — public API, like
 ``structlog.testing`` or ``stamina.set_testing``.
 
-- :func:`no_sleep`: the drivers record every delay but do not sleep, so a
+- :func:`no_sleep`: the runners record every delay but do not sleep, so a
   client's tests run instantly; each call's clock still moves on by the
   delays it skipped, so deadlines hold.
 - :func:`simulate`: a scripted sequence of outcomes in, the decisions and
@@ -13,13 +13,24 @@ from __future__ import annotations
 
 import random
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ._core.flow import Finished, Observed, Send, Sleep, call_flow
+from ._core.flow import (
+    CanResend,
+    Finished,
+    ReadBody,
+    Reply,
+    Send,
+    Sleep,
+    Store,
+    Wait,
+    call_flow,
+)
 from ._core.snapshot import FAILURES, Snapshot
-from ._run.drivers import _RECORDER, SleepRecorder
+from ._run.clock import SleepRecorder, recording
+from ._run.runner import next_step
 from ._tools.fake_enrow import FakeEnrow, FakeEnrowStats
 
 
@@ -44,7 +55,7 @@ __all__ = [
 @contextmanager
 def no_sleep() -> Iterator[SleepRecorder]:
     """
-    Within the block, referee's drivers record every delay in the yielded
+    Within the block, referee's runners record every delay in the yielded
     recorder's ``delays`` instead of sleeping.  Blocks nest: the innermost
     recorder gets the delays.
 
@@ -54,12 +65,8 @@ def no_sleep() -> Iterator[SleepRecorder]:
             client.get("https://api.example/search")
         assert [1.0, 2.0] == slept.delays
     """
-    recorder = SleepRecorder()
-    _RECORDER.append(recorder)
-    try:
+    with recording() as recorder:
         yield recorder
-    finally:
-        _RECORDER.remove(recorder)
 
 
 @attrs.frozen
@@ -105,6 +112,8 @@ class Simulation:
 
 Outcome = int | str | Snapshot
 
+_END: Any = object()
+
 
 def _snapshot(outcome: Outcome, method: str, url: str) -> Snapshot:
     if isinstance(outcome, Snapshot):
@@ -148,26 +157,36 @@ def simulate(
         start: The virtual clock's start (a Unix time, if HTTP-date hints
             are to be read against it).
     """
-    flow = call_flow(policy, started=start, rng=random.Random(seed))
+    flow = call_flow(
+        policy, method=method, url=url, started=start, rng=random.Random(seed)
+    )
     now = start
     steps: list[Step] = []
     script = iter(outcomes)
-    action = next(flow)
-    while True:
-        if isinstance(action, Send):
-            try:
-                outcome = next(script)
-            except StopIteration:
-                return Simulation(tuple(steps), False, now - start)
-            snap = _snapshot(outcome, method, url)
-            try:
-                action = flow.send(Observed(snap, now))
-            except StopIteration as stop:
-                finished: Finished = stop.value
-                steps.append(Step(now - start, snap, finished.decision))
-                return Simulation(tuple(steps), True, now - start)
-            assert isinstance(action, Sleep)  # noqa: S101 - a send, then a sleep
-            steps.append(Step(now - start, snap, action.decision))
-        else:
-            now += action.seconds
-            action = next(flow)
+    snap: Snapshot | None = None
+    step = next_step(flow, None)
+    while not isinstance(step, Finished):
+        value: Any = None
+        match step:
+            case Send():
+                outcome = next(script, _END)
+                if outcome is _END:
+                    return Simulation(tuple(steps), False, now - start)
+                snap = value = _snapshot(outcome, method, url)
+            case Sleep():
+                assert snap is not None  # noqa: S101 - a send came first
+                steps.append(Step(now - start, snap, step.decision))
+                now += step.seconds
+            case Wait():
+                now += step.seconds
+            case Store():
+                # No fleet state in a simulation: every operation answers
+                # as a backend that knows nothing (no breaker open, no
+                # wait, budget left).
+                value = step.op.fallback
+            case ReadBody() | CanResend():
+                value = None  # the script's snapshots carry their bodies
+        step = next_step(flow, Reply(value, now))
+    assert snap is not None  # noqa: S101 - nothing stops a simulated send
+    steps.append(Step(now - start, snap, step.decision))
+    return Simulation(tuple(steps), True, now - start)

@@ -89,8 +89,14 @@ class BreakerState:
 
 class StateBackend(Protocol):
     """
-    What the drivers ask of a state backend.  Every method is safe to call
+    What the runners ask of a state backend.  Every method is safe to call
     from several threads (and, for Redis, several processes) at once.
+
+    Each method has an async twin, named with an ``a`` in front
+    (``acheck_breakers``...), taking the same arguments: the async runner
+    awaits those, so a backend on the network never blocks the event
+    loop.  A backend whose operations never wait (in memory) may answer
+    them by calling the blocking method.
     """
 
     def open_breaker(
@@ -156,4 +162,61 @@ class StateBackend(Protocol):
         Whether an alert with *key* goes out now, and how many with that
         key were held back since the last one that went out.  With a
         *window*, one goes out per key per window.
+        """
+
+    async def aopen_breaker(
+        self, policy: str, name: str, until: float, rule_id: str | None
+    ) -> None:
+        """
+        The async twin of :meth:`open_breaker`.
+        """
+
+    async def acheck_breakers(
+        self, policy: str, now: float, skip: frozenset[str] = frozenset()
+    ) -> BreakerState | None:
+        """
+        The async twin of :meth:`check_breakers`.
+        """
+
+    async def arecord_outcome(
+        self,
+        policy: str,
+        failed: bool,
+        now: float,
+        settings: BreakerSettings,
+    ) -> BreakerState | None:
+        """
+        The async twin of :meth:`record_outcome`.
+        """
+
+    async def atake_retry_token(
+        self, policy: str, host: str, settings: BudgetSettings
+    ) -> bool:
+        """
+        The async twin of :meth:`take_retry_token`.
+        """
+
+    async def arefund(
+        self, policy: str, host: str, settings: BudgetSettings
+    ) -> None:
+        """
+        The async twin of :meth:`refund`.
+        """
+
+    async def aacquire(
+        self,
+        policy: str,
+        bucket: str,
+        now: float,
+        settings: RateLimitSettings,
+    ) -> float:
+        """
+        The async twin of :meth:`acquire`.
+        """
+
+    async def aalert_gate(
+        self, key: str, window: float | None, now: float
+    ) -> tuple[bool, int]:
+        """
+        The async twin of :meth:`alert_gate`.
         """

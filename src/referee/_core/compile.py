@@ -241,8 +241,8 @@ class CompiledRule:
         action: ``accept``, ``retry``, ``poll`` or ``abort``.
         when: The compiled condition.
         needs_body: Whether deciding with this rule may read the body (a
-            body condition, or a template with ``{body...}``): async
-            adapters read it beforehand only then.
+            body condition, or a template with ``{body...}``): the flow
+            reads it beforehand only then.
         needle: Bytes the raw body must contain for the rule to match
             (None: no such bytes).
         prefilter: A test of the raw body that is False when the body
@@ -265,6 +265,10 @@ class CompiledRule:
     when: CompiledCondition = attrs.field(eq=False, repr=False)
     needs_body: bool
     needle: bytes | None = attrs.field(eq=False, repr=False)
+    #: Whether the rule opts in to reading an event stream: its condition
+    #: names ``content-type: text/event-stream`` beside its body
+    #: condition, which then looks at the stream's first event.
+    reads_events: bool = attrs.field(default=False, kw_only=True)
     prefilter: Callable[[bytes], bool] | None = attrs.field(
         eq=False, repr=False
     )
@@ -366,6 +370,14 @@ class Policy:
         if not table:
             return None
         return nearest(table, path) or None  # 0: a JSON or TOML source
+
+    @property
+    def current(self) -> Policy:
+        """
+        This policy: what a :class:`~referee.PolicyWatcher` answers with
+        its newest policy, so that the runners take either.
+        """
+        return self
 
     def rule(self, rule_id: str) -> CompiledRule:
         """
@@ -475,6 +487,22 @@ def _uses_body(cond: s.ConditionDoc | None) -> bool:
     return any(_uses_body(c) for c in subs)
 
 
+def _names_event_stream(cond: s.ConditionDoc | None) -> bool:
+    """
+    Whether *cond* (or a condition all of whose parts must hold) asks for
+    ``content-type: text/event-stream``: the opt-in to reading a stream.
+    """
+    if cond is None:
+        return False
+    for name, vm in (cond.headers or {}).items():
+        if name.lower() != "content-type":
+            continue
+        said = [*(vm.one_of or ()), vm.contains, vm.matches]
+        if any(isinstance(v, str) and "event-stream" in v for v in said):
+            return True
+    return any(_names_event_stream(c) for c in cond.all or ())
+
+
 def _needs_body(rule: s.RuleDoc) -> bool:
     message = rule.alert.message if rule.alert else None
     return _uses_body(rule.when) or bool(message and "{body." in message)
@@ -551,6 +579,7 @@ def compile_policy(
                     path=f"$.rules[{i}]",
                     action=rd.do,
                     when=when,
+                    reads_events=_names_event_stream(rd.when),
                     needs_body=_needs_body(rd)
                     or bool(
                         poll is not None

@@ -27,7 +27,7 @@ from .compile import Gated, default_error
 from .decisions import Abort, Accept, AlertNotice, Poll, PollRequest, Retry
 from .errors import Aborted, DeadlineExceeded, RetriesExhausted
 from .hints import parse_hint
-from .matchers import MISSING, Context, lookup
+from .matchers import MISSING, Context, path_getter
 from .redact import redact_url
 from .snapshot import IDEMPOTENT_METHODS
 from .units import format_duration
@@ -388,8 +388,7 @@ def _field(ctx: Context, policy: Policy, rule: CompiledRule, name: str) -> Any:
         doc = ctx.json()
         if doc is MISSING:
             return MISSING
-        steps = [int(p) if p.isdigit() else p for p in name[5:].split(".")]
-        return lookup(doc, steps)
+        return path_getter(name[5:])(doc)
     if name.startswith("header."):
         value = snap.headers.get(name[7:].lower())
         return MISSING if value is None else value

@@ -1,77 +1,175 @@
 """
-The attempt loop of one call, written once, as a sans-I/O generator.
+The attempts of one call, written once, as a sans-I/O generator.
 
-Rule 1: the flow never sends, sleeps, reads the clock or logs: it *asks*
-the driver to, by yielding :class:`Send` or :class:`Sleep`, and the driver
-answers a ``Send`` with an :class:`Observed` (the outcome's snapshot and the
-driver's clock).  Both drivers, sync and async, run this one generator, so
-they cannot drift apart.
-Rule 2: the flow returns a :class:`Finished` holding the last decision and
-the state (whose history is the call's trail); turning that into a response
-or an exception is the driver's job.
+Rule 1: the flow never sends, reads, sleeps, reads the clock, logs or
+touches state: it *asks* the runner to, by yielding an action, and the
+runner answers with a :class:`Reply` (what happened, and the runner's
+clock).  Every runner — sync, async, ``referee.testing.simulate`` — runs
+this one generator, so they cannot drift apart.
+Rule 2: every decision is made here, those that span attempts or calls
+included: whether a send may go (breakers; a rate-limit wait against the
+deadline), whether a body is read to decide (and within what time),
+whether a request can be sent again, whether a retry may spend the
+budget, what counts as a failure, what a decision does to the state.
+Rule 3: the flow returns a :class:`Finished`; turning it into a response
+or an exception is the runner's job.
+
+The actions and their answers (``Reply.value``)::
+
+    Send(request, ...)     -> the outcome's Snapshot (its body unread)
+    ReadBody(until, ...)   -> the body (bytes, or None: too long), or a
+                              Snapshot of the failure that ended the read
+    CanResend(request)     -> None, or why the request cannot be re-sent
+    Store(op)              -> what the state backend answered
+    Wait(seconds)          -> None, after a rate-limit wait
+    Sleep(seconds, ...)    -> None, after the delay of a retry or a poll
 
 ::
 
-    flow = call_flow(policy, started=now, rng=rng)
-    action = next(flow)                 # Send(None): the original request
+    flow = call_flow(policy, method="GET", url=url, started=now)
+    action = next(flow)
     while True:
-        if isinstance(action, Send):
-            observed = ...send action.request, snapshot the outcome...
-            action = flow.send(observed)
-        else:                           # Sleep
-            ...sleep action.seconds...
-            action = next(flow)
-    # StopIteration.value is the Finished
+        reply = Reply(...answer action..., clock())
+        try:
+            action = flow.send(reply)
+        except StopIteration as stop:
+            finished = stop.value
+            break
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TypeAlias
+import math
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
+from urllib.parse import urlsplit
 
 import attrs
 
+from .bodies import declared_too_long, event_data, is_event_stream
 from .decisions import Abort, Accept, Poll, PollRequest, Retry
-from .engine import decide
+from .engine import decide, poll_deadline
+from .errors import (
+    CircuitOpen,
+    DeadlineExceeded,
+    NotReplayable,
+    RetriesExhausted,
+)
+from .ops import (
+    Acquire,
+    CheckBreakers,
+    OpenBreaker,
+    RaiseAlert,
+    RecordOutcome,
+    Refund,
+    StateOp,
+    TakeRetryToken,
+)
 from .state import AttemptState, advance
 
 
 if TYPE_CHECKING:
     import random
-    from collections.abc import Generator
+    from collections.abc import Callable, Generator
 
     from .compile import Policy
     from .decisions import Decision
+    from .errors import Aborted
     from .snapshot import Snapshot
 
 
 __all__ = [
     "Action",
+    "CanResend",
     "Finished",
-    "Observed",
+    "ReadBody",
+    "Reply",
     "Send",
     "Sleep",
+    "Store",
+    "Wait",
     "call_flow",
+    "needs_admission",
 ]
+
+#: A URL, or a function computing it: a client's URL object costs more to
+#: turn into a string than most decisions, and most calls never need it.
+Url: TypeAlias = "str | Callable[[], str]"
 
 
 @attrs.frozen
 class Send:
     """
-    Send a request and answer with an :class:`Observed`.
+    Send a request; answer with its outcome's snapshot (body unread).
 
-    *request* is None for the call's own request, or the
-    :class:`~referee.PollRequest` a poll rule built.
+    Attributes:
+        request: None for the call's own request, or the
+            :class:`~referee.PollRequest` a poll rule built.
+        attempt: The attempt's number (1: the first send).
+        poll: How many polls came before.
+        timeout: For a re-send, the seconds left before the deadline: the
+            send's timeouts are cut to them.  None for the first send (the
+            client's own timeouts apply).
     """
 
     request: PollRequest | None
     attempt: int
     poll: int
+    timeout: float | None
+
+
+@attrs.frozen
+class ReadBody:
+    """
+    Read the response's body to decide: at most *limit* bytes (and a
+    chunk), and no later than *until* on the runner's clock.  With
+    *event*, stop at the end of the stream's first event.  What was read
+    goes back to the caller intact.
+
+    The answer is the body, None when it is longer than *limit*, or a
+    failure's snapshot when the read broke or ran out of time (then the
+    runner has closed the response).
+    """
+
+    limit: int
+    until: float
+    event: bool = False
+
+
+@attrs.frozen
+class CanResend:
+    """
+    Whether the request of the next send (*request*: None for the call's
+    own) can be sent again: answer None, or why not.
+    """
+
+    request: PollRequest | None
+
+
+@attrs.frozen
+class Store:
+    """
+    Carry out a state operation; answer with what the backend returned,
+    or ``op.fallback`` when it failed.
+    """
+
+    op: StateOp
+
+
+@attrs.frozen
+class Wait:
+    """
+    Wait *seconds* for a rate-limit slot, then answer.
+    """
+
+    seconds: float
 
 
 @attrs.frozen
 class Sleep:
     """
-    Wait *seconds*; *decision* is the retry or poll that asked for it, and
+    Wait *seconds*; *decision* is the retry or poll that asked for it
+    (the runner logs it and releases the abandoned response first), and
     *state* the call's state after it.
     """
 
@@ -80,58 +178,408 @@ class Sleep:
     state: AttemptState
 
 
+Action: TypeAlias = Send | ReadBody | CanResend | Store | Wait | Sleep
+
+
 @attrs.frozen
-class Observed:
+class Reply:
     """
-    What a send led to: the outcome's snapshot, and the driver's clock when
-    it was seen.
+    A runner's answer to an action: *value* (see the module's table) and
+    the runner's clock when it was had.
     """
 
-    snap: Snapshot
+    value: Any
     now: float
 
 
 @attrs.frozen
 class Finished:
     """
-    The call is over: *decision* is an :class:`~referee.Accept` or an
-    :class:`~referee.Abort`; *state.history* is the trail.
+    The call is over.
+
+    Attributes:
+        decision: An :class:`~referee.Accept` or an :class:`~referee.Abort`.
+        state: The call's state; its history is the trail.
+        snap: The last outcome, or None when nothing was sent.
+        sent: False when the call ended before its first send (a breaker
+            was open, or a rate-limit wait would overrun the deadline).
+        suppressed: The retry budget refused the last retry.
     """
 
     decision: Accept | Abort
     state: AttemptState
-    snap: Snapshot
-
-
-Action: TypeAlias = Send | Sleep
+    snap: Snapshot | None
+    sent: bool = True
+    suppressed: bool = False
 
 
 def call_flow(
     policy: Policy,
     *,
+    method: str,
+    url: Url,
     started: float,
     rng: random.Random | None = None,
-) -> Generator[Action, Observed | None, Finished]:
+) -> Generator[Action, Reply, Finished]:
     """
-    The attempts of one call, from the first send to the final decision.
+    The attempts of one call, from admitting the first send to the final
+    decision.
 
     Args:
         policy: The compiled policy.
-        started: The driver's clock when the call started.
+        method: The request's method, upper case.
+        url: The request's URL (or a function computing it).
+        started: The runner's clock when the call started.
         rng: The source of jitter.
     """
     state = AttemptState(started=started)
     request: PollRequest | None = None
+    now = started
     while True:
-        observed = yield Send(request, state.attempt, state.polls)
-        if observed is None:
-            msg = "the driver must answer Send with an Observed"
-            raise TypeError(msg)
-        snap, now = observed.snap, observed.now
+        send_method = method if request is None else request.method
+        if needs_admission(policy, send_method):
+            target = url if request is None else request.url
+            stopped = yield from _admit(
+                policy, state, send_method, target, now
+            )
+            if stopped is not None:
+                return stopped
+        first = state.attempt == 1 and state.polls == 0
+        timeout = None if first else _left(policy, state, now)
+        reply = yield Send(request, state.attempt, state.polls, timeout)
+        snap: Snapshot = reply.value
+        now = reply.now
+        if _reads_body(policy, snap):
+            snap, now = yield from _read_body(policy, state, snap, now)
         decision: Decision = decide(policy, snap, state, now=now, rng=rng)
         state = advance(state, snap, decision, now=now)
+        suppressed = False
+        if isinstance(decision, Retry | Poll):
+            nxt = request
+            if isinstance(decision, Poll) and decision.request is not None:
+                nxt = decision.request
+            reply = yield CanResend(nxt)
+            if reply.value is not None:
+                decision, state = _cannot_resend(
+                    state, snap, reply.value, NotReplayable
+                )
+            elif isinstance(decision, Retry) and policy.budget is not None:
+                reply = yield Store(
+                    TakeRetryToken(policy.name, _host(snap.url), policy.budget)
+                )
+                if reply.value is False:
+                    suppressed = True
+                    decision, state = _cannot_resend(
+                        state, snap, _BUDGET_SPENT, RetriesExhausted
+                    )
         if isinstance(decision, Accept | Abort):
-            return Finished(decision, state, snap)
+            if (
+                isinstance(decision, Abort)
+                and snap.status is not None
+                and snap.body is None
+                and snap.load_body is None
+                and not is_event_stream(snap.headers)
+            ):
+                # The error keeps the API's own words: the body the rule
+                # did not need is read now, within the time left.
+                snap, now = yield from _read_body(policy, state, snap, now)
+            yield from _settle(policy, decision, snap, now)
+            return Finished(decision, state, snap, suppressed=suppressed)
+        yield from _settle(policy, decision, snap, now)
         if isinstance(decision, Poll) and decision.request is not None:
             request = decision.request
-        yield Sleep(decision.delay, decision, state)
+        reply = yield Sleep(decision.delay, decision, state)
+        now = reply.now
+
+
+# --- Bodies -----------------------------------------------------------------
+
+
+def _reads_body(policy: Policy, snap: Snapshot) -> bool:
+    """
+    Whether *snap*'s body must be read before deciding: a candidate rule
+    looks into it, it is not there yet, it is not declared longer than
+    the policy parses, and it is no event stream (unless a candidate
+    opts in).
+    """
+    if snap.status is None or snap.body is not None or snap.load_body:
+        return False
+    rules = policy.candidates(snap.status, snap.method)
+    if not any(r.needs_body for r in rules):
+        return False
+    if declared_too_long(snap.headers, policy.body_limit):
+        return False
+    if is_event_stream(snap.headers):
+        return any(r.reads_events for r in rules)
+    return True
+
+
+def _read_body(
+    policy: Policy, state: AttemptState, snap: Snapshot, now: float
+) -> Generator[Action, Reply, tuple[Snapshot, float]]:
+    """
+    Ask for *snap*'s body, within the time the call has left; the
+    snapshot to decide with (a ``timeout`` or ``read`` failure when the
+    read did not end well) and the clock after the read.
+    """
+    event = is_event_stream(snap.headers)
+    until = now + _left(policy, state, now)
+    reply = yield ReadBody(policy.body_limit, until, event)
+    got = reply.value
+    if got is None or isinstance(got, bytes):
+        body = event_data(got) if event and got is not None else got
+        return attrs.evolve(snap, body=body), reply.now
+    found: Snapshot = got  # the read failed: its snapshot stands for it
+    return found, reply.now
+
+
+def _left(policy: Policy, state: AttemptState, now: float) -> float:
+    """
+    The seconds the call has left (at least a millisecond): before its
+    deadline, or once it polls, before its poll's.
+    """
+    if state.poll_started is None:
+        end = state.started + policy.deadline
+    else:
+        end = state.poll_started + poll_deadline(policy, state)
+    return math.inf if end == math.inf else max(end - now, 0.001)
+
+
+# --- Admission: breakers and rate limits -------------------------------------
+
+
+def needs_admission(policy: Policy, method: str) -> bool:
+    """
+    Whether a send of *method* may have to wait or be stopped: a breaker
+    that can stop it, or a rate limit that counts it.  Computed once per
+    (policy, method); False for a policy with no state attached.
+    """
+    if policy.runtime is None or (
+        not policy.breakers and policy.rate_limit is None
+    ):
+        return False
+    key = (id(policy.breaker_scopes), method)
+    found = _ADMITS.get(key)
+    if found is None:
+        limit = policy.rate_limit
+        found = (
+            policy.breaker is not None
+            or len(_skips(policy, method)) < len(policy.breaker_scopes)
+            or (
+                limit is not None
+                and (limit.methods is None or method in limit.methods)
+            )
+        )
+        if len(_ADMITS) > 4096:
+            _ADMITS.clear()
+        _ADMITS[key] = found
+    return found
+
+
+_ADMITS: dict[tuple[int, str], bool] = {}
+_SKIPS: dict[tuple[int, str], frozenset[str]] = {}
+
+
+def _skips(policy: Policy, method: str) -> frozenset[str]:
+    # The breakers scoped to other methods than *method*: computed once per
+    # (policy, method).  Keyed by the scopes mapping's identity, which lives
+    # as long as the compiled policy (and its reloads share nothing).
+    key = (id(policy.breaker_scopes), method)
+    found = _SKIPS.get(key)
+    if found is None:
+        found = frozenset(
+            name
+            for name, scope in policy.breaker_scopes.items()
+            if scope is not None and method not in scope
+        )
+        if len(_SKIPS) > 4096:
+            _SKIPS.clear()
+        _SKIPS[key] = found
+    return found
+
+
+def _admit(
+    policy: Policy, state: AttemptState, method: str, url: Url, now: float
+) -> Generator[Action, Reply, Finished | None]:
+    """
+    Ask until the send may go: None, or how the call ends instead (an
+    open breaker, or a rate-limit wait past the deadline).
+    """
+    skip = _skips(policy, method)
+    check = policy.breaker is not None or len(skip) < len(
+        policy.breaker_scopes
+    )
+    limit = policy.rate_limit
+    counted = limit is not None and (
+        limit.methods is None or method in limit.methods
+    )
+    # A call that polls is bounded by its poll deadline, decided at each
+    # poll; a rate-limit wait does not cut it on the call's deadline.
+    end = (
+        math.inf
+        if state.poll_started is not None
+        else (state.started + policy.deadline)
+    )
+    while True:
+        if check:
+            reply = yield Store(CheckBreakers(policy.name, now, skip))
+            now = reply.now
+            if reply.value is not None:
+                return _breaker_open(state, method, reply.value, now)
+        if not counted or limit is None:
+            return None
+        text = url if isinstance(url, str) else url()
+        bucket = _path(text) if limit.by_path else "*"
+        reply = yield Store(Acquire(policy.name, bucket, now, limit))
+        now = reply.now
+        wait: float = reply.value
+        if wait <= 0:
+            return None
+        if now + wait > end:
+            decision = Abort(
+                None,
+                (
+                    (
+                        "{0}: waiting {1:.3g}s for a rate-limit slot ({2} "
+                        "per {3:g}s) would overrun the call's deadline"
+                    ),
+                    method,
+                    wait,
+                    limit.requests,
+                    limit.per,
+                ),
+                DeadlineExceeded,
+            )
+            return Finished(decision, state, None, sent=False)
+        reply = yield Wait(wait)
+        now = reply.now
+
+
+def _breaker_open(
+    state: AttemptState, method: str, found: Any, now: float
+) -> Finished:
+    until = datetime.fromtimestamp(found.until, UTC).strftime("%H:%M:%S")
+    opener = (
+        f"opened by rule {found.rule_id!r}"
+        if found.rule_id
+        else "opened by the failure ratio"
+    )
+    decision = Abort(
+        found.rule_id,
+        (
+            (
+                "{0}: breaker {1!r} is open until {2} UTC ({3:.0f}s more; "
+                "{4}); nothing was sent"
+            ),
+            method,
+            found.name,
+            until,
+            max(found.until - now, 0.0),
+            opener,
+        ),
+        CircuitOpen,
+    )
+    return Finished(decision, state, None, sent=False)
+
+
+# --- Re-sends ---------------------------------------------------------------
+
+_BUDGET_SPENT: Final = (
+    "the retry budget for this host is spent (too many retries for the "
+    "successes seen: the API looks down, and retrying would only add load)"
+)
+
+
+def _cannot_resend(
+    state: AttemptState,
+    snap: Snapshot,
+    why: str,
+    error: type[Aborted],
+) -> tuple[Abort, AttemptState]:
+    """
+    The abort that ends a call whose retry or poll cannot be sent, and the
+    state whose trail says so (the outcome was not retried).
+    """
+    last = state.history[-1]
+    decision = Abort(
+        last.rule_id,
+        (
+            "{0}: rule {1!r} would send the request again, but {2}",
+            f"{snap.method} {snap.status or snap.failure}",
+            last.rule_id,
+            why,
+        ),
+        error,
+    )
+    record = attrs.evolve(last, action="abort", delay=None)
+    return decision, attrs.evolve(state, history=(*state.history[:-1], record))
+
+
+# --- Settling: what a decision does beyond the call ------------------------
+
+
+def _settle(
+    policy: Policy, decision: Decision, snap: Snapshot, now: float
+) -> Generator[Action, Reply, None]:
+    """
+    Raise the decision's alert, open its breaker, count the outcome for
+    the failure-ratio breaker, refund the retry budget after a success.
+    """
+    if policy.runtime is None:
+        return
+    if decision.alert is not None:
+        yield Store(
+            RaiseAlert(
+                decision.alert,
+                policy.name,
+                decision.rule_id,
+                snap.status,
+                snap.failure,
+                now,
+            )
+        )
+    spec = decision.breaker
+    if spec is not None:
+        yield Store(
+            OpenBreaker(
+                policy.name,
+                spec.name,
+                now + spec.open_for,
+                decision.rule_id,
+                spec.open_for,
+            )
+        )
+    if policy.breaker is not None:
+        yield Store(
+            RecordOutcome(
+                policy.name, failed(decision, snap), now, policy.breaker
+            )
+        )
+    if policy.budget is not None and isinstance(decision, Accept):
+        yield Store(Refund(policy.name, _host(snap.url), policy.budget))
+
+
+def failed(decision: Decision, snap: Snapshot) -> bool:
+    """
+    Whether the failure-ratio breaker counts this outcome as a failure: a
+    retry, or an abort on a transport failure or a 5xx.  A poll is
+    progress; a 4xx abort is the caller's problem, not the API's health.
+    """
+    return isinstance(decision, Retry) or (
+        isinstance(decision, Abort)
+        and (snap.failure is not None or (snap.status or 0) >= 500)
+    )
+
+
+def _path(url: str) -> str:
+    try:
+        return urlsplit(url).path or "/"
+    except ValueError:
+        return "/"
+
+
+def _host(url: str) -> str:
+    try:
+        return urlsplit(url).hostname or ""
+    except ValueError:
+        return ""

@@ -16,6 +16,7 @@ group, or the rule cannot match and the JSON parse is skipped.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
@@ -38,8 +39,8 @@ __all__ = [
     "Context",
     "Needles",
     "compile_condition",
-    "lookup",
     "make_prefilter",
+    "path_getter",
 ]
 
 #: The longest string a ``matches`` pattern is run against: a bound on the
@@ -144,48 +145,26 @@ def _too_long(snap: Snapshot, limit: int) -> bool:
         return False
 
 
-def lookup(doc: Any, path: Sequence[str | int]) -> Any:
+@functools.lru_cache(maxsize=4096)
+def path_getter(dotted: str) -> Callable[[Any], Any]:
     """
-    Follow a dotted path into a parsed JSON document; MISSING when any step
-    is absent.
-    """
-    for step in path:
-        if isinstance(doc, dict):
-            doc = doc.get(step, MISSING) if isinstance(step, str) else MISSING
-            if doc is MISSING and isinstance(step, int):
-                doc = MISSING
-        elif isinstance(doc, list) and isinstance(step, int):
-            if -len(doc) <= step < len(doc):
-                doc = doc[step]
-            else:
-                return MISSING
-        else:
-            return MISSING
-        if doc is MISSING:
-            return MISSING
-    return doc
+    The one walker of dotted paths into parsed JSON, for conditions and
+    templates alike: ``results.0.status``, ``results.-1.id``.
 
-
-def _split_path(dotted: str) -> tuple[tuple[str, ...], tuple[str | int, ...]]:
-    """
-    ``results.0.status`` → the raw steps, and the steps with list indexes.
-
-    A digit step is tried as a dict key first and then as an index, so both
-    are kept: the raw form for dict look-ups.
+    Each step is a key into an object; into an array, a step that spells
+    an integer is an index (negative ones count from the end).  So a digit
+    step reaches an object's ``"0"`` key as well as an array's first item.
+    The getter returns MISSING when any step is absent.
     """
     raw = tuple(dotted.split("."))
-    return raw, tuple(int(p) if p.lstrip("-").isdigit() else p for p in raw)
+    steps = tuple(int(p) if p.lstrip("-").isdigit() else None for p in raw)
 
-
-def _lookup_path(
-    raw: tuple[str, ...], steps: tuple[str | int, ...]
-) -> Callable[[Any], Any]:
     def get(doc: Any) -> Any:
-        for key, step in zip(raw, steps, strict=True):
+        for key, index in zip(raw, steps, strict=True):
             if isinstance(doc, dict):
                 doc = doc.get(key, MISSING)
-            elif isinstance(doc, list) and isinstance(step, int):
-                doc = doc[step] if -len(doc) <= step < len(doc) else MISSING
+            elif isinstance(doc, list) and index is not None:
+                doc = doc[index] if -len(doc) <= index < len(doc) else MISSING
             else:
                 return MISSING
             if doc is MISSING:
@@ -563,7 +542,7 @@ def _header_test(name: str, vm: ValueMatch) -> Predicate:
 
 
 def _body_test(dotted: str, vm: ValueMatch) -> Predicate:
-    raw, steps = _split_path(dotted)
+    raw = dotted.split(".")
     plain = (
         vm.one_of is not None
         and len(vm.one_of) == 1
@@ -584,7 +563,7 @@ def _body_test(dotted: str, vm: ValueMatch) -> Predicate:
             return type(doc) is dict and doc.get(key) == want
 
         return simple
-    get = _lookup_path(raw, steps)
+    get = path_getter(dotted)
     ok = compile_value(vm)
 
     def test(c: Context) -> bool:

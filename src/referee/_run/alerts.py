@@ -361,13 +361,18 @@ class AlertDispatcher:
         status: int | None = None,
         failure: str | None = None,
         now: float,
+        gate: tuple[bool, int] | None = None,
     ) -> None:
         """
         Raise the alert *notice* asks for, unless de-duplication holds it
         back.  Returns at once; never raises.
+
+        *gate* is the backend's de-duplication answer when the caller
+        asked it already (the async runner awaits it); by default it is
+        asked here.
         """
         try:
-            self._submit(notice, policy, rule, status, failure, now)
+            self._submit(notice, policy, rule, status, failure, now, gate)
         except Exception as exc:  # noqa: BLE001 — alerts never break a call
             with self._lock:
                 self._stats.errors += 1
@@ -383,22 +388,17 @@ class AlertDispatcher:
         status: int | None,
         failure: str | None,
         now: float,
+        gate: tuple[bool, int] | None,
     ) -> None:
         with self._lock:
             self._stats.submitted += 1
-        try:
-            send, held = self._state.alert_gate(notice.key, notice.dedupe, now)
-        except Exception as exc:  # noqa: BLE001 — the backend's fault: send
-            send, held = True, 0
-            with self._lock:
-                self._stats.gate_errors += 1
-            if self._throttle.ready("gate"):
-                _log.warning(
-                    "referee.alert_gate_failed",
-                    policy=policy,
-                    key=notice.key,
-                    error=repr(exc),
-                )
+        if gate is None:
+            try:
+                gate = self._state.alert_gate(notice.key, notice.dedupe, now)
+            except Exception as exc:  # noqa: BLE001 — the backend's fault: send
+                self.gate_failed(policy, notice.key, exc)
+                gate = (True, 0)
+        send, held = gate
         if not send:
             with self._lock:
                 self._stats.held += 1
@@ -434,6 +434,21 @@ class AlertDispatcher:
                     worker.stats.skipped += 1
                 continue
             self._enqueue(worker, alert)
+
+    def gate_failed(self, policy: str, key: str, exc: BaseException) -> None:
+        """
+        Count and log (at most once per interval) a de-duplication gate
+        that failed: the alert goes out, as if it were the first.
+        """
+        with self._lock:
+            self._stats.gate_errors += 1
+        if self._throttle.ready("gate"):
+            _log.warning(
+                "referee.alert_gate_failed",
+                policy=policy,
+                key=key,
+                error=repr(exc),
+            )
 
     def _enqueue(self, worker: _Worker, alert: Alert) -> None:
         self._check_slow(worker)

@@ -6,7 +6,7 @@ The adapters for httpx, requests and aiohttp are this plus translation.
 For anything else — urllib3, a vendor SDK whose methods raise exceptions
 carrying a status code, a gRPC-over-HTTP client — :func:`run` (or
 :func:`arun`, or the :func:`guard` decorator) runs the same flow and the
-same drivers:
+same runners:
 
 ::
 
@@ -25,16 +25,17 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from .drivers import run_async, run_sync
+from .runner import AsyncRunner, Runner
 
 
 if TYPE_CHECKING:
     import random
-    from collections.abc import Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
     from referee._core.compile import Policy
     from referee._core.decisions import PollRequest
     from referee._core.snapshot import Snapshot
+    from referee._core.state import CallOutcome
 
 
 __all__ = ["arun", "guard", "run"]
@@ -47,6 +48,8 @@ class _Exchange:
     """
     An exchange whose "request" is the PollRequest to send (None: the
     original call), and whose outcomes the caller's function snapshots.
+    The caller's snapshots carry their bodies (or a loader): there is no
+    stream to read, and nothing to rewind.
     """
 
     def __init__(
@@ -56,6 +59,18 @@ class _Exchange:
     ) -> None:
         self._snapshot = snapshot
         self._close = close
+
+    def method_url(
+        self, request: PollRequest | None
+    ) -> tuple[str, Callable[[], str]]:
+        if request is None:
+            return "GET", str
+        return request.method, lambda: request.url
+
+    def status(self, response: Any) -> int | None:
+        # Unknown: the caller's function says what a result's status is,
+        # so every result goes to the flow.
+        return None
 
     def snapshot(self, request: PollRequest | None, response: Any) -> Snapshot:
         snap = self._snapshot(response)
@@ -68,18 +83,10 @@ class _Exchange:
             raise TypeError(msg)
         return snap
 
-    def error_snapshot(
-        self, request: PollRequest | None, exc: BaseException
+    def exception_snapshot(
+        self, request: PollRequest | None, exc: Exception
     ) -> Snapshot | None:
         return self._snapshot(exc)
-
-    def failure(self, exc: BaseException) -> str | None:  # pragma: no cover
-        return None  # error_snapshot decides
-
-    def method_url(self, request: PollRequest | None) -> tuple[str, str]:
-        return (
-            ("GET", "") if request is None else (request.method, request.url)
-        )
 
     def poll_request(
         self, request: PollRequest | None, poll: PollRequest
@@ -89,11 +96,50 @@ class _Exchange:
     def replayable(self, request: PollRequest | None) -> str | None:
         return None
 
+    def attach(self, response: Any, outcome: CallOutcome) -> None:
+        return
+
+    def prepare(
+        self, request: PollRequest | None, *, time_left: float | None
+    ) -> PollRequest | None:
+        return request
+
+    def chunks(self, response: Any) -> Iterator[bytes]:
+        return iter(())
+
+    def restore(
+        self, response: Any, head: list[bytes], rest: Iterator[bytes] | None
+    ) -> bytes | None:
+        return None
+
     def close(self, response: Any) -> None:
         if self._close is not None:
             self._close(response)
 
-    async def aclose(self, response: Any) -> None:
+
+class _AsyncExchange(_Exchange):
+    """
+    The asyncio twin: *close* may return an awaitable.
+    """
+
+    async def prepare(  # type: ignore[override]
+        self, request: PollRequest | None, *, time_left: float | None
+    ) -> PollRequest | None:
+        return request
+
+    async def chunks(self, response: Any) -> AsyncIterator[bytes]:  # type: ignore[override]
+        return
+        yield  # pragma: no cover - an empty async iterator
+
+    async def restore(  # type: ignore[override]
+        self,
+        response: Any,
+        head: list[bytes],
+        rest: AsyncIterator[bytes] | None,
+    ) -> bytes | None:
+        return None
+
+    async def close(self, response: Any) -> None:  # type: ignore[override]
         if self._close is not None:
             result = self._close(response)
             if hasattr(result, "__await__"):
@@ -142,15 +188,10 @@ def run(
             last attempt raised one); an accepted exception is re-raised
             as it is.
     """
-    result: T = run_sync(
-        policy,
-        None,
-        _sender(send),
-        _Exchange(snapshot, close),
-        raise_on_abort=raise_on_abort,
-        rng=rng,
+    runner: Runner[PollRequest | None, T] = Runner(
+        _Exchange(snapshot, close), raise_on_abort=raise_on_abort, rng=rng
     )
-    return result
+    return runner.call(policy.current, None, _sender(send))
 
 
 async def arun(
@@ -170,14 +211,12 @@ async def arun(
     async def call(request: PollRequest | None) -> T:
         return await (send() if request is None else send(request))
 
-    return await run_async(
-        policy,
-        None,
-        call,
-        _Exchange(snapshot, close),
+    runner: AsyncRunner[PollRequest | None, T] = AsyncRunner(
+        _AsyncExchange(snapshot, close),
         raise_on_abort=raise_on_abort,
         rng=rng,
     )
+    return await runner.call(policy.current, None, call)
 
 
 def guard(

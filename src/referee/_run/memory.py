@@ -173,6 +173,52 @@ class MemoryState:
                 f" alert_gates={len(self._gates)}>"
             )
 
+    # The async twins: every operation here takes a lock for microseconds
+    # and never waits on I/O, so each answers by calling its blocking twin.
+
+    async def aopen_breaker(
+        self, policy: str, name: str, until: float, rule_id: str | None
+    ) -> None:
+        self.open_breaker(policy, name, until, rule_id)
+
+    async def acheck_breakers(
+        self, policy: str, now: float, skip: frozenset[str] = frozenset()
+    ) -> BreakerState | None:
+        return self.check_breakers(policy, now, skip)
+
+    async def arecord_outcome(
+        self,
+        policy: str,
+        failed: bool,
+        now: float,
+        settings: BreakerSettings,
+    ) -> BreakerState | None:
+        return self.record_outcome(policy, failed, now, settings)
+
+    async def atake_retry_token(
+        self, policy: str, host: str, settings: BudgetSettings
+    ) -> bool:
+        return self.take_retry_token(policy, host, settings)
+
+    async def arefund(
+        self, policy: str, host: str, settings: BudgetSettings
+    ) -> None:
+        self.refund(policy, host, settings)
+
+    async def aacquire(
+        self,
+        policy: str,
+        bucket: str,
+        now: float,
+        settings: RateLimitSettings,
+    ) -> float:
+        return self.acquire(policy, bucket, now, settings)
+
+    async def aalert_gate(
+        self, key: str, window: float | None, now: float
+    ) -> tuple[bool, int]:
+        return self.alert_gate(key, window, now)
+
     # Breakers
 
     def open_breaker(

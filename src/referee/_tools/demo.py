@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 
     from referee._core.compile import Policy
     from referee._core.decisions import AlertNotice
-    from referee._run.drivers import CallOutcome
+    from referee._core.state import CallOutcome
 
 
 __all__ = ["DemoReport", "default_credits", "demo_policy", "run_demo"]

@@ -1,0 +1,150 @@
+"""
+The state operations the flow asks for, as values: one class per method of
+the state backend (and one for raising an alert).
+
+The flow yields a :class:`~referee._core.flow.Store` holding one of these;
+a runner answers with what the backend returned, or with the operation's
+:attr:`fallback` when the backend failed (state trouble never fails a
+call).  Carrying an operation out — blocking or awaited — is the runner's
+business (``referee._run.stateio``); what its answer means is the flow's.
+
+Rule 1: every time here is the runner's clock, passed in; a backend never
+reads the clock.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import attrs
+
+
+if TYPE_CHECKING:
+    from .backend import (
+        BreakerSettings,
+        BreakerState,
+        BudgetSettings,
+        RateLimitSettings,
+    )
+    from .decisions import AlertNotice
+
+
+__all__ = [
+    "Acquire",
+    "CheckBreakers",
+    "OpenBreaker",
+    "RaiseAlert",
+    "RecordOutcome",
+    "Refund",
+    "StateOp",
+    "TakeRetryToken",
+]
+
+
+@attrs.frozen
+class CheckBreakers:
+    """
+    The open breaker that stops a send now (a ``BreakerState``), or None.
+    Breakers named in *skip* stop other methods only.
+    """
+
+    policy: str
+    now: float
+    skip: frozenset[str]
+    fallback: BreakerState | None = None
+
+
+@attrs.frozen
+class Acquire:
+    """
+    Take a rate-limit slot: 0.0 when the send may go now, else how long to
+    wait before asking again.
+    """
+
+    policy: str
+    bucket: str
+    now: float
+    settings: RateLimitSettings
+    fallback: float = 0.0
+
+
+@attrs.frozen
+class TakeRetryToken:
+    """
+    Spend one retry token: False when the retry budget forbids the retry.
+    """
+
+    policy: str
+    host: str
+    settings: BudgetSettings
+    fallback: bool = True
+
+
+@attrs.frozen
+class Refund:
+    """
+    Give tokens back to the retry budget after a success.
+    """
+
+    policy: str
+    host: str
+    settings: BudgetSettings
+    fallback: None = None
+
+
+@attrs.frozen
+class OpenBreaker:
+    """
+    Open the breaker *name* until *until*; *open_for* is for the log.
+    """
+
+    policy: str
+    name: str
+    until: float
+    rule_id: str | None
+    open_for: float
+    fallback: None = None
+
+
+@attrs.frozen
+class RecordOutcome:
+    """
+    Count one outcome for the failure-ratio breaker: its state when this
+    outcome opened it, else None.
+    """
+
+    policy: str
+    failed: bool
+    now: float
+    settings: BreakerSettings
+    fallback: BreakerState | None = None
+
+
+@attrs.frozen
+class RaiseAlert:
+    """
+    Raise the alert a decision asks for (the dispatcher de-duplicates it
+    through the backend and delivers it off the call's path).
+    """
+
+    notice: AlertNotice
+    policy: str
+    rule: str | None
+    status: int | None
+    failure: str | None
+    now: float
+    fallback: None = None
+
+
+StateOp: TypeAlias = (
+    CheckBreakers
+    | Acquire
+    | TakeRetryToken
+    | Refund
+    | OpenBreaker
+    | RecordOutcome
+    | RaiseAlert
+)
+
+#: What a runner answers for each operation.
+Answer: TypeAlias = Any

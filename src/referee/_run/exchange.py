@@ -1,0 +1,151 @@
+"""
+What an adapter tells a runner about its HTTP client: the one complete
+protocol every client is translated through.
+
+An exchange only translates — native requests, responses and exceptions
+to snapshots and back; how to send a request again, read a body in chunks
+and hand what was read back to the caller.  It decides nothing, reads no
+clock and never sleeps: the flow decides, the runner does the rest.
+
+Two twins: :class:`Exchange` for blocking clients (httpx, requests), and
+:class:`AsyncExchange` for asyncio ones (httpx, aiohttp), whose I/O
+methods are coroutines.  The methods that need no I/O are the same.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Iterator
+
+    from referee._core.decisions import PollRequest
+    from referee._core.snapshot import Snapshot
+    from referee._core.state import CallOutcome
+
+
+__all__ = ["AsyncExchange", "Exchange"]
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp", contravariant=True)
+
+
+class _Translate(Protocol[Req, Resp]):
+    """
+    The methods both twins share: translation only, no I/O.
+    """
+
+    def method_url(self, request: Req) -> tuple[str, Callable[[], str]]:
+        """
+        The request's method (upper case), and a function giving its URL
+        (computed only if a rule, a rate limit or the log needs it).
+        """
+
+    def status(self, response: Resp) -> int | None:
+        """
+        The response's status code: all the fast path looks at (None: not
+        known without a snapshot, so the flow decides every outcome).
+        """
+
+    def snapshot(self, request: Req, response: Resp) -> Snapshot:
+        """
+        A snapshot of *response* (the answer to *request*): status,
+        headers, and the body only if the client has it already in
+        memory; a streaming body is left unread (the flow asks for it).
+        """
+
+    def exception_snapshot(
+        self, request: Req, exc: Exception
+    ) -> Snapshot | None:
+        """
+        A snapshot of what sending *request* (or reading its response)
+        raised: a transport failure in its portable word, or a response
+        an SDK raised as an exception; None when *exc* is neither (it
+        propagates untouched).
+        """
+
+    def poll_request(self, request: Req, poll: PollRequest) -> Req:
+        """
+        *request* turned into the poll request: same headers, the poll's
+        method and URL (the flow has checked it is on the same origin).  A
+        poll with another method sends no body.
+        """
+
+    def replayable(self, request: Req) -> str | None:
+        """
+        None when *request* can be sent again (bytes are sent as they
+        are, seekable files are rewound); otherwise why not, in words
+        ("its body was a generator, consumed by the first send").
+        """
+
+    def attach(self, response: Resp, outcome: CallOutcome) -> None:
+        """
+        Attach *outcome* to a response returned instead of an exception
+        (the caller asked for responses).
+        """
+
+
+class Exchange(_Translate[Req, Resp], Protocol[Req, Resp]):
+    """
+    A blocking client, translated.
+    """
+
+    def prepare(self, request: Req, *, time_left: float | None) -> Req:
+        """
+        *request*, ready to be sent again: its body rewound, and its
+        timeouts cut to *time_left* seconds (the time the call has left)
+        when that is not None.
+        """
+
+    def chunks(self, response: Resp) -> Iterator[bytes]:
+        """
+        The response's body as it arrives, chunk by chunk.  The runner
+        may stop early; it then hands the iterator back to
+        :meth:`restore`.
+        """
+
+    def restore(
+        self, response: Resp, head: list[bytes], rest: Iterator[bytes] | None
+    ) -> bytes | None:
+        """
+        Give the caller the body back intact: *head*, the chunks read,
+        then *rest* (None: the body ended).  Returns the whole body as the
+        caller will read it (decoded) when it ended, else None.
+        """
+
+    def close(self, response: Resp) -> None:
+        """
+        Release a response (an abandoned one, or one whose read failed).
+        """
+
+
+class AsyncExchange(_Translate[Req, Resp], Protocol[Req, Resp]):
+    """
+    An asyncio client, translated.
+    """
+
+    async def prepare(self, request: Req, *, time_left: float | None) -> Req:
+        """
+        As :meth:`Exchange.prepare`.
+        """
+
+    def chunks(self, response: Resp) -> AsyncIterator[bytes]:
+        """
+        As :meth:`Exchange.chunks`.
+        """
+
+    async def restore(
+        self,
+        response: Resp,
+        head: list[bytes],
+        rest: AsyncIterator[bytes] | None,
+    ) -> bytes | None:
+        """
+        As :meth:`Exchange.restore`.
+        """
+
+    async def close(self, response: Resp) -> None:
+        """
+        As :meth:`Exchange.close`.
+        """

@@ -1,0 +1,434 @@
+"""
+The runners: they answer what the flow asks — send, read a body, wait,
+sleep, carry out a state operation — and own the clock, the sleeping and
+the logging.  Every client goes through one of the two.
+
+::
+
+    runner = Runner(exchange, raise_on_abort=True)
+    response = runner.call(policy, request, send)
+
+:meth:`Runner.call` sends the first request itself: a response whose
+status no rule names (and that nothing in the state must hear of) is
+returned untouched, with no snapshot and no header look-up — the fast
+path.  Everything else runs :func:`~referee._core.flow.call_flow` to its
+end.  :class:`AsyncRunner` is the same with awaits: it awaits the state
+backend's async methods, bounds reads and re-sends with
+:func:`asyncio.timeout`, and never blocks the event loop.
+
+What a call ends with:
+
+- the policy accepts: the response is returned, or the transport failure
+  is re-raised as the client raised it;
+- the policy aborts: its error is raised (chained to the transport
+  failure, if that was the last outcome; never to anything of referee's
+  own), or, when the caller asked for responses, the last response is
+  returned with the outcome attached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from referee._core.bodies import event_ended
+from referee._core.flow import (
+    CanResend,
+    Finished,
+    ReadBody,
+    Reply,
+    Send,
+    Sleep,
+    Store,
+    Wait,
+    call_flow,
+    needs_admission,
+)
+
+from . import clock
+from .call import RNG, Call, close_failed
+from .stateio import aanswer, answer
+
+
+if TYPE_CHECKING:
+    import random
+    from collections.abc import Awaitable, Callable, Generator
+
+    from referee._core.compile import Policy
+    from referee._core.flow import Action
+
+    from .exchange import AsyncExchange, Exchange
+
+
+__all__ = ["AsyncRunner", "Runner", "next_step"]
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+
+def next_step(
+    flow: Generator[Action, Reply, Finished], reply: Reply | None
+) -> Action | Finished:
+    """
+    The flow's next action, or how the call finished.  The flow's
+    ``StopIteration`` ends here, so nothing raised later carries it in its
+    context.
+    """
+    try:
+        return next(flow) if reply is None else flow.send(reply)
+    except StopIteration as stop:
+        finished: Finished = stop.value
+        return finished
+
+
+def _fast(policy: Policy, method: str) -> bool:
+    """
+    Whether the first send may go before the flow starts: nothing must
+    admit it and nothing must hear of a plain success.
+    """
+    return not policy.settles and not needs_admission(policy, method)
+
+
+def _untouched(policy: Policy, status: int | None) -> bool:
+    """
+    Whether a first response with *status* goes back as it is: no rule
+    names its status (one dict look-up).
+    """
+    return status is not None and not policy.index.get(status, policy.fallback)
+
+
+class Runner(Generic[Req, Resp]):
+    """
+    Runs calls of a blocking client through the flow.
+
+    Args:
+        exchange: The client, translated.
+        raise_on_abort: When False, an abort returns the last response
+            (with the outcome attached) instead of raising.
+        rng: The source of jitter.
+        sleep: How to sleep (``time.sleep``).
+    """
+
+    def __init__(
+        self,
+        exchange: Exchange[Req, Resp],
+        *,
+        raise_on_abort: bool = True,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], Any] = time.sleep,
+    ) -> None:
+        self.exchange = exchange
+        self.raise_on_abort = raise_on_abort
+        self.rng = rng or RNG
+        self.sleep = sleep
+
+    def call(
+        self,
+        policy: Policy,
+        request: Req,
+        send: Callable[[Req], Resp],
+    ) -> Resp:
+        """
+        Send *request* with *send* as *policy* says: once, or again and
+        again until the policy accepts or aborts.
+        """
+        method, url = self.exchange.method_url(request)
+        pending: list[Resp | Exception] = []
+        if _fast(policy, method):
+            try:
+                first = send(request)
+            except Exception as exc:  # noqa: BLE001 - the flow sorts it
+                pending.append(exc)
+            else:
+                if _untouched(policy, self.exchange.status(first)):
+                    return first
+                pending.append(first)
+        call: Call[Req, Resp] = Call(
+            policy, self.exchange, request, method, url, clock.now()
+        )
+        flow = call_flow(
+            policy, method=method, url=url, started=call.started, rng=self.rng
+        )
+        step = next_step(flow, None)
+        while not isinstance(step, Finished):
+            value = self._answer(call, step, send, pending)
+            step = next_step(flow, Reply(value, clock.now()))
+        return self._end(call, step)
+
+    def _answer(
+        self,
+        call: Call[Req, Resp],
+        action: Action,
+        send: Callable[[Req], Resp],
+        pending: list[Resp | Exception],
+    ) -> Any:
+        match action:
+            case Send():
+                call.attempt = action.attempt
+                req = call.target(action.request)
+                if pending:
+                    got = pending.pop()
+                else:
+                    req = self.exchange.prepare(req, time_left=action.timeout)
+                    try:
+                        got = send(req)
+                    except Exception as exc:  # noqa: BLE001 - the flow sorts it
+                        got = exc
+                if isinstance(got, Exception):
+                    return call.observed(req, None, got)
+                return call.observed(req, got, None)
+            case ReadBody():
+                return self._read(call, action)
+            case CanResend():
+                return self.exchange.replayable(call.target(action.request))
+            case Store():
+                return answer(action.op, call.policy.runtime)
+            case Wait():
+                self._pause(action.seconds)
+            case Sleep():
+                call.log(action.decision, call.snap, clock.now())
+                self._release(call)
+                self._pause(action.seconds)
+        return None
+
+    def _read(self, call: Call[Req, Resp], action: ReadBody) -> Any:
+        response = call.response
+        assert response is not None  # noqa: S101 - the flow reads responses only
+        head: list[bytes] = []
+        size = 0
+        chunks = self.exchange.chunks(response)
+        try:
+            if clock.now() < action.until:
+                for chunk in chunks:
+                    head.append(chunk)
+                    size += len(chunk)
+                    if size > action.limit or (
+                        action.event and event_ended(b"".join(head))
+                    ):
+                        self.exchange.restore(response, head, chunks)
+                        return b"".join(head) if action.event else None
+                    if clock.now() >= action.until:
+                        break
+                else:
+                    return self.exchange.restore(response, head, None)
+        except Exception as exc:  # noqa: BLE001 - sorted by the exchange
+            self._close(response)
+            return call.read_failed(exc)
+        self._close(response)
+        return call.timed_out()
+
+    def _end(self, call: Call[Req, Resp], finished: Finished) -> Resp:
+        error = call.finish(finished, clock.now())
+        response = call.response
+        if error is None:
+            if not self.raise_on_abort:
+                call.outcome(finished, None)
+            if call.exc is not None:
+                raise call.exc
+            return response  # type: ignore[return-value]
+        if self.raise_on_abort or response is None:
+            # The error carries the response (its body read, where it was):
+            # closed now, its connection goes back to the pool.
+            if response is not None:
+                self._close(response)
+            if call.exc is not None:
+                raise error from call.exc
+            raise error
+        call.outcome(finished, error)
+        return response
+
+    def _release(self, call: Call[Req, Resp]) -> None:
+        if call.response is not None:
+            self._close(call.response)
+            call.response = None
+
+    def _close(self, response: Resp) -> None:
+        try:
+            self.exchange.close(response)
+        except Exception as exc:  # noqa: BLE001 - closing is best effort
+            close_failed(exc)
+
+    def _pause(self, seconds: float) -> None:
+        if seconds > 0 and not clock.skip(seconds):
+            self.sleep(seconds)
+
+
+class AsyncRunner(Generic[Req, Resp]):
+    """
+    The asyncio twin of :class:`Runner`.
+
+    Args:
+        exchange: The client, translated.
+        raise_on_abort: As for :class:`Runner`.
+        rng: The source of jitter.
+        sleep: How to sleep (``asyncio.sleep``).
+    """
+
+    def __init__(
+        self,
+        exchange: AsyncExchange[Req, Resp],
+        *,
+        raise_on_abort: bool = True,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    ) -> None:
+        self.exchange = exchange
+        self.raise_on_abort = raise_on_abort
+        self.rng = rng or RNG
+        self.sleep = sleep
+
+    async def call(
+        self,
+        policy: Policy,
+        request: Req,
+        send: Callable[[Req], Awaitable[Resp]],
+    ) -> Resp:
+        """
+        As :meth:`Runner.call`, with awaited sends, reads and sleeps.
+        """
+        method, url = self.exchange.method_url(request)
+        pending: list[Resp | Exception] = []
+        if _fast(policy, method):
+            try:
+                first = await send(request)
+            except Exception as exc:  # noqa: BLE001 - the flow sorts it
+                pending.append(exc)
+            else:
+                if _untouched(policy, self.exchange.status(first)):
+                    return first
+                pending.append(first)
+        call: Call[Req, Resp] = Call(
+            policy, self.exchange, request, method, url, clock.now()
+        )
+        flow = call_flow(
+            policy, method=method, url=url, started=call.started, rng=self.rng
+        )
+        step = next_step(flow, None)
+        while not isinstance(step, Finished):
+            value = await self._answer(call, step, send, pending)
+            step = next_step(flow, Reply(value, clock.now()))
+        return await self._end(call, step)
+
+    async def _answer(
+        self,
+        call: Call[Req, Resp],
+        action: Action,
+        send: Callable[[Req], Awaitable[Resp]],
+        pending: list[Resp | Exception],
+    ) -> Any:
+        match action:
+            case Send():
+                call.attempt = action.attempt
+                req = call.target(action.request)
+                got: Resp | Exception | None
+                if pending:
+                    got = pending.pop()
+                else:
+                    req = await self.exchange.prepare(
+                        req, time_left=action.timeout
+                    )
+                    got = await self._send(req, send, action.timeout)
+                if got is None:
+                    call.sent = req
+                    return call.timed_out()
+                if isinstance(got, Exception):
+                    return call.observed(req, None, got)
+                return call.observed(req, got, None)
+            case ReadBody():
+                return await self._read(call, action)
+            case CanResend():
+                return self.exchange.replayable(call.target(action.request))
+            case Store():
+                return await aanswer(action.op, call.policy.runtime)
+            case Wait():
+                await self._pause(action.seconds)
+            case Sleep():
+                call.log(action.decision, call.snap, clock.now())
+                await self._release(call)
+                await self._pause(action.seconds)
+        return None
+
+    async def _send(
+        self,
+        req: Req,
+        send: Callable[[Req], Awaitable[Resp]],
+        time_left: float | None,
+    ) -> Resp | Exception | None:
+        """
+        Send a re-send within *time_left*: its response, what it raised,
+        or None when the time ran out.
+        """
+        try:
+            if time_left is None:
+                return await send(req)
+            async with asyncio.timeout(time_left) as scope:
+                return await send(req)
+        except TimeoutError as exc:
+            if time_left is not None and scope.expired():
+                return None
+            return exc
+        except Exception as exc:  # noqa: BLE001 - the flow sorts it
+            return exc
+
+    async def _read(self, call: Call[Req, Resp], action: ReadBody) -> Any:
+        response = call.response
+        assert response is not None  # noqa: S101 - the flow reads responses only
+        head: list[bytes] = []
+        size = 0
+        chunks = self.exchange.chunks(response)
+        left = action.until - clock.now()
+        try:
+            if left > 0:
+                async with asyncio.timeout(left) as scope:
+                    async for chunk in chunks:
+                        head.append(chunk)
+                        size += len(chunk)
+                        if size > action.limit or (
+                            action.event and event_ended(b"".join(head))
+                        ):
+                            await self.exchange.restore(response, head, chunks)
+                            return b"".join(head) if action.event else None
+                    return await self.exchange.restore(response, head, None)
+        except TimeoutError as exc:
+            if not scope.expired():
+                await self._close(response)
+                return call.read_failed(exc)
+        except Exception as exc:  # noqa: BLE001 - sorted by the exchange
+            await self._close(response)
+            return call.read_failed(exc)
+        await self._close(response)
+        return call.timed_out()
+
+    async def _end(self, call: Call[Req, Resp], finished: Finished) -> Resp:
+        error = call.finish(finished, clock.now())
+        response = call.response
+        if error is None:
+            if not self.raise_on_abort:
+                call.outcome(finished, None)
+            if call.exc is not None:
+                raise call.exc
+            return response  # type: ignore[return-value]
+        if self.raise_on_abort or response is None:
+            if response is not None:
+                await self._close(response)
+            if call.exc is not None:
+                raise error from call.exc
+            raise error
+        call.outcome(finished, error)
+        return response
+
+    async def _release(self, call: Call[Req, Resp]) -> None:
+        if call.response is not None:
+            await self._close(call.response)
+            call.response = None
+
+    async def _close(self, response: Resp) -> None:
+        try:
+            await self.exchange.close(response)
+        except Exception as exc:  # noqa: BLE001 - closing is best effort
+            close_failed(exc)
+
+    async def _pause(self, seconds: float) -> None:
+        if seconds > 0 and not clock.skip(seconds):
+            await self.sleep(seconds)
