@@ -79,6 +79,7 @@ if TYPE_CHECKING:
 
 
 __all__ = [
+    "ERROR_BODY_WAIT",
     "Action",
     "CanResend",
     "Finished",
@@ -91,6 +92,11 @@ __all__ = [
     "call_flow",
     "needs_admission",
 ]
+
+#: The longest wait for the body of a response the call aborts on, when
+#: no rule needed it: the error should carry the API's own message, but a
+#: slow error body must not hold the caller for the rest of the deadline.
+ERROR_BODY_WAIT: Final = 0.5
 
 #: A URL, or a function computing it: a client's URL object costs more to
 #: turn into a string than most decisions, and most calls never need it.
@@ -128,12 +134,15 @@ class ReadBody:
 
     The answer is the body, None when it is longer than *limit*, or a
     failure's snapshot when the read broke or ran out of time (then the
-    runner has closed the response).
+    runner has closed the response).  An *optional* read (the body of a
+    response the call aborts on, for the error) answers None instead of a
+    failure, and the response stays the call's.
     """
 
     limit: int
     until: float
     event: bool = False
+    optional: bool = False
 
 
 @attrs.frozen
@@ -281,8 +290,10 @@ def call_flow(
                 and not is_event_stream(snap.headers)
             ):
                 # The error keeps the API's own words: the body the rule
-                # did not need is read now, within the time left.
-                snap, now = yield from _read_body(policy, state, snap, now)
+                # did not need is read now, if it comes quickly.
+                snap, now = yield from _read_body(
+                    policy, state, snap, now, most=ERROR_BODY_WAIT
+                )
             yield from _settle(policy, decision, snap, now)
             return Finished(decision, state, snap, suppressed=suppressed)
         yield from _settle(policy, decision, snap, now)
@@ -315,16 +326,25 @@ def _reads_body(policy: Policy, snap: Snapshot) -> bool:
 
 
 def _read_body(
-    policy: Policy, state: AttemptState, snap: Snapshot, now: float
+    policy: Policy,
+    state: AttemptState,
+    snap: Snapshot,
+    now: float,
+    most: float | None = None,
 ) -> Generator[Action, Reply, tuple[Snapshot, float]]:
     """
     Ask for *snap*'s body, within the time the call has left; the
     snapshot to decide with (a ``timeout`` or ``read`` failure when the
-    read did not end well) and the clock after the read.
+    read did not end well) and the clock after the read.  With *most*,
+    the read is optional: it takes at most *most* seconds, and *snap*
+    stands whatever happens.
     """
     event = is_event_stream(snap.headers)
-    until = now + _left(policy, state, now)
-    reply = yield ReadBody(policy.body_limit, until, event)
+    left = _left(policy, state, now)
+    optional = most is not None
+    if most is not None:
+        left = min(left, most)
+    reply = yield ReadBody(policy.body_limit, now + left, event, optional)
     got = reply.value
     if got is None or isinstance(got, bytes):
         body = event_data(got) if event and got is not None else got

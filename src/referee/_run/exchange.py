@@ -28,10 +28,10 @@ if TYPE_CHECKING:
 __all__ = ["AsyncExchange", "Exchange"]
 
 Req = TypeVar("Req")
-Resp = TypeVar("Resp", contravariant=True)
+Resp_contra = TypeVar("Resp_contra", contravariant=True)
 
 
-class _Translate(Protocol[Req, Resp]):
+class _Translate(Protocol[Req, Resp_contra]):
     """
     The methods both twins share: translation only, no I/O.
     """
@@ -42,13 +42,13 @@ class _Translate(Protocol[Req, Resp]):
         (computed only if a rule, a rate limit or the log needs it).
         """
 
-    def status(self, response: Resp) -> int | None:
+    def status(self, response: Resp_contra) -> int | None:
         """
         The response's status code: all the fast path looks at (None: not
         known without a snapshot, so the flow decides every outcome).
         """
 
-    def snapshot(self, request: Req, response: Resp) -> Snapshot:
+    def snapshot(self, request: Req, response: Resp_contra) -> Snapshot:
         """
         A snapshot of *response* (the answer to *request*): status,
         headers, and the body only if the client has it already in
@@ -79,14 +79,14 @@ class _Translate(Protocol[Req, Resp]):
         ("its body was a generator, consumed by the first send").
         """
 
-    def attach(self, response: Resp, outcome: CallOutcome) -> None:
+    def attach(self, response: Resp_contra, outcome: CallOutcome) -> None:
         """
         Attach *outcome* to a response returned instead of an exception
         (the caller asked for responses).
         """
 
 
-class Exchange(_Translate[Req, Resp], Protocol[Req, Resp]):
+class Exchange(_Translate[Req, Resp_contra], Protocol[Req, Resp_contra]):
     """
     A blocking client, translated.
     """
@@ -98,7 +98,7 @@ class Exchange(_Translate[Req, Resp], Protocol[Req, Resp]):
         when that is not None.
         """
 
-    def chunks(self, response: Resp) -> Iterator[bytes]:
+    def chunks(self, response: Resp_contra) -> Iterator[bytes]:
         """
         The response's body as it arrives, chunk by chunk.  The runner
         may stop early; it then hands the iterator back to
@@ -106,7 +106,10 @@ class Exchange(_Translate[Req, Resp], Protocol[Req, Resp]):
         """
 
     def restore(
-        self, response: Resp, head: list[bytes], rest: Iterator[bytes] | None
+        self,
+        response: Resp_contra,
+        head: list[bytes],
+        rest: Iterator[bytes] | None,
     ) -> bytes | None:
         """
         Give the caller the body back intact: *head*, the chunks read,
@@ -114,13 +117,13 @@ class Exchange(_Translate[Req, Resp], Protocol[Req, Resp]):
         caller will read it (decoded) when it ended, else None.
         """
 
-    def close(self, response: Resp) -> None:
+    def close(self, response: Resp_contra) -> None:
         """
         Release a response (an abandoned one, or one whose read failed).
         """
 
 
-class AsyncExchange(_Translate[Req, Resp], Protocol[Req, Resp]):
+class AsyncExchange(_Translate[Req, Resp_contra], Protocol[Req, Resp_contra]):
     """
     An asyncio client, translated.
     """
@@ -130,14 +133,14 @@ class AsyncExchange(_Translate[Req, Resp], Protocol[Req, Resp]):
         As :meth:`Exchange.prepare`.
         """
 
-    def chunks(self, response: Resp) -> AsyncIterator[bytes]:
+    def chunks(self, response: Resp_contra) -> AsyncIterator[bytes]:
         """
         As :meth:`Exchange.chunks`.
         """
 
     async def restore(
         self,
-        response: Resp,
+        response: Resp_contra,
         head: list[bytes],
         rest: AsyncIterator[bytes] | None,
     ) -> bytes | None:
@@ -145,7 +148,7 @@ class AsyncExchange(_Translate[Req, Resp], Protocol[Req, Resp]):
         As :meth:`Exchange.restore`.
         """
 
-    async def close(self, response: Resp) -> None:
+    async def close(self, response: Resp_contra) -> None:
         """
         As :meth:`Exchange.close`.
         """

@@ -214,9 +214,9 @@ class Runner(Generic[Req, Resp]):
                     return self.exchange.restore(response, head, None)
         except Exception as exc:  # noqa: BLE001 - sorted by the exchange
             self._close(response)
-            return call.read_failed(exc)
+            return None if action.optional else call.read_failed(exc)
         self._close(response)
-        return call.timed_out()
+        return None if action.optional else call.timed_out()
 
     def _end(self, call: Call[Req, Resp], finished: Finished) -> Resp:
         error = call.finish(finished, clock.now())
@@ -393,12 +393,12 @@ class AsyncRunner(Generic[Req, Resp]):
         except TimeoutError as exc:
             if not scope.expired():
                 await self._close(response)
-                return call.read_failed(exc)
+                return None if action.optional else call.read_failed(exc)
         except Exception as exc:  # noqa: BLE001 - sorted by the exchange
             await self._close(response)
-            return call.read_failed(exc)
+            return None if action.optional else call.read_failed(exc)
         await self._close(response)
-        return call.timed_out()
+        return None if action.optional else call.timed_out()
 
     async def _end(self, call: Call[Req, Resp], finished: Finished) -> Resp:
         error = call.finish(finished, clock.now())
