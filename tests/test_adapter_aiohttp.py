@@ -17,6 +17,7 @@ import json
 import socket
 import sys
 import threading
+import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
@@ -25,6 +26,7 @@ import structlog
 from aiohttp.client_reqrep import ConnectionKey
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError
 from multidict import CIMultiDict, CIMultiDictProxy
+from tests.contract_servers import Drip, DripServer
 from tests.server import RESET, Reply, ScriptedServer, closed_port
 from yarl import URL
 
@@ -33,17 +35,18 @@ from referee import (
     Abort,
     Accept,
     AuthenticationError,
+    CallOutcome,
     DeadlineExceeded,
     InsufficientCredits,
-    RateLimited,
+    NotReplayable,
     RetriesExhausted,
     ServerError,
 )
-from referee._run.drivers import CallOutcome
 from referee.aiohttp import (
     OUTCOME_ATTRIBUTE,
     PolicyMiddleware,
     _Exchange,
+    _Replay,
     outcome,
 )
 from referee.testing import no_sleep
@@ -223,6 +226,16 @@ policy: two-tries
 defaults: {retry: {attempts: 2}}
 rules:
   - {id: transport, when: {failure: [timeout, read, protocol]}, do: retry}
+  - {id: unavailable, when: {status: 503}, do: retry}
+"""
+
+# TWO_TRIES, with a rule that looks into the bodies of 503s.
+TWO_TRIES_BODY = """
+policy: two-tries-body
+defaults: {retry: {attempts: 2}}
+rules:
+  - {id: transport, when: {failure: [timeout, read, protocol]}, do: retry}
+  - {id: down, when: {status: 503, body: {state: down}}, do: abort}
   - {id: unavailable, when: {status: 503}, do: retry}
 """
 
@@ -494,8 +507,29 @@ class TestFailures:
 
     def test_truncated_body_is_a_read_failure(self):
         """
-        A body cut short, read because a rule may look into it, is a read
+        A body cut short, read because a rule looks into it, is a read
         failure.
+        """
+        answer = b"HTTP/1.1 503 Unavailable\r\nContent-Length: 10\r\n\r\nabc"
+        with (
+            raw_server(answer) as base,
+            no_sleep(),
+            pytest.raises(RetriesExhausted) as ei,
+        ):
+            run(
+                lambda: fetch(
+                    referee.load_policy_text(TWO_TRIES_BODY), "GET", base + "/"
+                )
+            )
+
+        assert "read" == ei.value.failure
+        assert isinstance(ei.value.__cause__, aiohttp.ClientPayloadError)
+
+    def test_truncated_body_no_rule_reads_is_decided_on_its_status(self):
+        """
+        A body cut short that no rule looks into is not read to decide: the
+        503 is retried on its status alone, and the error it ends in (whose
+        body could not be read) still says 503.
         """
         answer = b"HTTP/1.1 503 Unavailable\r\nContent-Length: 10\r\n\r\nabc"
         with (
@@ -509,8 +543,9 @@ class TestFailures:
                 )
             )
 
-        assert "read" == ei.value.failure
-        assert isinstance(ei.value.__cause__, aiohttp.ClientPayloadError)
+        assert (503, None) == (ei.value.status, ei.value.failure)
+        assert [503, 503] == [rec.status for rec in ei.value.trail]
+        assert ei.value.body is None
 
     def test_unhandled_failure_propagates_untouched(self):
         """
@@ -786,9 +821,9 @@ class TestBodies:
 
     def test_streaming_body_is_not_resent(self, server):
         """
-        A POST whose body was an async generator is not sent twice: the
-        retry rule's error is raised at once, says why, and carries the
-        response.
+        A POST whose body was an async generator is not sent twice:
+        NotReplayable is raised at once, names the retry rule, says why,
+        and carries the response.
         """
         server.script(SINGLE, [Reply(429, {"Retry-After": "3"}), Reply(201)])
 
@@ -805,7 +840,7 @@ class TestBodies:
                     headers={"Content-Length": "10"},
                 )
 
-        with no_sleep() as slept, pytest.raises(RateLimited) as ei:
+        with no_sleep() as slept, pytest.raises(NotReplayable) as ei:
             run(main)
 
         assert [b"part1part2"] == [r.body for r in server.requests]
@@ -818,9 +853,11 @@ class TestBodies:
         """
         The responses of attempts that were retried are released before the
         call returns, the returned one is left open for the caller, and the
-        connection is reused throughout.
+        connection is reused throughout (the retried bodies are empty: one
+        that no rule reads is released unread, and aiohttp closes its
+        connection unless the body had all come already).
         """
-        server.script("/r", [Reply(503, body=b"no"), Reply(503), Reply(200)])
+        server.script("/r", [Reply(503), Reply(503), Reply(200)])
         counting, made = counting_responses()
 
         async def main() -> list[bool]:
@@ -838,6 +875,253 @@ class TestBodies:
         assert [True, True, False] == let_go
         assert 3 == server.count("/r")
         assert 1 == server.connections
+
+
+# --- Bodies given back, and bounded -------------------------------------------
+
+
+@pytest.fixture
+def drip_server() -> Iterator[DripServer]:
+    with DripServer() as srv:
+        yield srv
+
+
+# A rule that looks into the bodies of 200s (and matches none here).
+INSPECTS = """
+policy: inspects
+extends: http-default
+defaults: {body_limit: %s}
+rules:
+  - id: ongoing
+    when: {status: 200, body: {qualification: ongoing}}
+    do: poll
+"""
+
+# A rule that opts in to reading an event stream's first event.
+READS_EVENTS = """
+policy: reads-events
+extends: http-default
+rules:
+  - id: stream-error
+    when:
+      status: 200
+      headers: {content-type: {contains: text/event-stream}}
+      body: {error.type: server_error}
+    do: retry
+"""
+
+# http-default's status rules alone, with a tiny backoff.
+STATUS_ONLY = """
+policy: status-only
+extends: http-default
+defaults:
+  retry: {attempts: 2, backoff: {initial: 10ms, multiplier: 1, jitter: none}}
+"""
+
+#: A JSON document on many lines, about 40 KB: sent in 4 KB chunks, its
+#: lines straddle the chunks.
+DOCUMENT = (
+    json.dumps(
+        {
+            "qualification": "valid",
+            "items": [
+                {"n": n, "text": "lorem ipsum " * 4} for n in range(500)
+            ],
+        },
+        indent=2,
+    )
+    + "\n"
+).encode()
+
+
+async def consume(response: aiohttp.ClientResponse, style: str) -> bytes:
+    """
+    The body of *response*, read the way *style* names.
+    """
+    content = response.content
+    if style == "readline":
+        lines = []
+        while line := await content.readline():
+            lines.append(line)
+        return b"".join(lines)
+    if style == "lines":
+        return b"".join([line async for line in content])
+    if style == "iter_chunks":
+        return b"".join([chunk async for chunk, _ in content.iter_chunks()])
+    if style == "readexactly":
+        return await content.readexactly(len(DOCUMENT))
+    assert style == "text"
+    return (await response.text()).encode()
+
+
+JSON = {"Content-Type": "application/json"}
+
+STYLES = ["readline", "lines", "iter_chunks", "readexactly", "text"]
+
+
+class TestBodiesGivenBack:
+    @pytest.mark.parametrize("style", STYLES)
+    @pytest.mark.parametrize(
+        ("limit", "whole"),
+        [("1MiB", True), ("1KiB", False)],
+        ids=["read-whole", "over-the-limit"],
+    )
+    def test_a_body_a_rule_read_reaches_every_reader(
+        self, drip_server, limit, whole, style
+    ):
+        """
+        A chunked body a rule looked into reaches the caller intact,
+        whether the middleware read it all (it is then on the response
+        already) or stopped at the body limit (the rest still streams from
+        the connection): by lines, by HTTP chunks, exactly, as text.
+        """
+        chunks = tuple(
+            DOCUMENT[i : i + 4096] for i in range(0, len(DOCUMENT), 4096)
+        )
+        drip_server.script(
+            "/r", [Drip(200, JSON, chunks, immediate=len(chunks))]
+        )
+
+        async def main() -> tuple[bool, bytes]:
+            async with (
+                session(referee.load_policy_text(INSPECTS % limit)) as s,
+                s.get(drip_server.url("/r")) as r,
+            ):
+                return r._body is not None, await consume(r, style)
+
+        with no_sleep():
+            read, body = run(main)
+
+        assert (whole, DOCUMENT) == (read, body)
+
+    def test_an_event_stream_a_rule_read_keeps_flowing(self, drip_server):
+        """
+        An event stream whose first event a rule reads reaches the caller
+        event by event, as the server sends them: the first at once, the
+        last only when it is sent, all of them whole and in order.
+        """
+        events = [f'data: {{"n": {n}}}\n\n'.encode() for n in range(5)]
+        drip_server.script(
+            "/events",
+            [
+                Drip(
+                    200,
+                    {"Content-Type": "text/event-stream"},
+                    tuple(events),
+                    interval=0.25,
+                )
+            ],
+        )
+
+        async def main() -> tuple[bool, list[tuple[bytes, float]]]:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            async with (
+                session(referee.load_policy_text(READS_EVENTS)) as s,
+                s.get(drip_server.url("/events")) as r,
+            ):
+                replayed = isinstance(r.content, _Replay)
+                seen = [
+                    (line, loop.time() - started)
+                    async for line in r.content
+                    if line.startswith(b"data:")
+                ]
+            return replayed, seen
+
+        with no_sleep():
+            replayed, seen = run(main)
+
+        assert replayed
+        assert [e.split(b"\n")[0] + b"\n" for e in events] == [
+            line for line, _ in seen
+        ]
+        first, last = seen[0][1], seen[-1][1]
+        assert first < 0.2
+        assert last > 0.8
+
+    def test_a_broken_rest_fails_the_callers_read(self):
+        """
+        A body over the limit whose connection breaks after the part the
+        middleware read fails the caller's read as it fails without
+        referee: with aiohttp's ClientPayloadError.
+        """
+        chunk = b"x" * 2000
+        answer = (
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+            b"%x\r\n%s\r\n" % (len(chunk), chunk)
+        )
+
+        async def main(base: str) -> bytes:
+            pol = referee.load_policy_text(INSPECTS % "1KiB")
+            async with session(pol) as s, s.get(base + "/") as r:
+                return await r.read()
+
+        with (
+            raw_server(answer) as base,
+            no_sleep(),
+            pytest.raises(aiohttp.ClientPayloadError),
+        ):
+            asyncio.run(main(base))
+
+    def test_a_dripping_503_no_rule_reads_is_not_read(self, drip_server):
+        """
+        A dripping 503 that no rule looks into is decided on its status:
+        it is retried at once, not after its body (5.2 s) has come, and
+        the call ends within the half second the error's body may take.
+        """
+        drip_server.script(
+            "/drip",
+            [
+                Drip(
+                    503,
+                    JSON,
+                    tuple(bytes([b]) for b in b'{"state": "running"}'),
+                    interval=0.26,
+                    immediate=0,
+                    sized=True,
+                )
+            ],
+        )
+        pol = referee.load_policy_text(STATUS_ONLY)
+        started = time.monotonic()
+
+        with no_sleep() as slept, pytest.raises(ServerError) as ei:
+            run(lambda: fetch(pol, "GET", drip_server.url("/drip")))
+
+        first, second = ei.value.trail
+        assert time.monotonic() - started < 1.0
+        assert second.at - first.at - sum(slept.delays) < 0.2
+        assert 2 == drip_server.count("/drip")
+
+    def test_a_resend_is_cut_at_the_deadline(self, server):
+        """
+        A re-send gets only the time the call has left: one that would
+        take 3 s under a 1 s deadline is cut short (a timeout), not waited
+        for as aiohttp's own sock_read of 5 s would.
+        """
+        pol = referee.load_policy_text(
+            """
+policy: short
+defaults:
+  deadline: 1s
+  retry: {backoff: {initial: 10ms, multiplier: 1, jitter: none}}
+rules:
+  - {id: busy, when: {status: 503}, do: retry}
+  - {id: slow, when: {failure: timeout}, do: retry}
+"""
+        )
+        server.script("/r", [Reply(503), Reply(200, delay=3)])
+        started = time.monotonic()
+
+        with pytest.raises(DeadlineExceeded) as ei:
+            run(lambda: fetch(pol, "GET", server.url("/r")))
+
+        assert time.monotonic() - started < 2
+        assert [(503, None), (None, "timeout")] == [
+            (rec.status, rec.failure) for rec in ei.value.trail
+        ]
+        assert 2 == server.count("/r")
 
 
 # --- Secrets --------------------------------------------------------------------

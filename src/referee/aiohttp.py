@@ -10,12 +10,27 @@ referee for aiohttp: a client middleware (aiohttp >= 3.12).
         async with session.get(url) as response:
             ...
 
-The middleware only translates: aiohttp requests and responses to
-snapshots, aiohttp's exceptions to the portable failure words; the driver
-does the rest.  A retry or a poll calls the next handler again with the
-same :class:`aiohttp.ClientRequest`, so the session's cookies, headers,
-timeouts, tracing and connection pool apply to every attempt.  Like every
-middleware, it runs once per redirect hop.
+The middleware only translates — aiohttp requests and responses to
+snapshots, aiohttp's exceptions to the portable failure words, a body read
+in chunks back into the response — and hands every call to the asyncio
+runner (``referee._run.runner``), which runs the flow.  A retry or a poll
+calls the next handler again with the same :class:`aiohttp.ClientRequest`,
+so the session's cookies, headers, timeouts, tracing and connection pool
+apply to every attempt.  Like every middleware, it runs once per redirect
+hop.
+
+- A body is read to decide only when a candidate rule looks into it, up to
+  the policy's ``body_limit``, within the time the call has left; never an
+  event stream unless a rule opts in.  What was read is given back: the
+  caller's ``read()``, ``text()``, ``json()`` and ``content``
+  (``iter_chunked()``, ``iter_any()``, ``readline()``...) see the whole
+  body, and the rest of a body left unread still arrives as it comes.
+- A request is sent again with its body: bytes as they are, a file (or
+  ``BytesIO``, or a ``FormData`` of files) rewound to its start by
+  aiohttp.  An async generator's body cannot be: the call ends with
+  :class:`referee.NotReplayable`.
+- A re-send (and its body read) is bounded by what is left of the
+  deadline.
 
 The session's ``ClientTimeout(total=...)`` bounds the whole call, retries
 and their sleeps included: once it has expired, aiohttp raises a bare
@@ -26,34 +41,35 @@ bound each attempt and are failures the policy decides about.
 
 from __future__ import annotations
 
-import time
-import weakref
-from typing import TYPE_CHECKING, Final
+import asyncio
+from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
 import attrs
 from aiohttp import hdrs, payload
+from aiohttp.base_protocol import BaseProtocol
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.streams import StreamReader
 from yarl import URL
 
-from ._core.engine import NO_MATCH, decide
 from ._core.snapshot import Snapshot
-from ._core.state import FIRST_ATTEMPT
-from ._files.watch import PolicyWatcher
-from ._run.drivers import CallOutcome, admit_async, run_async, settle_plain
+from ._core.state import CallOutcome
+from ._run.runner import AsyncRunner
 
 
 if TYPE_CHECKING:
     import random
+    from collections.abc import AsyncIterator, Callable
 
     from ._core.compile import Policy
     from ._core.decisions import PollRequest
+    from ._files.watch import PolicyWatcher
 
 
 __all__ = ["OUTCOME_ATTRIBUTE", "PolicyMiddleware", "outcome"]
 
 #: The attribute of a response returned instead of an exception that holds
-#: its :class:`~referee._run.drivers.CallOutcome`; :func:`outcome` reads it.
+#: its :class:`~referee.CallOutcome`; :func:`outcome` reads it.
 OUTCOME_ATTRIBUTE: Final = "referee_outcome"
 
 # aiohttp's exception tree, in portable words; the first match wins, so
@@ -81,12 +97,24 @@ _BODY_HEADERS: Final = (
     hdrs.TRANSFER_ENCODING,
 )
 
+_NOT_REPLAYABLE: Final = (
+    "its body was a stream ({kind}) that the first send consumed; pass "
+    "the body as bytes, a file or a BytesIO (data=...) to let referee "
+    "send it again"
+)
+
+# The buffer limit of a body handed back: aiohttp's default read size.
+# Nothing here pauses a connection (see _Unplugged), so it only sets the
+# reader's chunk sizes.
+_REPLAY_LIMIT: Final = 2**16
+
 
 @attrs.frozen
 class _Attempt:
     """
     What one send sends: the caller's request, with the method and URL a
-    poll rule may give it (applied by the send, which may need an await).
+    poll rule may give it (applied by :meth:`_Exchange.prepare`, which may
+    need an await).
     """
 
     request: aiohttp.ClientRequest
@@ -96,21 +124,22 @@ class _Attempt:
 
 class _Exchange:
     """
-    What the driver needs to know about aiohttp.
+    aiohttp, translated for the asyncio runner.
     """
 
-    def __init__(self) -> None:
-        # The bodies read before deciding, by response: the engine is
-        # synchronous, aiohttp's reads are not, and aiohttp has no public
-        # way to get the bytes back without an await.
-        self.bodies: weakref.WeakKeyDictionary[
-            aiohttp.ClientResponse, bytes
-        ] = weakref.WeakKeyDictionary()
+    def method_url(self, request: _Attempt) -> tuple[str, Callable[[], str]]:
+        return request.method, request.url.__str__
+
+    def status(self, response: aiohttp.ClientResponse) -> int:
+        return response.status
 
     def snapshot(
         self, request: _Attempt, response: aiohttp.ClientResponse
     ) -> Snapshot:
-        # The URL is made a string only if a rule or the log reads it.
+        # A body aiohttp has already (read by a handler further in, or by
+        # restore()) is handed over; a stream is left for the flow.  The
+        # URL is made a string only if a rule or the log reads it.
+        body = response._body  # noqa: SLF001 - aiohttp keeps read() here
         return Snapshot(
             response.status,
             None,
@@ -118,13 +147,17 @@ class _Exchange:
             None,
             response.headers,
             request.request.headers,
-            self.bodies.get(response),
+            body if isinstance(body, bytes) else None,
             None,
             response.status,
             request.url.__str__,
         )
 
     def failure(self, exc: BaseException) -> str | None:
+        """
+        The portable word for an aiohttp exception, or None when it is not
+        a transport failure.
+        """
         # A response whose status line or headers are not HTTP: aiohttp
         # wraps the parser's error in a ClientResponseError.
         if isinstance(exc, aiohttp.ClientResponseError):
@@ -143,8 +176,15 @@ class _Exchange:
                 return word
         return None
 
-    def method_url(self, request: _Attempt) -> tuple[str, str]:
-        return request.method, str(request.url)
+    def exception_snapshot(
+        self, request: _Attempt, exc: Exception
+    ) -> Snapshot | None:
+        word = self.failure(exc)
+        if word is None:
+            return None
+        return Snapshot.failed(
+            word, method=request.method, url=str(request.url)
+        )
 
     def poll_request(self, request: _Attempt, poll: PollRequest) -> _Attempt:
         return _Attempt(request.request, poll.method.upper(), URL(poll.url))
@@ -154,27 +194,121 @@ class _Exchange:
         if request.method != req.method:
             return None  # a poll with another method sends no body
         body = req.body
-        # aiohttp >= 3.12.1 rewinds payloads it can and marks the others
-        # consumed; before it, only bytes could be sent twice.
-        consumed = getattr(body, "consumed", None)
-        if consumed is None:
-            consumed = not isinstance(body, bytes | payload.BytesPayload)
-        if consumed:
-            return (
-                "its body was a stream that has been consumed; pass the "
-                "body as bytes (data=b'...') to let referee re-send it"
-            )
+        if not isinstance(body, payload.Payload):
+            return None  # no body
+        # aiohttp (>= 3.12.1) rewinds the payloads it can at each write and
+        # marks the others consumed.  An async iterable is read once, but
+        # older releases mark it consumed only once exhausted: too late
+        # when a released response cut its write short.  Never re-sent.
+        if body.consumed or isinstance(body, payload.AsyncIterablePayload):
+            return _NOT_REPLAYABLE.format(kind=type(body).__name__)
         return None
 
-    def close(self, response: aiohttp.ClientResponse) -> None:
-        response.release()
+    async def prepare(
+        self, request: _Attempt, *, time_left: float | None
+    ) -> _Attempt:
+        # The previous attempt's body writer must be done (or cancelled,
+        # its response released) before the payload is written again;
+        # aiohttp seeks a file back to its start as it writes it.  The
+        # runner bounds the whole re-send by *time_left*: aiohttp's own
+        # timeouts are left as the session set them.
+        await request.request.close()
+        await _retarget(request)
+        return request
 
-    async def aclose(self, response: aiohttp.ClientResponse) -> None:
+    def chunks(self, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+        # Decoded bytes (aiohttp decompresses as it parses), as they come.
+        return response.content.iter_any()
+
+    async def restore(
+        self,
+        response: aiohttp.ClientResponse,
+        head: list[bytes],
+        rest: AsyncIterator[bytes] | None,
+    ) -> bytes | None:
+        response.content = _Replay(head, rest)
+        if rest is not None:
+            return None
+        body = b"".join(head)
+        # read(), text() and json() return what aiohttp has read already.
+        response._body = body  # noqa: SLF001 - where read() keeps the body
+        return body
+
+    async def close(self, response: aiohttp.ClientResponse) -> None:
         # release() hands a fully read connection back to the pool and
         # closes one whose body was left unread; either way the response
         # is done, and its body writer (if still running) is stopped.
         response.release()
         await response.wait_for_close()
+
+    def attach(
+        self, response: aiohttp.ClientResponse, outcome: CallOutcome
+    ) -> None:
+        # ClientResponse has no __slots__ and no extensions mapping: the
+        # outcome rides on an attribute of its own.
+        setattr(response, OUTCOME_ATTRIBUTE, outcome)
+
+
+class _Unplugged(BaseProtocol):
+    """
+    The protocol of a reader no connection feeds: there is no transport to
+    pause or resume (the connection's own reader keeps its flow control).
+    """
+
+    __slots__ = ()
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+class _Replay(StreamReader):
+    """
+    A response's ``content`` after the runner has read part or all of it:
+    the chunks read (*head*), then, when the body did not end (*rest* is
+    not None), the rest of the original stream, pulled chunk by chunk as
+    the caller reads, so an event stream keeps flowing in real time.
+
+    Why a StreamReader of its own, rather than putting *head* back in
+    front of the original reader: the only way to do that is
+    ``unread_data()``, which warns DeprecationWarning (aiohttp #3260), or
+    writing the reader's private buffer fields, which change between
+    releases.  Why a subclass, rather than a wrapper: callers (and
+    aiohttp's own ``read()`` and ``release()``) expect a StreamReader.
+    Every read of a StreamReader — ``read()``, ``readany()``,
+    ``readchunk()``, ``readline()``/``readuntil()``, ``readexactly()`` and
+    the ``iter_*`` built on them — calls ``_wait()`` when its buffer is
+    empty before EOF: that one method, overridden, pulls the next chunk
+    from *rest* (a read of the original reader, with its read timeout and
+    its errors) instead of waiting for a connection to feed it.  The
+    original reader keeps the connection's flow control: it is read only
+    as fast as the caller reads.
+    """
+
+    __slots__ = ("_rest",)
+
+    def __init__(
+        self, head: list[bytes], rest: AsyncIterator[bytes] | None
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        super().__init__(_Unplugged(loop), _REPLAY_LIMIT, loop=loop)
+        self._rest = rest
+        for chunk in head:
+            self.feed_data(chunk)
+        if rest is None:
+            self.feed_eof()
+
+    async def _wait(self, func_name: str) -> None:
+        if self._rest is None:  # pragma: no cover - at EOF from the start
+            return
+        try:
+            chunk = await anext(self._rest)
+        except StopAsyncIteration:
+            self.feed_eof()
+        else:
+            self.feed_data(chunk)
 
 
 async def _retarget(attempt: _Attempt) -> None:
@@ -204,12 +338,6 @@ def outcome(response: aiohttp.ClientResponse) -> CallOutcome | None:
     return found if isinstance(found, CallOutcome) else None
 
 
-def _attach(response: aiohttp.ClientResponse, result: CallOutcome) -> None:
-    # ClientResponse has no __slots__ and no extensions mapping: the
-    # outcome rides on an attribute of its own.
-    setattr(response, OUTCOME_ATTRIBUTE, result)
-
-
 class PolicyMiddleware:
     """
     An aiohttp client middleware that enforces *policy* on every request
@@ -232,81 +360,20 @@ class PolicyMiddleware:
         rng: random.Random | None = None,
     ) -> None:
         self.policy = policy
-        self.raise_on_abort = raise_on_abort
-        self.rng = rng
-        self._exchange = _Exchange()
+        self._runner: AsyncRunner[_Attempt, aiohttp.ClientResponse] = (
+            AsyncRunner(_Exchange(), raise_on_abort=raise_on_abort, rng=rng)
+        )
 
     async def __call__(
         self,
         request: aiohttp.ClientRequest,
         handler: aiohttp.ClientHandlerType,
     ) -> aiohttp.ClientResponse:
-        policy, exchange = self.policy, self._exchange
-        if type(policy) is PolicyWatcher:
-            policy = policy.current
-        attempt = _Attempt(request, request.method, request.url)
-        if policy.breakers or policy.rate_limit is not None:
-            await admit_async(policy, request.method, request.url.__str__)
-        try:
-            first = await handler(request)
-            # The success path: a status (and method) no rule can match is
-            # returned without a body read, a snapshot or a decision.
-            if not policy.candidates(first.status, request.method):
-                if policy.settles:
-                    settle_plain(policy, request.url.__str__, time.time())
-                return first
-            # Rules may look into the body: read it (aiohttp keeps it for
-            # the caller); one that no rule matches after all (a 200 that
-            # is not `ongoing`) is returned after one decision, without
-            # the driver.
-            exchange.bodies[first] = await first.read()
-        except Exception as exc:
-            if exchange.failure(exc) is None:
-                raise
-            return await self._run(policy, attempt, handler, exc)
-        snap = exchange.snapshot(attempt, first)
-        if decide(policy, snap, FIRST_ATTEMPT, now=0.0) is NO_MATCH:
-            if policy.settles:
-                settle_plain(policy, request.url.__str__, time.time())
-            return first
-        return await self._run(policy, attempt, handler, first)
+        async def send(attempt: _Attempt) -> aiohttp.ClientResponse:
+            return await handler(attempt.request)
 
-    async def _run(
-        self,
-        policy: Policy,
-        attempt: _Attempt,
-        handler: aiohttp.ClientHandlerType,
-        first: aiohttp.ClientResponse | BaseException,
-    ) -> aiohttp.ClientResponse:
-        pending = [first]
-        bodies = self._exchange.bodies
-
-        async def send(nxt: _Attempt) -> aiohttp.ClientResponse:
-            if pending:  # the first outcome, already seen (and read)
-                got = pending.pop()
-                if isinstance(got, BaseException):
-                    raise got
-                return got
-            # The previous attempt's body writer must be done before the
-            # payload is written again.
-            await nxt.request.close()
-            await _retarget(nxt)
-            response = await handler(nxt.request)
-            if policy.candidates(response.status, nxt.method):
-                # A rule may look into the body: read it now, so that the
-                # synchronous engine can have it; aiohttp keeps it for the
-                # caller's read()/json().  A read that breaks is a
-                # transport failure like any other.
-                bodies[response] = await response.read()
-            return response
-
-        return await run_async(
-            policy,
-            attempt,
+        return await self._runner.call(
+            self.policy.current,
+            _Attempt(request, request.method, request.url),
             send,
-            self._exchange,
-            raise_on_abort=self.raise_on_abort,
-            rng=self.rng,
-            on_finish=None if self.raise_on_abort else _attach,
-            first_sent=True,
         )

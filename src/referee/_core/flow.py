@@ -65,6 +65,7 @@ from .ops import (
     StateOp,
     TakeRetryToken,
 )
+from .snapshot import Snapshot
 from .state import AttemptState, advance
 
 
@@ -75,7 +76,6 @@ if TYPE_CHECKING:
     from .compile import Policy
     from .decisions import Decision
     from .errors import Aborted
-    from .snapshot import Snapshot
 
 
 __all__ = [
@@ -190,6 +190,25 @@ class Sleep:
 Action: TypeAlias = Send | ReadBody | CanResend | Store | Wait | Sleep
 
 
+class _TimedOut:
+    """
+    The type of :data:`TIMED_OUT`.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "TIMED_OUT"
+
+
+#: A runner's answer to a Send or a ReadBody that the time left cut short:
+#: the runner itself ended the attempt (the client raised nothing).  The
+#: flow decides it as a ``timeout`` failure; one that no rule takes up ends
+#: the call with DeadlineExceeded, since there is no client exception to
+#: let through.
+TIMED_OUT: Final = _TimedOut()
+
+
 @attrs.frozen
 class Reply:
     """
@@ -213,6 +232,7 @@ class Finished:
         sent: False when the call ended before its first send (a breaker
             was open, or a rate-limit wait would overrun the deadline).
         suppressed: The retry budget refused the last retry.
+        breaker: The open breaker that stopped the call, or None.
     """
 
     decision: Accept | Abort
@@ -220,6 +240,7 @@ class Finished:
     snap: Snapshot | None
     sent: bool = True
     suppressed: bool = False
+    breaker: str | None = None
 
 
 def call_flow(
@@ -255,12 +276,24 @@ def call_flow(
                 return stopped
         first = state.attempt == 1 and state.polls == 0
         timeout = None if first else _left(policy, state, now)
+        if timeout == math.inf:
+            timeout = None
         reply = yield Send(request, state.attempt, state.polls, timeout)
-        snap: Snapshot = reply.value
         now = reply.now
-        if _reads_body(policy, snap):
-            snap, now = yield from _read_body(policy, state, snap, now)
+        cut = reply.value is TIMED_OUT
+        snap: Snapshot = (
+            _timed_out(send_method, url if request is None else request.url)
+            if cut
+            else reply.value
+        )
+        asked = _reads_body(policy, snap)
+        if asked:
+            snap, now, cut = yield from _read_body(policy, state, snap, now)
         decision: Decision = decide(policy, snap, state, now=now, rng=rng)
+        if cut and isinstance(decision, Accept):
+            # The runner ended the attempt on the deadline: there is no
+            # client exception to let through.
+            decision = _out_of_time(snap)
         state = advance(state, snap, decision, now=now)
         suppressed = False
         if isinstance(decision, Retry | Poll):
@@ -272,7 +305,11 @@ def call_flow(
                 decision, state = _cannot_resend(
                     state, snap, reply.value, NotReplayable
                 )
-            elif isinstance(decision, Retry) and policy.budget is not None:
+            elif (
+                isinstance(decision, Retry)
+                and policy.budget is not None
+                and policy.runtime is not None
+            ):
                 reply = yield Store(
                     TakeRetryToken(policy.name, _host(snap.url), policy.budget)
                 )
@@ -282,16 +319,12 @@ def call_flow(
                         state, snap, _BUDGET_SPENT, RetriesExhausted
                     )
         if isinstance(decision, Accept | Abort):
-            if (
-                isinstance(decision, Abort)
-                and snap.status is not None
-                and snap.body is None
-                and snap.load_body is None
-                and not is_event_stream(snap.headers)
+            if isinstance(decision, Abort) and _error_body(
+                policy, snap, asked
             ):
                 # The error keeps the API's own words: the body the rule
                 # did not need is read now, if it comes quickly.
-                snap, now = yield from _read_body(
+                snap, now, _ = yield from _read_body(
                     policy, state, snap, now, most=ERROR_BODY_WAIT
                 )
             yield from _settle(policy, decision, snap, now)
@@ -331,13 +364,14 @@ def _read_body(
     snap: Snapshot,
     now: float,
     most: float | None = None,
-) -> Generator[Action, Reply, tuple[Snapshot, float]]:
+) -> Generator[Action, Reply, tuple[Snapshot, float, bool]]:
     """
-    Ask for *snap*'s body, within the time the call has left; the
-    snapshot to decide with (a ``timeout`` or ``read`` failure when the
-    read did not end well) and the clock after the read.  With *most*,
-    the read is optional: it takes at most *most* seconds, and *snap*
-    stands whatever happens.
+    Ask for *snap*'s body, within the time the call has left.  Returns the
+    snapshot to decide with (a ``read`` or ``timeout`` failure when the
+    read did not end well), the clock after the read, and whether the
+    runner cut the read on the deadline.  With *most*, the read is
+    optional: it takes at most *most* seconds, and *snap* stands whatever
+    happens.
     """
     event = is_event_stream(snap.headers)
     left = _left(policy, state, now)
@@ -348,9 +382,56 @@ def _read_body(
     got = reply.value
     if got is None or isinstance(got, bytes):
         body = event_data(got) if event and got is not None else got
-        return attrs.evolve(snap, body=body), reply.now
-    found: Snapshot = got  # the read failed: its snapshot stands for it
-    return found, reply.now
+        return attrs.evolve(snap, body=body), reply.now, False
+    if optional:
+        return snap, reply.now, False
+    if got is TIMED_OUT:
+        return _timed_out(snap.method, snap.url), reply.now, True
+    found: Snapshot = got  # the read broke: its failure stands for it
+    return found, reply.now, False
+
+
+def _error_body(policy: Policy, snap: Snapshot, asked: bool) -> bool:
+    """
+    Whether to read the body of a response the call aborts on, for the
+    error: one not read yet (nor asked for: one found too long stays
+    unread), not declared too long, and no event stream.
+    """
+    return (
+        not asked
+        and snap.status is not None
+        and snap.body is None
+        and snap.load_body is None
+        and not declared_too_long(snap.headers, policy.body_limit)
+        and not is_event_stream(snap.headers)
+    )
+
+
+def _timed_out(method: str, url: Url) -> Snapshot:
+    """
+    The snapshot of an attempt the runner cut on the deadline.
+    """
+    return Snapshot.failed(
+        "timeout", method=method, url=url if isinstance(url, str) else url()
+    )
+
+
+def _out_of_time(snap: Snapshot) -> Abort:
+    """
+    The end of a call whose attempt the deadline cut, when no rule takes
+    up a timeout.
+    """
+    return Abort(
+        None,
+        (
+            (
+                "{0}: the call's deadline ran out before the answer was in, "
+                "and no rule handles a timeout"
+            ),
+            snap.method,
+        ),
+        DeadlineExceeded,
+    )
 
 
 def _left(policy: Policy, state: AttemptState, now: float) -> float:
@@ -499,7 +580,7 @@ def _breaker_open(
         ),
         CircuitOpen,
     )
-    return Finished(decision, state, None, sent=False)
+    return Finished(decision, state, None, sent=False, breaker=found.name)
 
 
 # --- Re-sends ---------------------------------------------------------------

@@ -17,6 +17,7 @@ import structlog
 
 from referee._core.bodies import api_detail
 from referee._core.decisions import Abort, Accept, Poll, Retry
+from referee._core.flow import TIMED_OUT
 from referee._core.redact import redact_url
 from referee._core.snapshot import Snapshot
 from referee._core.state import CallOutcome
@@ -126,15 +127,15 @@ class Call(Generic[Req, Resp]):
         self.snap = snap
         return snap
 
-    def timed_out(self) -> Snapshot:
+    def timed_out(self) -> object:
         """
-        The snapshot of a read the deadline cut short (the response is
-        dropped: it is released by the runner).
+        The answer to a send or a read the deadline cut short (the
+        response is dropped: the runner releases it).
         """
-        self.response = None
+        self.response, self.exc = None, None
         method, url = self.exchange.method_url(self.sent)
         self.snap = Snapshot.failed("timeout", method=method, url=url())
-        return self.snap
+        return TIMED_OUT
 
     def read_failed(self, exc: Exception) -> Snapshot:
         """
@@ -164,7 +165,14 @@ class Call(Generic[Req, Resp]):
             and len(state.history) == 1
         )
         if not plain:
-            self.log(decision, snap, now, finished.suppressed, finished.sent)
+            self.log(
+                decision,
+                snap,
+                now,
+                finished.suppressed,
+                finished.sent,
+                finished.breaker,
+            )
         elif hooks.hooks():
             self.notify(decision, snap, now)
         error = None
@@ -199,9 +207,11 @@ class Call(Generic[Req, Resp]):
         now: float,
         suppressed: bool = False,
         sent: bool = True,
+        breaker: str | None = None,
     ) -> None:
         """
-        One ``referee.decision`` event (and the hooks' event).
+        One ``referee.decision`` event (and the hooks' event); a call an
+        open breaker stopped says ``sent=False`` and names the breaker.
         """
         action = _ACTION[type(decision)]
         level = decision.log or ("warning" if action == "abort" else "info")
@@ -220,7 +230,7 @@ class Call(Generic[Req, Resp]):
             elapsed=round(now - self.started, 6),
             reason=decision.reason,
             alert=None if decision.alert is None else decision.alert.kind,
-            **({} if sent else {"sent": False}),
+            **({} if sent else {"sent": False, "breaker": breaker}),
         )
         if hooks.hooks():
             self.notify(decision, snap, now, suppressed, sent)

@@ -215,8 +215,13 @@ class Runner(Generic[Req, Resp]):
         except Exception as exc:  # noqa: BLE001 - sorted by the exchange
             self._close(response)
             return None if action.optional else call.read_failed(exc)
+        if action.optional:
+            # The body did not come in time for the error: the caller may
+            # still read it from the response.
+            self.exchange.restore(response, head, chunks)
+            return None
         self._close(response)
-        return None if action.optional else call.timed_out()
+        return call.timed_out()
 
     def _end(self, call: Call[Req, Resp], finished: Finished) -> Resp:
         error = call.finish(finished, clock.now())
@@ -250,7 +255,7 @@ class Runner(Generic[Req, Resp]):
             close_failed(exc)
 
     def _pause(self, seconds: float) -> None:
-        if seconds > 0 and not clock.skip(seconds):
+        if not clock.skip(seconds) and seconds > 0:
             self.sleep(seconds)
 
 
@@ -430,5 +435,5 @@ class AsyncRunner(Generic[Req, Resp]):
             close_failed(exc)
 
     async def _pause(self, seconds: float) -> None:
-        if seconds > 0 and not clock.skip(seconds):
+        if not clock.skip(seconds) and seconds > 0:
             await self.sleep(seconds)
