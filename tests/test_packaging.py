@@ -4,7 +4,14 @@ The public surface: what `import referee` offers, and nothing by accident.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import zipfile
 from importlib import metadata
+from pathlib import Path
+
+import pytest
 
 import referee
 
@@ -122,3 +129,89 @@ class TestPublicAPI:
         )
         for name in referee.bundled_names():
             assert name == referee.load_policy(name).name
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """
+    A wheel of this checkout, built as pip builds it for an install.
+    """
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(  # noqa: S603 - our own interpreter, our own tree
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--wheel-dir",
+            str(out),
+            str(ROOT),
+        ],
+        check=True,
+        timeout=240,
+    )
+    (found,) = out.glob("referee-*.whl")
+    return found
+
+
+class TestWheel:
+    def test_ships_every_bundled_policy(self, wheel):
+        """
+        The wheel carries policies/ (kept at the top of the repository) as
+        referee/policies, with the package's typing marker and schema.
+        """
+        with zipfile.ZipFile(wheel) as zf:
+            names = set(zf.namelist())
+        shipped = {
+            n.removeprefix("referee/policies/")
+            for n in names
+            if n.startswith("referee/policies/")
+        }
+
+        assert {p.name for p in (ROOT / "policies").glob("*.yaml")} == shipped
+        assert {"referee/py.typed", "referee/policy.schema.json"} <= names
+
+    def test_loads_a_policy_by_name_once_installed(self, wheel, tmp_path):
+        """
+        Installed from the wheel (not this checkout), load_policy("enrow")
+        finds the bundled policy.
+        """
+        site = tmp_path / "site"
+        subprocess.run(  # noqa: S603 - our own interpreter
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-deps",
+                "--target",
+                str(site),
+                str(wheel),
+            ],
+            check=True,
+            timeout=120,
+        )
+        code = (
+            "import referee\n"
+            "print(referee.__file__)\n"
+            "print(referee.load_policy('enrow').name)\n"
+        )
+        proc = subprocess.run(  # noqa: S603 - our own interpreter
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": str(site)},
+            cwd=tmp_path,
+        )
+        where, name = proc.stdout.split()
+
+        assert Path(where).is_relative_to(site)
+        assert "enrow" == name
