@@ -10,10 +10,14 @@ instead.
 from __future__ import annotations
 
 import contextlib
+import copy
 import gc
+import gzip
 import io
+import json
 import socket
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -23,7 +27,9 @@ import requests
 import structlog
 import urllib3.exceptions as u3
 from requests import exceptions as rex
+from tests.contract_servers import Drip, DripServer
 from tests.server import RESET, Reply, ScriptedServer, closed_port
+from urllib3.util import Timeout as Urllib3Timeout
 
 import referee
 from referee import (
@@ -32,12 +38,19 @@ from referee import (
     CallOutcome,
     DeadlineExceeded,
     InsufficientCredits,
+    NotReplayable,
     PollRequest,
-    RateLimited,
     RetriesExhausted,
     ServerError,
 )
-from referee.requests import OUTCOME_ATTRIBUTE, PolicyAdapter, _Exchange
+from referee.requests import (
+    _BOUND,
+    OUTCOME_ATTRIBUTE,
+    PolicyAdapter,
+    _bounded,
+    _Exchange,
+    _Replay,
+)
 from referee.testing import no_sleep
 
 
@@ -315,7 +328,8 @@ class TestUnsafeMethods:
     def test_generator_body_is_not_resent(self, server, slept):
         """
         Under enrow a POST whose body was a generator meets a 429: it is not
-        sent again, and the error says the body was a stream.
+        sent again; NotReplayable names the rule and says the body was a
+        stream.
         """
         server.script(
             "/email/find/single",
@@ -326,7 +340,7 @@ class TestUnsafeMethods:
             yield b'{"fullname": '
             yield b'"Ada Lovelace"}'
 
-        with pytest.raises(RateLimited) as ei:
+        with pytest.raises(NotReplayable) as ei:
             call(
                 policy("enrow"),
                 "POST",
@@ -341,12 +355,12 @@ class TestUnsafeMethods:
 
     def test_generator_body_gives_up_before_sleeping(self, server, slept):
         """
-        A retry that cannot re-send a generator body gives up at once, and
-        the error carries the last response.
+        A retry that cannot re-send a generator body gives up at once with
+        NotReplayable, which carries the last response.
         """
         server.script("/r", [Reply(503, {"Retry-After": "9"}), Reply(200)])
 
-        with pytest.raises(ServerError) as ei:
+        with pytest.raises(NotReplayable) as ei:
             call(policy(), "PUT", server.url("/r"), data=iter([b"chunk"]))
 
         assert [] == slept.delays
@@ -375,7 +389,7 @@ class TestUnsafeMethods:
         outcome = getattr(response, OUTCOME_ATTRIBUTE)
         assert 503 == response.status_code
         assert b"busy" == response.content
-        assert isinstance(outcome.error, ServerError)
+        assert isinstance(outcome.error, NotReplayable)
         assert "body was a stream" in outcome.error.reason
         assert [b"chunk"] == [r.body for r in server.requests]
 
@@ -630,12 +644,6 @@ class TestFailures:
                 requests.ConnectionError,
                 2,
             ),
-            (
-                _raw(b"HTTP/1.1 503 Busy\r\nContent-Length: 10\r\n\r\nab"),
-                "read",
-                rex.ChunkedEncodingError,
-                2,
-            ),
             (_raw(b""), "read", requests.ConnectionError, 2),
         ],
         ids=[
@@ -644,7 +652,6 @@ class TestFailures:
             "read-timeout",
             "bad-status-line",
             "unknown-protocol",
-            "body-cut-short",
             "closed-without-answer",
         ],
     )
@@ -688,6 +695,26 @@ class TestFailures:
         err = ei.value
         assert ["protocol", "protocol"] == [r.failure for r in err.trail]
         assert isinstance(err.__cause__, rex.InvalidHeader)
+        assert 2 == raw.requests
+
+    def test_body_cut_short_no_rule_reads_is_decided_on_its_status(
+        self, raw_servers, slept
+    ):
+        """
+        A 503 whose body is cut short, that no rule looks into, is not read
+        to decide: it is retried on its status alone, and the error it ends
+        in (whose body could not be read) still says 503.
+        """
+        raw = RawServer(b"HTTP/1.1 503 Busy\r\nContent-Length: 10\r\n\r\nab")
+        raw_servers.append(raw)
+
+        with pytest.raises(RetriesExhausted) as ei:
+            call(FAILURES, "GET", raw.url("/r"))
+
+        err = ei.value
+        assert (503, None) == (err.status, err.failure)
+        assert [503, 503] == [r.status for r in err.trail]
+        assert err.body is None
         assert 2 == raw.requests
 
     def test_unhandled_failure_propagates_untouched(self, server, slept):
@@ -839,9 +866,15 @@ class TestFailureWords:
     def test_word(self, exc, word):
         """
         requests' and urllib3's exceptions map to the portable words; what
-        is no transport failure maps to None.
+        is no transport failure has no snapshot.
         """
-        assert word == _Exchange().failure(exc)
+        request = _prepared("GET")
+
+        snap = _Exchange().exception_snapshot(request, exc)
+
+        assert word == (None if snap is None else snap.failure)
+        if snap is not None:
+            assert ("GET", request.url) == (snap.method, snap.url)
 
 
 # --- Requests and bodies ----------------------------------------------------
@@ -856,15 +889,25 @@ def _prepared(method: str, **kwargs: Any) -> requests.PreparedRequest:
     ).prepare()
 
 
+class _Unseekable(io.BytesIO):
+    """
+    A file that cannot seek, like a pipe.
+    """
+
+    def seekable(self) -> bool:
+        return False
+
+
 class TestExchange:
     @pytest.mark.parametrize(
         "body",
-        [None, b"raw", "text", {"form": "field"}],
-        ids=["none", "bytes", "str", "form"],
+        [None, b"raw", "text", {"form": "field"}, io.BytesIO(b"file")],
+        ids=["none", "bytes", "str", "form", "file"],
     )
     def test_replayable_bodies(self, body):
         """
-        A request whose body is bytes, str or nothing can be sent again.
+        A request whose body is bytes, str, nothing or a seekable file can
+        be sent again.
         """
         assert None is _Exchange().replayable(_prepared("POST", data=body))
 
@@ -873,9 +916,9 @@ class TestExchange:
         [
             ((b for b in [b"a", b"b"]), "generator"),
             (iter([b"a"]), "list_iterator"),
-            (io.BytesIO(b"file"), "BytesIO"),
+            (_Unseekable(b"pipe"), "_Unseekable"),
         ],
-        ids=["generator", "iterator", "file"],
+        ids=["generator", "iterator", "unseekable-file"],
     )
     def test_stream_bodies_are_not_replayable(self, body, kind):
         """
@@ -949,7 +992,21 @@ class TestBodies:
     def test_streamed_body_no_rule_needs_is_not_read(self, server, slept):
         """
         With stream=True, a body no rule looks into is left unread for the
-        caller.
+        caller (a 200 after a retried 503: the call ran through the flow).
+        """
+        server.script("/r", [Reply(503), Reply(200, body=b"fine")])
+
+        response = call(policy(), "GET", server.url("/r"), stream=True)
+
+        assert response._content_consumed is False
+        assert b"fine" == response.content
+        assert 2 == server.count("/r")
+
+    def test_streamed_error_body_is_read_for_the_error(self, server, slept):
+        """
+        With stream=True, the body of the response the call aborts on is
+        read (briefly) so that the outcome's error carries the API's
+        words; the caller still reads it whole.
         """
         server.script("/r", [Reply(503, body=b"down")])
 
@@ -961,7 +1018,8 @@ class TestBodies:
             raise_on_abort=False,
         )
 
-        assert response._content_consumed is False
+        outcome = getattr(response, OUTCOME_ATTRIBUTE)
+        assert b"down" == outcome.error.body
         assert b"down" == response.content
 
     def test_streamed_body_over_the_limit_is_not_read(self, server, slept):
@@ -1065,8 +1123,9 @@ class TestClosing:
 
     def test_read_responses_free_the_connection(self, server, slept):
         """
-        The abandoned responses (read in full) give their connection back:
-        one connection serves the three attempts.
+        The abandoned responses, whose bodies are empty (nothing is left to
+        read), give their connection back: one connection serves the three
+        attempts.
         """
         server.script("/r", [Reply(503), Reply(503), Reply(200)])
 
@@ -1074,6 +1133,396 @@ class TestClosing:
 
         assert 3 == server.count("/r")
         assert 1 == server.connections
+
+
+# --- Bodies given back -------------------------------------------------------
+
+
+@pytest.fixture
+def drip_server() -> Iterator[DripServer]:
+    with DripServer() as srv:
+        yield srv
+
+
+# A rule that looks into the bodies of 200s (and matches none here).
+INSPECTS = """
+policy: inspects
+extends: http-default
+defaults: {body_limit: %s}
+rules:
+  - id: ongoing
+    when: {status: 200, body: {qualification: ongoing}}
+    do: poll
+"""
+
+# A rule that opts in to reading an event stream's first event.
+READS_EVENTS = """
+policy: reads-events
+extends: http-default
+rules:
+  - id: stream-error
+    when:
+      status: 200
+      headers: {content-type: {contains: text/event-stream}}
+      body: {error.type: server_error}
+    do: retry
+"""
+
+JSON = {"Content-Type": "application/json"}
+
+#: A JSON document on many lines, about 40 KB, that no rule here matches.
+DOCUMENT = (
+    json.dumps(
+        {
+            "qualification": "valid",
+            "items": [
+                {"n": n, "text": "lorem ipsum " * 4} for n in range(500)
+            ],
+        },
+        indent=2,
+    )
+    + "\n"
+).encode()
+
+
+def in_chunks(data: bytes, size: int = 4096) -> tuple[bytes, ...]:
+    return tuple(data[i : i + size] for i in range(0, len(data), size))
+
+
+def consume(response: requests.Response, style: str) -> bytes:
+    """
+    The body of *response*, read the way *style* names.
+    """
+    if style == "content":
+        return response.content
+    if style == "iter_content":
+        return b"".join(response.iter_content(chunk_size=1000))
+    if style == "iter_lines":
+        return b"".join(line + b"\n" for line in response.iter_lines())
+    if style == "raw.read":
+        return response.raw.read(decode_content=True)  # type: ignore[no-any-return]
+    if style == "raw.read(amt)":
+        parts = []
+        while part := response.raw.read(1000, decode_content=True):
+            parts.append(part)
+        return b"".join(parts)
+    assert style == "raw.stream"
+    return b"".join(response.raw.stream(decode_content=True))
+
+
+STYLES = [
+    "content",
+    "iter_content",
+    "iter_lines",
+    "raw.read",
+    "raw.read(amt)",
+    "raw.stream",
+]
+
+
+class TestBodiesGivenBack:
+    @pytest.mark.parametrize("style", STYLES)
+    @pytest.mark.parametrize(
+        ("limit", "whole"),
+        [("1MiB", True), ("1KiB", False)],
+        ids=["read-whole", "over-the-limit"],
+    )
+    def test_a_body_a_rule_read_reaches_every_reader(
+        self, drip_server, limit, whole, style
+    ):
+        """
+        With stream=True, a chunked body a rule looked into reaches the
+        caller intact, whether the adapter read it all (requests holds it,
+        and the raw response replays it) or stopped at the body limit (the
+        rest still streams from the connection).
+        """
+        chunks = in_chunks(DOCUMENT)
+        drip_server.script(
+            "/r", [Drip(200, JSON, chunks, immediate=len(chunks))]
+        )
+
+        with no_sleep():
+            response = call(
+                referee.load_policy_text(INSPECTS % limit),
+                "GET",
+                drip_server.url("/r"),
+                stream=True,
+            )
+            with response:
+                read = response._content_consumed
+                body = consume(response, style)
+
+        assert (whole, DOCUMENT) == (read, body)
+
+    @pytest.mark.parametrize("style", STYLES)
+    @pytest.mark.parametrize(
+        ("limit", "whole"),
+        [("1MiB", True), ("1KiB", False)],
+        ids=["read-whole", "over-the-limit"],
+    )
+    def test_gzip_is_decoded_once(self, drip_server, limit, whole, style):
+        """
+        A gzip body (chunked, so its length is not declared) a rule looked
+        into reaches the caller decoded, once, however it is read; the
+        response's headers still say how it came.
+        """
+        chunks = in_chunks(gzip.compress(DOCUMENT), 1024)
+        headers = {**JSON, "Content-Encoding": "gzip"}
+        drip_server.script(
+            "/r", [Drip(200, headers, chunks, immediate=len(chunks))]
+        )
+
+        with no_sleep():
+            response = call(
+                referee.load_policy_text(INSPECTS % limit),
+                "GET",
+                drip_server.url("/r"),
+                stream=True,
+            )
+            with response:
+                read = response._content_consumed
+                body = consume(response, style)
+
+        assert (whole, DOCUMENT) == (read, body)
+        assert "gzip" == response.headers["Content-Encoding"]
+
+    def test_an_event_stream_a_rule_read_keeps_flowing(self, drip_server):
+        """
+        An event stream whose first event a rule reads reaches the caller
+        event by event, as the server sends them: the first at once, the
+        last only when it is sent, all of them whole and in order.
+        """
+        events = [f'data: {{"n": {n}}}\n\n'.encode() for n in range(5)]
+        drip_server.script(
+            "/events",
+            [
+                Drip(
+                    200,
+                    {"Content-Type": "text/event-stream"},
+                    tuple(events),
+                    interval=0.25,
+                )
+            ],
+        )
+        started = time.monotonic()
+
+        with no_sleep():
+            response = call(
+                referee.load_policy_text(READS_EVENTS),
+                "GET",
+                drip_server.url("/events"),
+                stream=True,
+            )
+            with response:
+                replayed = isinstance(response.raw, _Replay)
+                seen = [
+                    (line, time.monotonic() - started)
+                    for line in response.iter_lines(chunk_size=None)
+                    if line
+                ]
+
+        assert [e.split(b"\n")[0] for e in events] == [
+            line for line, _ in seen
+        ]
+        first, last = seen[0][1], seen[-1][1]
+        assert replayed
+        assert first < 0.2
+        assert last > 0.8
+
+    def test_a_slow_error_body_still_reaches_the_caller(self, drip_server):
+        """
+        The body of the response a call aborts on, read for the error, that
+        has not all come when that brief read gives up still reaches a
+        caller who asked for responses, whole.
+        """
+        body = b'{"state": "down"}'
+        drip_server.script(
+            "/drip",
+            [
+                Drip(
+                    503,
+                    JSON,
+                    tuple(bytes([b]) for b in body),
+                    interval=0.1,
+                    immediate=2,
+                    sized=True,
+                )
+            ],
+        )
+        pol = referee.load_policy_text(
+            """
+policy: once
+rules:
+  - {id: down, when: {status: 503}, do: abort, error: ServerError}
+"""
+        )
+        started = time.monotonic()
+
+        with no_sleep():
+            response = call(
+                pol,
+                "GET",
+                drip_server.url("/drip"),
+                stream=True,
+                raise_on_abort=False,
+            )
+            returned = time.monotonic() - started
+            with response:
+                got = response.content
+
+        outcome = getattr(response, OUTCOME_ATTRIBUTE)
+        assert returned < 1.0
+        assert outcome.error.body is None
+        assert body == got
+
+    def test_a_broken_rest_fails_the_callers_read(self, raw_servers, slept):
+        """
+        A body over the limit whose connection breaks after the part the
+        adapter read fails the caller's read as it fails without referee:
+        with requests' ChunkedEncodingError.
+        """
+        chunk = b"x" * 2000
+        raw = RawServer(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+            b"%x\r\n%s\r\n" % (len(chunk), chunk)
+        )
+        raw_servers.append(raw)
+
+        with pytest.raises(rex.ChunkedEncodingError):
+            call(referee.load_policy_text(INSPECTS % "1KiB"), "GET", raw.url())
+
+    def test_cookies_of_a_read_response_reach_the_session(self, server):
+        """
+        The session keeps the cookies of a response whose body a rule read
+        (they come from the raw response the adapter put in its place).
+        """
+        done = {"qualification": "valid", "email": "a@b.c"}
+        server.script(
+            "/email/find/single",
+            [Reply(200, {"Set-Cookie": "sid=abc; Path=/"}, done)],
+        )
+        adapter = PolicyAdapter(policy("enrow"))
+
+        with session(adapter) as s:
+            response = s.get(server.url("/email/find/single"), timeout=5)
+            jar = s.cookies.get_dict()
+
+        assert done == response.json()
+        assert {"sid": "abc"} == jar
+
+
+# --- Request bodies and timeouts ------------------------------------------------
+
+
+class TestResend:
+    def test_a_file_is_rewound_to_where_it_started(self, server, slept):
+        """
+        A file body whose reading started part-way is sent again from that
+        same place, whole (as requests rewinds it for a redirect).
+        """
+        server.script("/upload", [Reply(503), Reply(204)])
+        file = io.BytesIO(b"skip" + bytes(range(256)) * 300)
+        file.seek(4)
+
+        response = call(policy(), "PUT", server.url("/upload"), data=file)
+
+        assert 204 == response.status_code
+        assert [bytes(range(256)) * 300] * 2 == [
+            r.body for r in server.requests
+        ]
+
+    def test_a_resend_is_cut_at_the_deadline(self, server):
+        """
+        A re-send gets only the time the call has left: one that would
+        take 3 s under a 1 s deadline is cut short (a timeout), not waited
+        for as the caller's 10 s timeout would.
+        """
+        pol = referee.load_policy_text(
+            """
+policy: short
+defaults:
+  deadline: 1s
+  retry: {backoff: {initial: 10ms, multiplier: 1, jitter: none}}
+rules:
+  - {id: busy, when: {status: 503}, do: retry}
+  - {id: slow, when: {failure: timeout}, do: retry}
+"""
+        )
+        server.script("/r", [Reply(503), Reply(200, delay=3)])
+        started = time.monotonic()
+
+        with pytest.raises(DeadlineExceeded) as ei:
+            call(pol, "GET", server.url("/r"), timeout=10)
+
+        assert time.monotonic() - started < 2
+        assert [(503, None), (None, "timeout")] == [
+            (rec.status, rec.failure) for rec in ei.value.trail
+        ]
+
+    def test_the_callers_request_is_not_marked(self):
+        """
+        A re-send's cut timeouts ride on a copy of the request: the
+        caller's own is sent as it is by any later call.
+        """
+        request = _prepared("POST", data=b"body")
+
+        again = _Exchange().prepare(request, time_left=0.5)
+
+        assert again is not request
+        assert 0.5 == getattr(again, _BOUND)
+        assert not hasattr(request, _BOUND)
+        assert (request.method, request.url, request.body) == (
+            again.method,
+            again.url,
+            again.body,
+        )
+
+    @pytest.mark.parametrize(
+        ("timeout", "cut"),
+        [
+            (None, 2.0),
+            (5, 2.0),
+            (1.5, 1.5),
+            ((1, 9), (1, 2.0)),
+            ((None, None), (2.0, 2.0)),
+            (Urllib3Timeout(connect=1, read=9), (1.0, 2.0)),
+            (Urllib3Timeout(), (2.0, 2.0)),
+        ],
+        ids=[
+            "none",
+            "number",
+            "shorter",
+            "pair",
+            "pair-of-none",
+            "urllib3",
+            "urllib3-default",
+        ],
+    )
+    def test_timeouts_are_cut(self, timeout, cut):
+        """
+        Every form of requests' timeout is cut to the time left, each part
+        on its own.
+        """
+        assert cut == _bounded(timeout, 2.0)
+
+
+class TestAdapter:
+    def test_a_copy_enforces_the_same_policy(self, server, slept):
+        """
+        A copy of the adapter (made through its pickling state) enforces
+        the same policy, with the same raise_on_abort.
+        """
+        server.script("/r", [Reply(503, body=b"down")])
+        adapter = copy.copy(PolicyAdapter(policy(), raise_on_abort=False))
+
+        response = call(policy(), "GET", server.url("/r"), adapter=adapter)
+
+        assert 503 == response.status_code
+        assert isinstance(
+            getattr(response, OUTCOME_ATTRIBUTE).error, ServerError
+        )
+        assert 3 == server.count("/r")
 
 
 # --- Secrets ----------------------------------------------------------------
@@ -1157,7 +1606,9 @@ class TestFastPath:
     def test_unmatched_200_skips_the_driver(self, server, raise_on_abort):
         """
         A 200 that rules name but do not match (a valid search) is returned
-        after one decision: no outcome attached, nothing logged.
+        after one decision: the response HTTPAdapter built, open, nothing
+        logged; an outcome (the plain accept) is attached only for a caller
+        that asked for outcomes.
         """
         done = {"qualification": "valid", "email": "a@b.c"}
         server.script("/email/find/single", [Reply(200, body=done)])
@@ -1173,8 +1624,14 @@ class TestFastPath:
                 adapter=adapter,
             )
 
+        outcome = getattr(response, OUTCOME_ATTRIBUTE, None)
         assert [] == logs
         assert [response] == adapter.responses
         assert [0] == adapter.closes
-        assert not hasattr(response, OUTCOME_ATTRIBUTE)
         assert done == response.json()
+        if raise_on_abort:
+            assert outcome is None
+        else:
+            assert isinstance(outcome.decision, referee.Accept)
+            assert outcome.error is None
+            assert [None] == [r.rule_id for r in outcome.trail]

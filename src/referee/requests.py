@@ -20,28 +20,36 @@ referee for requests: a transport adapter to mount on a session.
     ).json()               # polled until the search is no longer ongoing
 
 :class:`PolicyAdapter` is an :class:`requests.adapters.HTTPAdapter` whose
-``send`` runs every attempt of a call through the policy; each attempt is
-the plain ``HTTPAdapter.send`` with the caller's *timeout*, *verify*,
-*cert*, *proxies* and *stream*.  urllib3's own ``Retry`` is switched off
-(``Retry(0, read=False)``): the policy is the only thing that retries.
+``send`` hands every call to the runner (``referee._run.runner``), which
+runs the flow; each attempt is the plain ``HTTPAdapter.send`` with the
+caller's *timeout*, *verify*, *cert*, *proxies* and *stream*.  urllib3's
+own ``Retry`` is switched off (``Retry(0, read=False)``): the policy is the
+only thing that retries.
 
-The adapter only translates: requests' responses to snapshots, requests'
-(and urllib3's) exceptions to the portable failure words; the driver does
-the rest.
+The adapter only translates — requests' responses to snapshots, requests'
+(and urllib3's) exceptions to the portable failure words, a body read in
+chunks back into the response.
 
-- A response no rule matches is returned untouched: without a snapshot when
-  no rule names its status, without the driver when the rules that do name
-  it do not match (a 200 that is not ``ongoing``).
-- With ``stream=False`` (requests' default), requests reads every body it
-  returns right after the adapter; the adapter reads the bodies of the
-  responses it decides on itself, so that a body that breaks half-way is a
-  ``read`` failure the policy sees, and the connection of an abandoned
-  response goes back to the pool.  With ``stream=True`` a body is read only
-  when a rule looks into it (and it is not declared longer than the
-  policy's ``body_limit``); the caller can still read it afterwards, since
-  requests keeps what it read.
-- A request is sent again only if its body can be: bytes, str or none.  A
-  generator or file body is not re-sent, and the error says why.
+- A response whose status no rule names (when nothing in the state must
+  hear of it) is ``HTTPAdapter.send``'s very response, its body unread.
+- A body is read to decide only when a candidate rule looks into it, up to
+  the policy's ``body_limit``, within the time the call has left; never an
+  event stream unless a rule opts in.  What was read is given back, decoded
+  as requests decodes it (gzip and the rest): ``response.content``,
+  ``iter_content()``, ``iter_lines()`` and, with ``stream=True``,
+  ``response.raw.read(decode_content=True)`` and ``raw.stream()`` see the
+  whole body, and the rest of a body left unread still arrives as it
+  comes.  The body of a response the call aborts on is read too, briefly,
+  for the error's message.  Every other body is left to requests: with
+  ``stream=False`` (its default) it reads the body right after the
+  adapter, and a body that breaks then raises requests' own exception,
+  which no rule decides on.
+- A request is sent again with its body: bytes or str as they are, a file
+  (or ``BytesIO``) rewound to where it started, as requests rewinds it for
+  a redirect; a multipart form (``files=``) is bytes already.  A
+  generator's body cannot be: the call ends with
+  :class:`referee.NotReplayable`.
+- A re-send's timeouts are cut to what is left of the deadline.
 - Only the final response reaches requests' session: the cookies and hooks
   of abandoned attempts are not applied.  A redirect is a new call through
   the adapter, decided on its own.
@@ -49,32 +57,35 @@ the rest.
 
 from __future__ import annotations
 
-import time
+import io
 from http.client import HTTPException, IncompleteRead, RemoteDisconnected
-from typing import TYPE_CHECKING, Final, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 import urllib3.exceptions as u3
 from requests import exceptions as rex
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
+from requests.utils import rewind_body
+from urllib3.response import BaseHTTPResponse, HTTPResponse
+from urllib3.util import Timeout as Urllib3Timeout
 from urllib3.util.retry import Retry as _Urllib3Retry
 
-from ._core.engine import NO_MATCH, decide
 from ._core.snapshot import Snapshot
-from ._core.state import FIRST_ATTEMPT
-from ._files.watch import PolicyWatcher
-from ._run.drivers import admit_sync, run_sync, settle_plain
+from ._run.runner import Runner
 
 
 if TYPE_CHECKING:
     import random
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from requests import PreparedRequest, Response
+    from urllib3 import HTTPHeaderDict
+    from urllib3.connection import HTTPConnection
 
     from ._core.compile import Policy
     from ._core.decisions import PollRequest
     from ._core.state import CallOutcome
+    from ._files.watch import PolicyWatcher
 
 
 __all__ = ["OUTCOME_ATTRIBUTE", "PolicyAdapter"]
@@ -83,7 +94,8 @@ __all__ = ["OUTCOME_ATTRIBUTE", "PolicyAdapter"]
 #: :class:`~referee.CallOutcome`: ``response.referee_outcome``.
 OUTCOME_ATTRIBUTE: Final = "referee_outcome"
 
-# The types of HTTPAdapter.send's arguments, as requests declares them.
+# The types of HTTPAdapter.send's arguments, as requests declares them
+# (at run time it takes a urllib3 Timeout too).
 Timeout: TypeAlias = float | tuple[float | None, float | None] | None
 Verify: TypeAlias = bool | str
 Cert: TypeAlias = str | tuple[str, str] | None
@@ -96,9 +108,23 @@ _CONTENT_HEADERS: Final = (
     "transfer-encoding",
 )
 
+# Headers that describe a body as it came over the wire: dropped from the
+# raw response that gives back a body read to decide, which it gives
+# decoded (nothing must decode it twice, or count it against the wire's
+# length).
+_WIRE_HEADERS: Final = (
+    "content-encoding",
+    "content-length",
+    "transfer-encoding",
+)
+
+#: The most a body read to decide takes in one chunk (urllib3's own).
+_CHUNK: Final = 2**16
+
 _NOT_REPLAYABLE: Final = (
-    "its body was a stream ({kind}) that has been consumed; pass the body "
-    "as bytes or str (data=...) to let referee re-send it"
+    "its body was a stream ({kind}) that the first send consumed; pass "
+    "the body as bytes, str or a file (data=...) to let referee send it "
+    "again"
 )
 
 
@@ -163,17 +189,23 @@ def _cause(reason: object) -> str | None:
     return None
 
 
-#: The attribute on a PreparedRequest that caps its send's timeouts.
+#: The attribute of a re-sent PreparedRequest (a copy: the caller's is
+#: never marked) that caps its send's timeouts, in seconds.
 _BOUND: Final = "_referee_timeout_cap"
 
 
 def _bounded(timeout: Timeout, cap: float | None) -> Timeout:
     """
-    *timeout* (a number, a (connect, read) pair, or None) with each part at
-    most *cap*.
+    *timeout* (a number, a (connect, read) pair, a urllib3 ``Timeout``, or
+    None) with each part at most *cap*.
     """
     if cap is None:
         return timeout
+    if isinstance(timeout, Urllib3Timeout):
+        timeout = (
+            _seconds(timeout.connect_timeout),
+            _seconds(timeout.read_timeout),
+        )
     if isinstance(timeout, tuple):
         connect, read = timeout
         return (
@@ -185,34 +217,63 @@ def _bounded(timeout: Timeout, cap: float | None) -> Timeout:
     return min(float(timeout), cap)
 
 
+def _seconds(part: object) -> float | None:
+    # A urllib3 Timeout's part: seconds, None, or its "socket default".
+    return float(part) if isinstance(part, int | float) else None
+
+
+def _rewinds(request: PreparedRequest) -> bool:
+    """
+    Whether *request*'s body is a file requests can rewind to where it
+    started (it noted the position when it prepared the request).
+    """
+    body = request.body
+    position = request._body_position  # noqa: SLF001 - requests' own note
+    if not isinstance(position, int) or not hasattr(body, "seek"):
+        return False
+    seekable = getattr(body, "seekable", None)
+    try:
+        return seekable is None or bool(seekable())
+    except (OSError, ValueError):  # a closed file
+        return False
+
+
 class _Exchange:
     """
-    What the driver needs to know about requests.
+    requests, translated for the blocking runner.
     """
+
+    def method_url(
+        self, request: PreparedRequest
+    ) -> tuple[str, Callable[[], str]]:
+        return request.method or "GET", (request.url or "").__str__
+
+    def status(self, response: Response) -> int:
+        return response.status_code
 
     def snapshot(
         self, request: PreparedRequest, response: Response
     ) -> Snapshot:
-        # The body is read only if a rule looks into it (unless the adapter
-        # read it already); requests keeps it, so the caller can read it
-        # afterwards.
+        # A body requests holds already is handed over; a stream (requests
+        # has read nothing yet) is left for the flow.
         return Snapshot(
             response.status_code,
-            None,
-            request.method or "GET",
-            request.url or "",
-            response.headers,
-            request.headers,  # type: ignore[arg-type]
-            None,
-            _loader(response),
-            response.status_code,
+            method=request.method or "GET",
+            url=request.url or "",
+            headers=response.headers,
+            request_headers=request.headers,  # type: ignore[arg-type]
+            body=_held(response),
         )
 
-    def failure(self, exc: BaseException) -> str | None:
-        return _failure_word(exc)
-
-    def method_url(self, request: PreparedRequest) -> tuple[str, str]:
-        return request.method or "GET", request.url or ""
+    def exception_snapshot(
+        self, request: PreparedRequest, exc: Exception
+    ) -> Snapshot | None:
+        word = _failure_word(exc)
+        if word is None:
+            return None
+        return Snapshot.failed(
+            word, method=request.method or "GET", url=request.url or ""
+        )
 
     def poll_request(
         self, request: PreparedRequest, poll: PollRequest
@@ -231,33 +292,229 @@ class _Exchange:
 
     def replayable(self, request: PreparedRequest) -> str | None:
         body = request.body
-        if body is None or isinstance(body, bytes | str):
+        if body is None or isinstance(body, bytes | str) or _rewinds(request):
             return None
         return _NOT_REPLAYABLE.format(kind=type(body).__name__)
 
-    def bound(
-        self, request: PreparedRequest, seconds: float
+    def attach(self, response: Response, outcome: CallOutcome) -> None:
+        setattr(response, OUTCOME_ATTRIBUTE, outcome)
+
+    def prepare(
+        self, request: PreparedRequest, *, time_left: float | None
     ) -> PreparedRequest:
-        """
-        *request*, marked so that its send's timeouts are at most
-        *seconds* (what is left of the deadline).
-        """
-        setattr(request, _BOUND, seconds)
-        return request
+        if _rewinds(request):
+            rewind_body(request)
+        if time_left is None:
+            return request
+        # A copy carries the cap, so the caller's request is never marked
+        # (it may be sent again, by another call).
+        capped = request.copy()
+        setattr(capped, _BOUND, time_left)
+        return capped
+
+    def chunks(self, response: Response) -> Iterator[bytes]:
+        raw = response.raw
+        if not isinstance(raw, BaseHTTPResponse):
+            # Not urllib3's (a stub's file object): requests reads it
+            # whole, and keeps it.
+            yield response.content
+            return
+        # read1 gives what has arrived, decoded, without waiting for a
+        # whole chunk; its failures become requests' own, as in
+        # Response.iter_content.
+        try:
+            while chunk := raw.read1(_CHUNK, decode_content=True):
+                yield chunk
+        except u3.ProtocolError as exc:
+            raise rex.ChunkedEncodingError(exc) from exc
+        except u3.DecodeError as exc:
+            raise rex.ContentDecodingError(exc) from exc
+        except u3.ReadTimeoutError as exc:
+            raise rex.ConnectionError(exc) from exc
+        except u3.SSLError as exc:
+            raise rex.SSLError(exc) from exc
+
+    def restore(
+        self,
+        response: Response,
+        head: list[bytes],
+        rest: Iterator[bytes] | None,
+    ) -> bytes | None:
+        if response._content_consumed:  # noqa: SLF001 - requests read it itself
+            return _held(response) if rest is None else None
+        raw: BaseHTTPResponse = response.raw
+        if rest is None:
+            body = b"".join(head)
+            response._content = body  # noqa: SLF001 - as requests keeps it
+            response._content_consumed = True  # noqa: SLF001
+            response.raw = _replayed(raw, body)
+            raw.release_conn()
+            return body
+        # The rest is nothing but more read1 calls on the same raw, which
+        # keep nothing of their own: the replay makes them itself, so that
+        # they fail with urllib3's exceptions, as the bare raw's do.
+        response.raw = _Replay(raw, head)
+        return None
 
     def close(self, response: Response) -> None:
+        raw = response.raw
+        if getattr(raw, "length_remaining", None) == 0:
+            # Nothing is left to read (an empty body): reading that
+            # nothing gives the connection back to the pool, where closing
+            # the response unread would close it.
+            raw.drain_conn()
         response.close()
+        # requests leaves the raw response of a body it holds open: let go
+        # of a replay's bytes too.
+        raw.close()
 
 
-def _loader(response: Response) -> Callable[[], bytes | None]:
-    def load() -> bytes | None:
-        return response.content
+def _held(response: Response) -> bytes | None:
+    """
+    The body requests has read already, or None.
+    """
+    content = response._content  # noqa: SLF001 - no public way to ask
+    if response._content_consumed and isinstance(content, bytes):  # noqa: SLF001
+        return content
+    return None
 
-    return load
+
+def _decoded(headers: HTTPHeaderDict) -> HTTPHeaderDict:
+    """
+    *headers*, for a raw response that gives its body decoded.
+    """
+    found = headers.copy()
+    for name in _WIRE_HEADERS:
+        found.discard(name)
+    return found
 
 
-def _attach(response: Response, outcome: CallOutcome) -> None:
-    setattr(response, OUTCOME_ATTRIBUTE, outcome)
+def _replayed(raw: BaseHTTPResponse, body: bytes) -> HTTPResponse:
+    """
+    A raw response standing for *raw*, whose body (decoded) was *body*.
+    """
+    return HTTPResponse(
+        io.BytesIO(body),
+        headers=_decoded(raw.headers),
+        status=raw.status,
+        version=raw.version,
+        version_string=raw.version_string,
+        reason=raw.reason,
+        preload_content=False,
+        # The session takes its cookies from the raw response's.
+        original_response=getattr(raw, "_original_response", None),
+        msg=getattr(raw, "msg", None),
+        request_url=raw.url,
+        retries=raw.retries,
+    )
+
+
+class _Replay(BaseHTTPResponse):
+    """
+    The raw response of a body whose start was read to decide: the chunks
+    read (decoded), then the rest of the original as it arrives.
+
+    ``read1`` and ``stream`` (what ``Response.iter_content`` reads) give
+    what has come without waiting to fill their size, so an event stream
+    keeps flowing to the caller; ``read(amt)`` waits for *amt* bytes, as
+    urllib3's does.  The rest comes decoded, so ``decode_content`` makes
+    no difference.
+    """
+
+    def __init__(self, original: BaseHTTPResponse, head: list[bytes]) -> None:
+        self.original = original
+        super().__init__(
+            headers=_decoded(original.headers),
+            status=original.status,
+            version=original.version,
+            version_string=original.version_string,
+            reason=original.reason,
+            decode_content=True,
+            request_url=original.url,
+            retries=original.retries,
+        )
+        self.length_remaining = None
+        # The session takes its cookies from the raw response's.
+        self._original_response = getattr(original, "_original_response", None)
+        self._head = bytearray(b"".join(head))
+        self._body: bytes | None = None
+
+    def read1(
+        self, amt: int | None = None, decode_content: bool | None = None
+    ) -> bytes:
+        if not self._head:
+            return self.original.read1(amt, decode_content=True) or b""
+        size = len(self._head) if amt is None or amt < 0 else amt
+        data = bytes(self._head[:size])
+        del self._head[:size]
+        return data
+
+    def read(
+        self,
+        amt: int | None = None,
+        decode_content: bool | None = None,
+        cache_content: bool = False,
+    ) -> bytes:
+        left = None if amt is None or amt < 0 else amt
+        parts: list[bytes] = []
+        while left is None or left > 0:
+            data = self.read1(left)
+            if not data:
+                break
+            parts.append(data)
+            if left is not None:
+                left -= len(data)
+        return b"".join(parts)
+
+    def stream(
+        self, amt: int | None = _CHUNK, decode_content: bool | None = None
+    ) -> Iterator[bytes]:
+        while data := self.read1(amt):
+            yield data
+
+    def read_chunked(
+        self, amt: int | None = None, decode_content: bool | None = None
+    ) -> Iterator[bytes]:
+        return self.stream(amt)
+
+    @property
+    def data(self) -> bytes:
+        if self._body is None:
+            self._body = self.read()
+        return self._body
+
+    @property
+    def url(self) -> str | None:
+        return self.original.url
+
+    @url.setter
+    def url(self, url: str | None) -> None:
+        self.original.url = url
+
+    @property
+    def connection(self) -> HTTPConnection | None:
+        return self.original.connection  # type: ignore[return-value]
+
+    @property
+    def closed(self) -> bool:
+        return not self._head and self.original.closed
+
+    def readable(self) -> bool:
+        return True
+
+    def release_conn(self) -> None:
+        self.original.release_conn()
+
+    def drain_conn(self) -> None:
+        self._head.clear()
+        self.original.drain_conn()
+
+    def shutdown(self) -> None:
+        self.original.shutdown()
+
+    def close(self) -> None:
+        self._head.clear()
+        self.original.close()
 
 
 class PolicyAdapter(HTTPAdapter):
@@ -306,7 +563,16 @@ class PolicyAdapter(HTTPAdapter):
         self.policy = policy
         self.raise_on_abort = raise_on_abort
         self.rng = rng
-        self._exchange = _Exchange()
+        self._runner = self._new_runner()
+
+    def _new_runner(self) -> Runner[PreparedRequest, Response]:
+        return Runner(
+            _Exchange(), raise_on_abort=self.raise_on_abort, rng=self.rng
+        )
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._runner = self._new_runner()
 
     def send(
         self,
@@ -337,99 +603,4 @@ class PolicyAdapter(HTTPAdapter):
                 proxies=proxies,
             )
 
-        policy = self.policy
-        if type(policy) is PolicyWatcher:
-            policy = policy.current
-        url = request.url or ""
-        if policy.breakers or policy.rate_limit is not None:
-            admit_sync(policy, request.method or "GET", url)
-        try:
-            first = send_once(request)
-        except Exception as exc:
-            if _failure_word(exc) is None:
-                raise
-            return self._run(policy, request, exc, send_once, stream=stream)
-        # The success path: a status no rule names is returned without a
-        # snapshot, a decision or a header look-up; one that rules name but
-        # do not match (a 200 that is not `ongoing`) after one decision,
-        # without the driver.
-        if not policy.index.get(first.status_code, policy.fallback):
-            if policy.settles:
-                settle_plain(policy, lambda: url, time.time())
-            return first
-        try:
-            _read_if_needed(policy, request, first, stream=stream)
-        except Exception as exc:
-            if _failure_word(exc) is None:
-                raise
-            return self._run(policy, request, exc, send_once, stream=stream)
-        snap = self._exchange.snapshot(request, first)
-        if decide(policy, snap, FIRST_ATTEMPT, now=0.0) is NO_MATCH:
-            if policy.settles:
-                settle_plain(policy, lambda: url, time.time())
-            return first
-        return self._run(policy, request, first, send_once, stream=stream)
-
-    def _run(
-        self,
-        policy: Policy,
-        request: PreparedRequest,
-        first: Response | Exception,
-        send_once: Callable[[PreparedRequest], Response],
-        *,
-        stream: bool,
-    ) -> Response:
-        pending = [first]
-
-        def send(req: PreparedRequest) -> Response:
-            if pending:
-                got = pending.pop()
-                if isinstance(got, Exception):
-                    raise got
-                # Its body was read (or not) before the first decision.
-                return got
-            response = send_once(req)
-            _read_if_needed(policy, req, response, stream=stream)
-            return response
-
-        return run_sync(
-            policy,
-            request,
-            send,
-            self._exchange,
-            raise_on_abort=self.raise_on_abort,
-            rng=self.rng,
-            on_finish=None if self.raise_on_abort else _attach,
-            first_sent=True,
-        )
-
-
-def _read_if_needed(
-    policy: Policy,
-    request: PreparedRequest,
-    response: Response,
-    *,
-    stream: bool,
-) -> None:
-    """
-    Read the body before deciding: always without *stream* (requests would
-    read it right after), else when a candidate rule looks into it and it
-    is not declared longer than the policy parses.  A body that cannot be
-    read closes the response and raises what requests raised.
-    """
-    if stream:
-        rules = policy.candidates(response.status_code, request.method)
-        if not any(r.needs_body for r in rules):
-            return
-        declared = response.headers.get("content-length")
-        if (
-            declared is not None
-            and declared.isdigit()
-            and int(declared) > policy.body_limit
-        ):
-            return
-    try:
-        response.content  # noqa: B018 - read, and kept by requests
-    except Exception:
-        response.close()
-        raise
+        return self._runner.call(self.policy.current, request, send_once)

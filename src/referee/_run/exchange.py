@@ -81,8 +81,9 @@ class _Translate(Protocol[Req, Resp_contra]):
 
     def attach(self, response: Resp_contra, outcome: CallOutcome) -> None:
         """
-        Attach *outcome* to a response returned instead of an exception
-        (the caller asked for responses).
+        Attach *outcome* to the response a call returns when the caller
+        asked for responses instead of exceptions (``raise_on_abort=False``):
+        an abort's, and an accept's after the flow ran.
         """
 
 
