@@ -98,7 +98,58 @@ def _untouched(policy: Policy, status: int | None) -> bool:
     return status is not None and not policy.index.get(status, policy.fallback)
 
 
-class Runner(Generic[Req, Resp]):
+class _Twin(Generic[Req, Resp]):
+    """
+    What the two runners share: their settings, how a call starts once the
+    fast path is passed, and how it ends.
+    """
+
+    raise_on_abort: bool
+    rng: random.Random
+
+    def _begin(
+        self,
+        policy: Policy,
+        exchange: Exchange[Req, Resp] | AsyncExchange[Req, Resp],
+        request: Req,
+        method: str,
+        url: Callable[[], str],
+    ) -> tuple[Call[Req, Resp], Generator[Action, Reply, Finished]]:
+        call: Call[Req, Resp] = Call(
+            policy, exchange, request, method, url, clock.now()
+        )
+        flow = call_flow(
+            policy, method=method, url=url, started=call.started, rng=self.rng
+        )
+        return call, flow
+
+    def _ending(
+        self, call: Call[Req, Resp], finished: Finished
+    ) -> tuple[BaseException | None, bool]:
+        """
+        How *call* ends: the exception to raise (None: return the
+        response), and whether to close the response first (an error
+        carries it closed, so its connection is back in the pool; what was
+        read of its body stays readable).
+        """
+        error = call.finish(finished, clock.now())
+        response = call.response
+        if error is None:
+            if not self.raise_on_abort:
+                call.outcome(finished, None)
+            return call.exc, False
+        if self.raise_on_abort or response is None:
+            if call.exc is not None:
+                # As `raise error from call.exc`, raised outside any except
+                # block: nothing of referee's own in the chain.
+                error.__cause__ = call.exc
+                error.__suppress_context__ = True
+            return error, response is not None
+        call.outcome(finished, error)
+        return None, False
+
+
+class Runner(_Twin[Req, Resp]):
     """
     Runs calls of a blocking client through the flow.
 
@@ -144,12 +195,7 @@ class Runner(Generic[Req, Resp]):
                 if _untouched(policy, self.exchange.status(first)):
                     return first
                 pending.append(first)
-        call: Call[Req, Resp] = Call(
-            policy, self.exchange, request, method, url, clock.now()
-        )
-        flow = call_flow(
-            policy, method=method, url=url, started=call.started, rng=self.rng
-        )
+        call, flow = self._begin(policy, self.exchange, request, method, url)
         step = next_step(flow, None)
         while not isinstance(step, Finished):
             value = self._answer(call, step, send, pending)
@@ -224,24 +270,12 @@ class Runner(Generic[Req, Resp]):
         return call.timed_out()
 
     def _end(self, call: Call[Req, Resp], finished: Finished) -> Resp:
-        error = call.finish(finished, clock.now())
-        response = call.response
-        if error is None:
-            if not self.raise_on_abort:
-                call.outcome(finished, None)
-            if call.exc is not None:
-                raise call.exc
-            return response  # type: ignore[return-value]
-        if self.raise_on_abort or response is None:
-            # The error carries the response (its body read, where it was):
-            # closed now, its connection goes back to the pool.
-            if response is not None:
-                self._close(response)
-            if call.exc is not None:
-                raise error from call.exc
+        error, close = self._ending(call, finished)
+        if close:
+            self._release(call)
+        if error is not None:
             raise error
-        call.outcome(finished, error)
-        return response
+        return call.response  # type: ignore[return-value]
 
     def _release(self, call: Call[Req, Resp]) -> None:
         if call.response is not None:
@@ -259,7 +293,7 @@ class Runner(Generic[Req, Resp]):
             self.sleep(seconds)
 
 
-class AsyncRunner(Generic[Req, Resp]):
+class AsyncRunner(_Twin[Req, Resp]):
     """
     The asyncio twin of :class:`Runner`.
 
@@ -303,12 +337,7 @@ class AsyncRunner(Generic[Req, Resp]):
                 if _untouched(policy, self.exchange.status(first)):
                     return first
                 pending.append(first)
-        call: Call[Req, Resp] = Call(
-            policy, self.exchange, request, method, url, clock.now()
-        )
-        flow = call_flow(
-            policy, method=method, url=url, started=call.started, rng=self.rng
-        )
+        call, flow = self._begin(policy, self.exchange, request, method, url)
         step = next_step(flow, None)
         while not isinstance(step, Finished):
             value = await self._answer(call, step, send, pending)
@@ -406,22 +435,12 @@ class AsyncRunner(Generic[Req, Resp]):
         return None if action.optional else call.timed_out()
 
     async def _end(self, call: Call[Req, Resp], finished: Finished) -> Resp:
-        error = call.finish(finished, clock.now())
-        response = call.response
-        if error is None:
-            if not self.raise_on_abort:
-                call.outcome(finished, None)
-            if call.exc is not None:
-                raise call.exc
-            return response  # type: ignore[return-value]
-        if self.raise_on_abort or response is None:
-            if response is not None:
-                await self._close(response)
-            if call.exc is not None:
-                raise error from call.exc
+        error, close = self._ending(call, finished)
+        if close:
+            await self._release(call)
+        if error is not None:
             raise error
-        call.outcome(finished, error)
-        return response
+        return call.response  # type: ignore[return-value]
 
     async def _release(self, call: Call[Req, Resp]) -> None:
         if call.response is not None:
