@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import referee
 
 from ._server import serve
+from ._stats import ratio_figures
 
 
 if TYPE_CHECKING:
@@ -49,12 +50,7 @@ def _summary(
         }
         if name != first:
             ratios = [a / b for a, b in zip(times[first], ts, strict=True)]
-            q = statistics.quantiles(ratios, n=4)
-            entry |= {
-                "ratio": statistics.median(ratios),
-                "ratio_q1": q[0],
-                "ratio_q3": q[2],
-            }
+            entry |= ratio_figures(ratios)
         out[name] = entry
     return out
 

@@ -25,12 +25,12 @@ import referee
 from referee import (
     Abort,
     AuthenticationError,
+    CallOutcome,
     DeadlineExceeded,
     InsufficientCredits,
     RetriesExhausted,
     ServerError,
 )
-from referee import CallOutcome
 from referee.httpx import (
     OUTCOME_EXTENSION,
     AsyncPolicyTransport,

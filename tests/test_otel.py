@@ -27,11 +27,15 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 import referee
 import referee.otel
 from referee import (
+    BreakerEvent,
     CircuitOpen,
+    DecisionEvent,
     InsufficientCredits,
     RetriesExhausted,
+    add_hook,
+    hooks,
+    remove_hook,
 )
-from referee import BreakerEvent, DecisionEvent, add_hook, hooks, remove_hook
 from referee.httpx import AsyncPolicyTransport, PolicyTransport
 from referee.testing import no_sleep
 

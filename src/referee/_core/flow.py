@@ -13,6 +13,9 @@ whether a request can be sent again, whether a retry may spend the
 budget, what counts as a failure, what a decision does to the state.
 Rule 3: the flow returns a :class:`Finished`; turning it into a response
 or an exception is the runner's job.
+Rule 4: the actions and answers are values: never change one.  They are
+not ``attrs.frozen`` because a frozen instance costs three times as much
+to make, and a call makes several.
 
 The actions and their answers (``Reply.value``)::
 
@@ -48,7 +51,7 @@ import attrs
 
 from .bodies import declared_too_long, event_data, is_event_stream
 from .decisions import Abort, Accept, Poll, PollRequest, Retry
-from .engine import decide, poll_deadline
+from .engine import NO_MATCH, decide, poll_deadline
 from .errors import (
     CircuitOpen,
     DeadlineExceeded,
@@ -66,7 +69,7 @@ from .ops import (
     TakeRetryToken,
 )
 from .snapshot import Snapshot
-from .state import AttemptState, advance
+from .state import FIRST_ATTEMPT, AttemptState, advance
 
 
 if TYPE_CHECKING:
@@ -90,7 +93,10 @@ __all__ = [
     "Store",
     "Wait",
     "call_flow",
+    "first_read",
     "needs_admission",
+    "unmatched",
+    "with_read",
 ]
 
 #: The longest wait for the body of a response the call aborts on, when
@@ -103,7 +109,7 @@ ERROR_BODY_WAIT: Final = 0.5
 Url: TypeAlias = "str | Callable[[], str]"
 
 
-@attrs.frozen
+@attrs.define
 class Send:
     """
     Send a request; answer with its outcome's snapshot (body unread).
@@ -124,7 +130,7 @@ class Send:
     timeout: float | None
 
 
-@attrs.frozen
+@attrs.define
 class ReadBody:
     """
     Read the response's body to decide: at most *limit* bytes (and a
@@ -145,7 +151,7 @@ class ReadBody:
     optional: bool = False
 
 
-@attrs.frozen
+@attrs.define
 class CanResend:
     """
     Whether the request of the next send (*request*: None for the call's
@@ -155,7 +161,7 @@ class CanResend:
     request: PollRequest | None
 
 
-@attrs.frozen
+@attrs.define
 class Store:
     """
     Carry out a state operation; answer with what the backend returned,
@@ -165,7 +171,7 @@ class Store:
     op: StateOp
 
 
-@attrs.frozen
+@attrs.define
 class Wait:
     """
     Wait *seconds* for a rate-limit slot, then answer.
@@ -174,7 +180,7 @@ class Wait:
     seconds: float
 
 
-@attrs.frozen
+@attrs.define
 class Sleep:
     """
     Wait *seconds*; *decision* is the retry or poll that asked for it
@@ -209,7 +215,7 @@ class _TimedOut:
 TIMED_OUT: Final = _TimedOut()
 
 
-@attrs.frozen
+@attrs.define
 class Reply:
     """
     A runner's answer to an action: *value* (see the module's table) and
@@ -220,7 +226,7 @@ class Reply:
     now: float
 
 
-@attrs.frozen
+@attrs.define
 class Finished:
     """
     The call is over.
@@ -286,9 +292,12 @@ def call_flow(
             if cut
             else reply.value
         )
-        asked = _reads_body(policy, snap)
-        if asked:
-            snap, now, cut = yield from _read_body(policy, state, snap, now)
+        event = _reads_body(policy, snap)
+        asked = event is not None
+        if event is not None:
+            snap, now, cut = yield from _read_body(
+                policy, state, snap, now, event
+            )
         decision: Decision = decide(policy, snap, state, now=now, rng=rng)
         if cut and isinstance(decision, Accept):
             # The runner ended the attempt on the deadline: there is no
@@ -325,7 +334,7 @@ def call_flow(
                 # The error keeps the API's own words: the body the rule
                 # did not need is read now, if it comes quickly.
                 snap, now, _ = yield from _read_body(
-                    policy, state, snap, now, most=ERROR_BODY_WAIT
+                    policy, state, snap, now, False, most=ERROR_BODY_WAIT
                 )
             yield from _settle(policy, decision, snap, now)
             return Finished(decision, state, snap, suppressed=suppressed)
@@ -339,23 +348,64 @@ def call_flow(
 # --- Bodies -----------------------------------------------------------------
 
 
-def _reads_body(policy: Policy, snap: Snapshot) -> bool:
+def _reads_body(policy: Policy, snap: Snapshot) -> bool | None:
     """
-    Whether *snap*'s body must be read before deciding: a candidate rule
-    looks into it, it is not there yet, it is not declared longer than
-    the policy parses, and it is no event stream (unless a candidate
-    opts in).
+    Whether *snap*'s body must be read before deciding — None: no; False:
+    yes; True: yes, an event stream's first event.  It must when a
+    candidate rule looks into it, it is not there yet, it is not declared
+    longer than the policy parses, and it is no event stream (unless a
+    candidate opts in).
     """
     if snap.status is None or snap.body is not None or snap.load_body:
-        return False
+        return None
     rules = policy.candidates(snap.status, snap.method)
     if not any(r.needs_body for r in rules):
-        return False
-    if declared_too_long(snap.headers, policy.body_limit):
-        return False
-    if is_event_stream(snap.headers):
-        return any(r.reads_events for r in rules)
-    return True
+        return None
+    headers = snap.headers
+    if declared_too_long(headers, policy.body_limit):
+        return None
+    if is_event_stream(headers):
+        return True if any(r.reads_events for r in rules) else None
+    return False
+
+
+# --- The first outcome, for the runners' fast path -------------------------
+#
+# A call whose policy needs no admission and no settling, and whose first
+# outcome no rule matches, ends with that outcome as it is: the runners
+# find this out with the three functions below — the same decisions the
+# flow's first step makes — without starting the flow, which costs more
+# than the decision itself.
+
+
+def first_read(
+    policy: Policy, snap: Snapshot, started: float
+) -> ReadBody | None:
+    """
+    The read the flow's first step asks for on *snap*, or None.
+    """
+    event = _reads_body(policy, snap)
+    if event is None:
+        return None
+    return ReadBody(policy.body_limit, started + policy.deadline, event)
+
+
+def with_read(snap: Snapshot, got: bytes | None, read: ReadBody) -> Snapshot:
+    """
+    *snap* with the body a runner read for *read* (what the flow's first
+    step decides on).
+    """
+    if read.event and got is not None:
+        return snap.with_body(event_data(got))
+    return snap.with_body(got)
+
+
+def unmatched(policy: Policy, snap: Snapshot) -> bool:
+    """
+    Whether no rule matches *snap* as a first outcome (no rule's decision
+    on a first attempt depends on the clock then).
+    """
+    return decide(policy, snap, FIRST_ATTEMPT, now=0.0) is NO_MATCH
 
 
 def _read_body(
@@ -363,17 +413,18 @@ def _read_body(
     state: AttemptState,
     snap: Snapshot,
     now: float,
+    event: bool,
     most: float | None = None,
 ) -> Generator[Action, Reply, tuple[Snapshot, float, bool]]:
     """
-    Ask for *snap*'s body, within the time the call has left.  Returns the
+    Ask for *snap*'s body (*event*: an event stream's first event), within
+    the time the call has left.  Returns the
     snapshot to decide with (a ``read`` or ``timeout`` failure when the
     read did not end well), the clock after the read, and whether the
     runner cut the read on the deadline.  With *most*, the read is
     optional: it takes at most *most* seconds, and *snap* stands whatever
     happens.
     """
-    event = is_event_stream(snap.headers)
     left = _left(policy, state, now)
     optional = most is not None
     if most is not None:
@@ -382,7 +433,7 @@ def _read_body(
     got = reply.value
     if got is None or isinstance(got, bytes):
         body = event_data(got) if event and got is not None else got
-        return attrs.evolve(snap, body=body), reply.now, False
+        return snap.with_body(body), reply.now, False
     if optional:
         return snap, reply.now, False
     if got is TIMED_OUT:
@@ -397,13 +448,13 @@ def _error_body(policy: Policy, snap: Snapshot, asked: bool) -> bool:
     error: one not read yet (nor asked for: one found too long stays
     unread), not declared too long, and no event stream.
     """
+    if asked or snap.status is None or snap.body is not None:
+        return False
+    headers = snap.headers
     return (
-        not asked
-        and snap.status is not None
-        and snap.body is None
-        and snap.load_body is None
-        and not declared_too_long(snap.headers, policy.body_limit)
-        and not is_event_stream(snap.headers)
+        snap.load_body is None
+        and not declared_too_long(headers, policy.body_limit)
+        and not is_event_stream(headers)
     )
 
 

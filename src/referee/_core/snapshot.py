@@ -129,6 +129,23 @@ class Snapshot:
             url = self._url = self.url_from() if self.url_from else ""
         return url
 
+    def with_body(self, body: bytes | None) -> Snapshot:
+        """
+        This snapshot with *body* (a new one: snapshots are values).
+        """
+        return Snapshot(
+            self.status,
+            self.failure,
+            self.method,
+            self._url,
+            self.headers,
+            self.request_headers,
+            body,
+            None,
+            self.key,
+            self.url_from,
+        )
+
     @classmethod
     def response(
         cls,

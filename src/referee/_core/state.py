@@ -99,18 +99,27 @@ def advance(
         alert=decision.alert,
     )
     history = (*state.history, record)
+    # The constructor, not attrs.evolve: this runs once per decided
+    # outcome, and evolve costs several times as much.
     if isinstance(decision, Retry):
-        return attrs.evolve(state, attempt=decision.attempt, history=history)
-    if isinstance(decision, Poll):
-        return attrs.evolve(
-            state,
-            polls=state.polls + 1,
-            poll_started=now
-            if state.poll_started is None
-            else state.poll_started,
-            history=history,
+        return AttemptState(
+            decision.attempt,
+            state.polls,
+            state.started,
+            state.poll_started,
+            history,
         )
-    return attrs.evolve(state, history=history)
+    if isinstance(decision, Poll):
+        return AttemptState(
+            state.attempt,
+            state.polls + 1,
+            state.started,
+            now if state.poll_started is None else state.poll_started,
+            history,
+        )
+    return AttemptState(
+        state.attempt, state.polls, state.started, state.poll_started, history
+    )
 
 
 @attrs.frozen

@@ -43,7 +43,10 @@ from referee._core.flow import (
     Store,
     Wait,
     call_flow,
+    first_read,
     needs_admission,
+    unmatched,
+    with_read,
 )
 
 from . import clock
@@ -90,12 +93,8 @@ def _fast(policy: Policy, method: str) -> bool:
     return not policy.settles and not needs_admission(policy, method)
 
 
-def _untouched(policy: Policy, status: int | None) -> bool:
-    """
-    Whether a first response with *status* goes back as it is: no rule
-    names its status (one dict look-up).
-    """
-    return status is not None and not policy.index.get(status, policy.fallback)
+#: No answer ready for the flow's first send.
+NOTHING: Any = object()
 
 
 class _Twin(Generic[Req, Resp]):
@@ -107,21 +106,26 @@ class _Twin(Generic[Req, Resp]):
     raise_on_abort: bool
     rng: random.Random
 
-    def _begin(
+    def _start(
         self,
+        exchange: object,
         policy: Policy,
-        exchange: Exchange[Req, Resp] | AsyncExchange[Req, Resp],
         request: Req,
         method: str,
         url: Callable[[], str],
-    ) -> tuple[Call[Req, Resp], Generator[Action, Reply, Finished]]:
-        call: Call[Req, Resp] = Call(
-            policy, exchange, request, method, url, clock.now()
+    ) -> Call[Req, Resp]:
+        return Call(policy, exchange, request, method, url, clock.now())
+
+    def _flow(
+        self, call: Call[Req, Resp]
+    ) -> Generator[Action, Reply, Finished]:
+        return call_flow(
+            call.policy,
+            method=call.method,
+            url=call.url,
+            started=call.started,
+            rng=self.rng,
         )
-        flow = call_flow(
-            policy, method=method, url=url, started=call.started, rng=self.rng
-        )
-        return call, flow
 
     def _ending(
         self, call: Call[Req, Resp], finished: Finished
@@ -184,18 +188,46 @@ class Runner(_Twin[Req, Resp]):
         Send *request* with *send* as *policy* says: once, or again and
         again until the policy accepts or aborts.
         """
-        method, url = self.exchange.method_url(request)
-        pending: list[Resp | Exception] = []
-        if _fast(policy, method):
-            try:
-                first = send(request)
-            except Exception as exc:  # noqa: BLE001 - the flow sorts it
-                pending.append(exc)
-            else:
-                if _untouched(policy, self.exchange.status(first)):
-                    return first
-                pending.append(first)
-        call, flow = self._begin(policy, self.exchange, request, method, url)
+        exchange = self.exchange
+        method, url = exchange.method_url(request)
+        if not _fast(policy, method):
+            return self._run(
+                self._start(exchange, policy, request, method, url), send
+            )
+        try:
+            first = send(request)
+        except Exception as exc:  # noqa: BLE001 - the flow sorts it
+            call = self._start(exchange, policy, request, method, url)
+            return self._run(call, send, call.observed(request, None, exc))
+        status = exchange.status(first)
+        if status is not None and not policy.index.get(
+            status, policy.fallback
+        ):
+            return first
+        call = self._start(exchange, policy, request, method, url)
+        snap = call.observed(request, first, None)
+        read = first_read(policy, snap, call.started)
+        if read is not None:
+            got = self._read(call, read)
+            if got is not None and not isinstance(got, bytes):
+                return self._run(call, send, got)  # the read ended badly
+            snap = with_read(snap, got, read)
+        if unmatched(policy, snap):
+            return first
+        return self._run(call, send, snap)
+
+    def _run(
+        self,
+        call: Call[Req, Resp],
+        send: Callable[[Req], Resp],
+        first: Any = NOTHING,
+    ) -> Resp:
+        """
+        Run the flow to its end; *first* is the answer to its first send
+        when the runner made it already.
+        """
+        flow = self._flow(call)
+        pending = [] if first is NOTHING else [first]
         step = next_step(flow, None)
         while not isinstance(step, Finished):
             value = self._answer(call, step, send, pending)
@@ -207,22 +239,19 @@ class Runner(_Twin[Req, Resp]):
         call: Call[Req, Resp],
         action: Action,
         send: Callable[[Req], Resp],
-        pending: list[Resp | Exception],
+        pending: list[Any],
     ) -> Any:
         match action:
             case Send():
                 call.attempt = action.attempt
-                req = call.target(action.request)
                 if pending:
-                    got = pending.pop()
-                else:
-                    req = self.exchange.prepare(req, time_left=action.timeout)
-                    try:
-                        got = send(req)
-                    except Exception as exc:  # noqa: BLE001 - the flow sorts it
-                        got = exc
-                if isinstance(got, Exception):
-                    return call.observed(req, None, got)
+                    return pending.pop()  # the runner sent it already
+                req = call.target(action.request)
+                req = self.exchange.prepare(req, time_left=action.timeout)
+                try:
+                    got = send(req)
+                except Exception as exc:  # noqa: BLE001 - the flow sorts it
+                    return call.observed(req, None, exc)
                 return call.observed(req, got, None)
             case ReadBody():
                 return self._read(call, action)
@@ -326,18 +355,46 @@ class AsyncRunner(_Twin[Req, Resp]):
         """
         As :meth:`Runner.call`, with awaited sends, reads and sleeps.
         """
-        method, url = self.exchange.method_url(request)
-        pending: list[Resp | Exception] = []
-        if _fast(policy, method):
-            try:
-                first = await send(request)
-            except Exception as exc:  # noqa: BLE001 - the flow sorts it
-                pending.append(exc)
-            else:
-                if _untouched(policy, self.exchange.status(first)):
-                    return first
-                pending.append(first)
-        call, flow = self._begin(policy, self.exchange, request, method, url)
+        exchange = self.exchange
+        method, url = exchange.method_url(request)
+        if not _fast(policy, method):
+            call = self._start(exchange, policy, request, method, url)
+            return await self._run(call, send)
+        try:
+            first = await send(request)
+        except Exception as exc:  # noqa: BLE001 - the flow sorts it
+            call = self._start(exchange, policy, request, method, url)
+            return await self._run(
+                call, send, call.observed(request, None, exc)
+            )
+        status = exchange.status(first)
+        if status is not None and not policy.index.get(
+            status, policy.fallback
+        ):
+            return first
+        call = self._start(exchange, policy, request, method, url)
+        snap = call.observed(request, first, None)
+        read = first_read(policy, snap, call.started)
+        if read is not None:
+            got = await self._read(call, read)
+            if got is not None and not isinstance(got, bytes):
+                return await self._run(call, send, got)  # it ended badly
+            snap = with_read(snap, got, read)
+        if unmatched(policy, snap):
+            return first
+        return await self._run(call, send, snap)
+
+    async def _run(
+        self,
+        call: Call[Req, Resp],
+        send: Callable[[Req], Awaitable[Resp]],
+        first: Any = NOTHING,
+    ) -> Resp:
+        """
+        As :meth:`Runner._run`.
+        """
+        flow = self._flow(call)
+        pending = [] if first is NOTHING else [first]
         step = next_step(flow, None)
         while not isinstance(step, Finished):
             value = await self._answer(call, step, send, pending)
@@ -349,20 +406,18 @@ class AsyncRunner(_Twin[Req, Resp]):
         call: Call[Req, Resp],
         action: Action,
         send: Callable[[Req], Awaitable[Resp]],
-        pending: list[Resp | Exception],
+        pending: list[Any],
     ) -> Any:
         match action:
             case Send():
                 call.attempt = action.attempt
-                req = call.target(action.request)
-                got: Resp | Exception | None
                 if pending:
-                    got = pending.pop()
-                else:
-                    req = await self.exchange.prepare(
-                        req, time_left=action.timeout
-                    )
-                    got = await self._send(req, send, action.timeout)
+                    return pending.pop()  # the runner sent it already
+                req = call.target(action.request)
+                req = await self.exchange.prepare(
+                    req, time_left=action.timeout
+                )
+                got = await self._send(req, send, action.timeout)
                 if got is None:
                     call.sent = req
                     return call.timed_out()
