@@ -256,8 +256,14 @@ class _Exchange(_Translate):
             response.stream = _Replay(head, rest, original)
             return None
         original.close()  # type: ignore[union-attr]
-        response.stream = httpx.ByteStream(b"".join(head))
-        return response.read()
+        body = b"".join(head)
+        response.stream = httpx.ByteStream(body)
+        if "content-encoding" in response.headers:
+            return response.read()  # httpx decodes it, as for the caller
+        # Not encoded: the bytes are the content.  Set as read() would set
+        # it (httpx keeps it in _content), without decoding it again.
+        response._content = body  # noqa: SLF001
+        return body
 
     def close(self, response: httpx.Response) -> None:
         response.close()
@@ -287,8 +293,12 @@ class _AsyncExchange(_Translate):
             response.stream = _AsyncReplay(head, rest, original)
             return None
         await original.aclose()  # type: ignore[union-attr]
-        response.stream = httpx.ByteStream(b"".join(head))
-        return await response.aread()
+        body = b"".join(head)
+        response.stream = httpx.ByteStream(body)
+        if "content-encoding" in response.headers:
+            return await response.aread()
+        response._content = body  # noqa: SLF001 - as aread() sets it
+        return body
 
     async def close(self, response: httpx.Response) -> None:
         await response.aclose()
