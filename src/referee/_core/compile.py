@@ -353,9 +353,13 @@ class Policy:
     #: not, the drivers skip the breaker check before each send.
     breakers: bool = False
     #: Whether a first-try success must be reported to the state backend
-    #: (a ratio breaker counts it, a budget is refunded): adapters skip the
-    #: call on their fast path when not.
+    #: (a ratio breaker counts it, a budget is refunded): the runners skip
+    #: the call on their fast path when not.
     settles: bool = False
+    #: Whether no send is ever admitted and no success settled (no
+    #: breaker, rate limit, ratio breaker or budget): the runners' fast
+    #: path then needs not even the request's method.
+    quiet: bool = False
     #: For each named breaker, the methods it stops (None: every call).
     breaker_scopes: Mapping[str, frozenset[str] | None] = attrs.field(
         factory=dict, repr=False
@@ -652,6 +656,12 @@ def compile_policy(
         breakers=ratio_breaker is not None or any(r.breaker for r in rules),
         breaker_scopes=_scopes(rules),
         settles=ratio_breaker is not None or budget is not None,
+        quiet=(
+            ratio_breaker is None
+            and budget is None
+            and rate_limit is None
+            and not any(r.breaker for r in rules)
+        ),
         name=head.policy,
         description=head.description,
         sources=tuple(src for src, _doc in chain),

@@ -85,12 +85,15 @@ def next_step(
         return finished
 
 
-def _fast(policy: Policy, method: str) -> bool:
+def _fast(policy: Policy, exchange: Any, request: Any) -> bool:
     """
     Whether the first send may go before the flow starts: nothing must
     admit it and nothing must hear of a plain success.
     """
-    return not policy.settles and not needs_admission(policy, method)
+    if policy.settles:
+        return False
+    method, _url = exchange.method_url(request)
+    return not needs_admission(policy, method)
 
 
 #: No answer ready for the flow's first send.
@@ -106,15 +109,11 @@ class _Twin(Generic[Req, Resp]):
     raise_on_abort: bool
     rng: random.Random
 
-    def _start(
-        self,
-        exchange: object,
-        policy: Policy,
-        request: Req,
-        method: str,
-        url: Callable[[], str],
-    ) -> Call[Req, Resp]:
-        return Call(policy, exchange, request, method, url, clock.now())
+    exchange: Any
+
+    def _start(self, policy: Policy, request: Req) -> Call[Req, Resp]:
+        method, url = self.exchange.method_url(request)
+        return Call(policy, self.exchange, request, method, url, clock.now())
 
     def _flow(
         self, call: Call[Req, Resp]
@@ -165,6 +164,8 @@ class Runner(_Twin[Req, Resp]):
         sleep: How to sleep (``time.sleep``).
     """
 
+    exchange: Exchange[Req, Resp]
+
     def __init__(
         self,
         exchange: Exchange[Req, Resp],
@@ -189,22 +190,19 @@ class Runner(_Twin[Req, Resp]):
         again until the policy accepts or aborts.
         """
         exchange = self.exchange
-        method, url = exchange.method_url(request)
-        if not _fast(policy, method):
-            return self._run(
-                self._start(exchange, policy, request, method, url), send
-            )
+        if not policy.quiet and not _fast(policy, exchange, request):
+            return self._run(self._start(policy, request), send)
         try:
             first = send(request)
         except Exception as exc:  # noqa: BLE001 - the flow sorts it
-            call = self._start(exchange, policy, request, method, url)
+            call = self._start(policy, request)
             return self._run(call, send, call.observed(request, None, exc))
         status = exchange.status(first)
         if status is not None and not policy.index.get(
             status, policy.fallback
         ):
             return first
-        call = self._start(exchange, policy, request, method, url)
+        call = self._start(policy, request)
         snap = call.observed(request, first, None)
         read = first_read(policy, snap, call.started)
         if read is not None:
@@ -333,6 +331,8 @@ class AsyncRunner(_Twin[Req, Resp]):
         sleep: How to sleep (``asyncio.sleep``).
     """
 
+    exchange: AsyncExchange[Req, Resp]
+
     def __init__(
         self,
         exchange: AsyncExchange[Req, Resp],
@@ -356,14 +356,12 @@ class AsyncRunner(_Twin[Req, Resp]):
         As :meth:`Runner.call`, with awaited sends, reads and sleeps.
         """
         exchange = self.exchange
-        method, url = exchange.method_url(request)
-        if not _fast(policy, method):
-            call = self._start(exchange, policy, request, method, url)
-            return await self._run(call, send)
+        if not policy.quiet and not _fast(policy, exchange, request):
+            return await self._run(self._start(policy, request), send)
         try:
             first = await send(request)
         except Exception as exc:  # noqa: BLE001 - the flow sorts it
-            call = self._start(exchange, policy, request, method, url)
+            call = self._start(policy, request)
             return await self._run(
                 call, send, call.observed(request, None, exc)
             )
@@ -372,7 +370,7 @@ class AsyncRunner(_Twin[Req, Resp]):
             status, policy.fallback
         ):
             return first
-        call = self._start(exchange, policy, request, method, url)
+        call = self._start(policy, request)
         snap = call.observed(request, first, None)
         read = first_read(policy, snap, call.started)
         if read is not None:
