@@ -28,10 +28,12 @@ in chunks back into the response — and hand every call to a runner
 
 from __future__ import annotations
 
+import operator
 from typing import TYPE_CHECKING, Any, Final, Self
 
 import httpx
 
+from ._core.compile import Policy
 from ._core.snapshot import Snapshot
 from ._run.runner import AsyncRunner, Runner
 
@@ -41,7 +43,6 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
     from types import TracebackType
 
-    from ._core.compile import Policy
     from ._core.decisions import PollRequest
     from ._core.state import CallOutcome
     from ._files.watch import PolicyWatcher
@@ -103,8 +104,11 @@ class _Translate:
     ) -> tuple[str, Callable[[], str]]:
         return request.method, request.url.__str__
 
-    def status(self, response: httpx.Response) -> int:
-        return response.status_code
+    #: The response's status code (a C-level getter: this is on the path
+    #: of every call).
+    status: Callable[[httpx.Response], int] = staticmethod(
+        operator.attrgetter("status_code")
+    )
 
     def snapshot(
         self, request: httpx.Request, response: httpx.Response
@@ -368,13 +372,17 @@ class PolicyTransport(httpx.BaseTransport):
     ) -> None:
         self.policy = policy
         self.transport = transport or httpx.HTTPTransport()
+        self._send = self.transport.handle_request
         self._runner: Runner[httpx.Request, httpx.Response] = Runner(
             _Exchange(), raise_on_abort=raise_on_abort, rng=rng
         )
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        policy = self.policy
         return self._runner.call(
-            self.policy.current, request, self.transport.handle_request
+            policy if type(policy) is Policy else policy.current,
+            request,
+            self._send,
         )
 
     def close(self) -> None:
@@ -410,6 +418,7 @@ class AsyncPolicyTransport(httpx.AsyncBaseTransport):
     ) -> None:
         self.policy = policy
         self.transport = transport or httpx.AsyncHTTPTransport()
+        self._send = self.transport.handle_async_request
         self._runner: AsyncRunner[httpx.Request, httpx.Response] = AsyncRunner(
             _AsyncExchange(), raise_on_abort=raise_on_abort, rng=rng
         )
@@ -417,8 +426,11 @@ class AsyncPolicyTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(
         self, request: httpx.Request
     ) -> httpx.Response:
+        policy = self.policy
         return await self._runner.call(
-            self.policy.current, request, self.transport.handle_async_request
+            policy if type(policy) is Policy else policy.current,
+            request,
+            self._send,
         )
 
     async def aclose(self) -> None:
