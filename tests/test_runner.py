@@ -252,6 +252,9 @@ class FakeExchange:
         self.replay_checks.append(request)
         return self.unreplayable
 
+    def arrived(self, response: FakeResponse, limit: int) -> bytes | None:
+        return None  # the fake's bodies come in chunks
+
     def attach(self, response: FakeResponse, outcome: CallOutcome) -> None:
         response.outcome = outcome
 

@@ -216,6 +216,26 @@ class _Exchange:
         await _retarget(request)
         return request
 
+    def arrived(
+        self, response: aiohttp.ClientResponse, limit: int
+    ) -> bytes | None:
+        # A small body usually comes in the packet of the headers: aiohttp
+        # has it all (EOF seen) before anyone reads.  Looking at the
+        # reader's buffer (private, but only read here) costs nothing and
+        # leaves the body where the caller's read() expects it.
+        content = response.content
+        if type(content) is not StreamReader or not content.is_eof():
+            return None
+        if content.exception() is not None or content._buffer_offset:  # noqa: SLF001
+            return None
+        if content.total_bytes > limit:
+            return None
+        body = b"".join(content._buffer)  # noqa: SLF001
+        # read(), text() and json() give this (also once the response is
+        # released); content.iter_*() still read the buffer.
+        response._body = body  # noqa: SLF001
+        return body
+
     def chunks(self, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
         # Decoded bytes (aiohttp decompresses as it parses), as they come.
         return response.content.iter_any()

@@ -167,6 +167,10 @@ class _Translate:
             return None
         return _NOT_REPLAYABLE.format(kind=_kind(stream))
 
+    def arrived(self, response: httpx.Response, limit: int) -> bytes | None:
+        # A body httpx holds already is in the snapshot; a stream is read.
+        return None
+
     def attach(self, response: httpx.Response, outcome: CallOutcome) -> None:
         response.extensions = {
             **response.extensions,

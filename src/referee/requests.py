@@ -296,6 +296,11 @@ class _Exchange:
             return None
         return _NOT_REPLAYABLE.format(kind=type(body).__name__)
 
+    def arrived(self, response: Response, limit: int) -> bytes | None:
+        # A body requests holds already is in the snapshot; urllib3 shows
+        # no buffered body without reading it.
+        return None
+
     def attach(self, response: Response, outcome: CallOutcome) -> None:
         setattr(response, OUTCOME_ATTRIBUTE, outcome)
 

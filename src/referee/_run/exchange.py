@@ -79,6 +79,15 @@ class _Translate(Protocol[Req, Resp_contra]):
         ("its body was a generator, consumed by the first send").
         """
 
+    def arrived(self, response: Resp_contra, limit: int) -> bytes | None:
+        """
+        The whole body, when the client has all of it in memory already,
+        it is no longer than *limit*, and the client can show it without
+        consuming it (the caller still reads it as usual, also from an
+        error's response); None otherwise (the runner then reads it in
+        chunks).
+        """
+
     def attach(self, response: Resp_contra, outcome: CallOutcome) -> None:
         """
         Attach *outcome* to the response a call returns when the caller

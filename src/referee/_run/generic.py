@@ -96,6 +96,10 @@ class _Exchange:
     def replayable(self, request: PollRequest | None) -> str | None:
         return None
 
+    def arrived(self, response: Any, limit: int) -> bytes | None:
+        # The caller's snapshots carry their bodies.
+        return None
+
     def attach(self, response: Any, outcome: CallOutcome) -> None:
         return
 

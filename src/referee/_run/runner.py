@@ -268,6 +268,9 @@ class Runner(_Twin[Req, Resp]):
     def _read(self, call: Call[Req, Resp], action: ReadBody) -> Any:
         response = call.response
         assert response is not None  # noqa: S101 - the flow reads responses only
+        whole = self.exchange.arrived(response, action.limit)
+        if whole is not None and not action.event:
+            return whole
         head: list[bytes] = []
         size = 0
         chunks = self.exchange.chunks(response)
@@ -461,6 +464,9 @@ class AsyncRunner(_Twin[Req, Resp]):
     async def _read(self, call: Call[Req, Resp], action: ReadBody) -> Any:
         response = call.response
         assert response is not None  # noqa: S101 - the flow reads responses only
+        whole = self.exchange.arrived(response, action.limit)
+        if whole is not None and not action.event:
+            return whole  # all there already: no wait, no timeout to arm
         head: list[bytes] = []
         size = 0
         chunks = self.exchange.chunks(response)
