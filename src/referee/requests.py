@@ -352,7 +352,7 @@ class _Exchange:
             body = b"".join(head)
             response._content = body  # noqa: SLF001 - as requests keeps it
             response._content_consumed = True  # noqa: SLF001
-            response.raw = _replayed(raw, body)
+            response.raw = _Later(raw, body)
             raw.release_conn()
             return body
         # The rest is nothing but more read1 calls on the same raw, which
@@ -412,6 +412,40 @@ def _replayed(raw: BaseHTTPResponse, body: bytes) -> HTTPResponse:
         request_url=raw.url,
         retries=raw.retries,
     )
+
+
+class _Later:
+    """
+    The raw response of a body read whole, made only if someone asks for
+    it: requests (with ``stream=False``, its default) hands the caller
+    ``content`` and never reads ``raw`` again, and a urllib3 response
+    costs more to build than the rest of the call's overhead.  What the
+    session reads of ``raw`` at once (the cookies' original response) is
+    here without building it.
+    """
+
+    def __init__(self, original: BaseHTTPResponse, body: bytes) -> None:
+        self._original = original
+        self._body = body
+        self._made: HTTPResponse | None = None
+        # The session takes its cookies from the raw response's.
+        self._original_response = getattr(original, "_original_response", None)
+
+    def _raw(self) -> HTTPResponse:
+        if self._made is None:
+            self._made = _replayed(self._original, self._body)
+        return self._made
+
+    def release_conn(self) -> None:
+        if self._made is not None:
+            self._made.release_conn()
+
+    def close(self) -> None:
+        if self._made is not None:
+            self._made.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw(), name)
 
 
 class _Replay(BaseHTTPResponse):
