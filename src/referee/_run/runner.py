@@ -29,6 +29,7 @@ What a call ends with:
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -96,6 +97,13 @@ def _fast(policy: Policy, exchange: Any, request: Any) -> bool:
     return not needs_admission(policy, method)
 
 
+def _limit(seconds: float) -> float | None:
+    """
+    A bound for asyncio.timeout: None for no deadline.
+    """
+    return None if seconds == math.inf else max(seconds, 0.001)
+
+
 #: No answer ready for the flow's first send.
 NOTHING: Any = object()
 
@@ -111,9 +119,11 @@ class _Twin(Generic[Req, Resp]):
 
     exchange: Any
 
-    def _start(self, policy: Policy, request: Req) -> Call[Req, Resp]:
+    def _start(
+        self, policy: Policy, request: Req, started: float
+    ) -> Call[Req, Resp]:
         method, url = self.exchange.method_url(request)
-        return Call(policy, self.exchange, request, method, url, clock.now())
+        return Call(policy, self.exchange, request, method, url, started)
 
     def _flow(
         self, call: Call[Req, Resp]
@@ -190,19 +200,23 @@ class Runner(_Twin[Req, Resp]):
         again until the policy accepts or aborts.
         """
         exchange = self.exchange
+        # The call's deadline counts from here, before the first send:
+        # however long that send waits (for a pooled connection, say) is
+        # the call's time.
+        started = clock.now()
         if not policy.quiet and not _fast(policy, exchange, request):
-            return self._run(self._start(policy, request), send)
+            return self._run(self._start(policy, request, started), send)
         try:
             first = send(request)
         except Exception as exc:  # noqa: BLE001 - the flow sorts it
-            call = self._start(policy, request)
+            call = self._start(policy, request, started)
             return self._run(call, send, call.observed(request, None, exc))
         status = exchange.status(first)
         if status is not None and not policy.index.get(
             status, policy.fallback
         ):
             return first
-        call = self._start(policy, request)
+        call = self._start(policy, request, started)
         snap = call.observed(request, first, None)
         read = first_read(policy, snap, call.started)
         if read is not None:
@@ -359,21 +373,28 @@ class AsyncRunner(_Twin[Req, Resp]):
         As :meth:`Runner.call`, with awaited sends, reads and sleeps.
         """
         exchange = self.exchange
+        started = clock.now()
         if not policy.quiet and not _fast(policy, exchange, request):
-            return await self._run(self._start(policy, request), send)
-        try:
-            first = await send(request)
-        except Exception as exc:  # noqa: BLE001 - the flow sorts it
-            call = self._start(policy, request)
+            return await self._run(self._start(policy, request, started), send)
+        # Even the first send answers to the deadline: a client may hold a
+        # request for seconds before it reaches the wire (httpcore's pool
+        # under load waits with no timeout of its own).
+        got = await self._send(request, send, _limit(policy.deadline))
+        if got is None or isinstance(got, Exception):
+            call = self._start(policy, request, started)
+            if got is None:
+                call.sent = request
+                return await self._run(call, send, call.timed_out())
             return await self._run(
-                call, send, call.observed(request, None, exc)
+                call, send, call.observed(request, None, got)
             )
+        first = got
         status = exchange.status(first)
         if status is not None and not policy.index.get(
             status, policy.fallback
         ):
             return first
-        call = self._start(policy, request)
+        call = self._start(policy, request, started)
         snap = call.observed(request, first, None)
         read = first_read(policy, snap, call.started)
         if read is not None:
@@ -418,7 +439,12 @@ class AsyncRunner(_Twin[Req, Resp]):
                 req = await self.exchange.prepare(
                     req, time_left=action.timeout
                 )
-                got = await self._send(req, send, action.timeout)
+                left = action.timeout
+                if left is None:  # the first send: the call's whole time
+                    left = _limit(
+                        call.started + call.policy.deadline - clock.now()
+                    )
+                got = await self._send(req, send, left)
                 if got is None:
                     call.sent = req
                     return call.timed_out()
