@@ -273,8 +273,8 @@ def call_flow(
     now = started
     while True:
         send_method = method if request is None else request.method
+        target = url if request is None else request.url
         if needs_admission(policy, send_method):
-            target = url if request is None else request.url
             stopped = yield from _admit(
                 policy, state, send_method, target, now
             )
@@ -288,9 +288,7 @@ def call_flow(
         now = reply.now
         cut = reply.value is TIMED_OUT
         snap: Snapshot = (
-            _timed_out(send_method, url if request is None else request.url)
-            if cut
-            else reply.value
+            _timed_out(send_method, target) if cut else reply.value
         )
         event = _reads_body(policy, snap)
         asked = event is not None
