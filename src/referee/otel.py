@@ -22,9 +22,9 @@ with it.
 
 What is counted (every instrument is named ``referee.…``):
 
-- ``referee.attempts``: the attempts that went through the driver, by
+- ``referee.attempts``: the attempts that the flow decided, by
   policy, rule and action.  A first-try response no rule matches is
-  returned by the adapter's fast path, before the driver, and is not
+  returned by the runner's fast path, before the flow, and is not
   counted: counting it would put a cost on the hot path of every call.
   Every retry, poll, abort and matched accept is counted;
 - ``referee.retries`` and ``referee.polls``, by policy and rule;
@@ -167,7 +167,7 @@ class Instrumentation:
         self._attempts = meter.create_counter(
             "referee.attempts",
             unit="{attempt}",
-            description="Attempts that went through the referee driver.",
+            description="Attempts that went the referee flow decided.",
         )
         self._retries = meter.create_counter(
             "referee.retries",

@@ -13,7 +13,7 @@ behaves as one client.
 Rule 1: every operation is ONE Lua script (``EVALSHA``), so it is atomic
 across threads, processes and hosts; nothing reads, decides and writes in
 two round trips.
-Rule 2: decisions use the callers' clock, the *now* the drivers pass (Unix
+Rule 2: decisions use the callers' clock, the *now* the runners pass (Unix
 seconds), never Redis's: the fleet's clocks must agree to well under the
 shortest window a policy uses (run NTP).  Redis's clock only sizes the
 lifetime of a named breaker's key (``open_breaker`` is given no *now*).
@@ -411,10 +411,11 @@ class RedisState:
     that long for an unreachable server before falling back.
     :meth:`from_url` does.
 
-    The drivers call the synchronous methods; the ``a``-twins
-    (``aopen_breaker``, ``acheck_breakers``, ``arecord_outcome``,
-    ``atake_retry_token``, ``arefund``, ``aacquire``, ``aalert_gate``) do
-    the same without blocking an event loop.
+    The sync runner calls the synchronous methods; the async runner (httpx's
+    ``AsyncClient``, aiohttp) awaits the ``a``-twins (``aopen_breaker``,
+    ``acheck_breakers``, ``arecord_outcome``, ``atake_retry_token``,
+    ``arefund``, ``aacquire``, ``aalert_gate``), which do the same without
+    blocking the event loop.
     """
 
     def __init__(

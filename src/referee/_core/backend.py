@@ -6,8 +6,8 @@ policy gets its own) and :class:`referee.redis.RedisState` (a fleet shares
 one through Redis).
 
 Rule 1: every operation that must be atomic is one call here (one Redis
-script); the drivers never read-modify-write state themselves.
-Rule 2: times are the drivers' clock (Unix seconds); a backend never reads
+script); the runners never read-modify-write state themselves.
+Rule 2: times are the runners' clock (Unix seconds); a backend never reads
 the clock itself, so tests can drive it.
 Rule 3: keys are namespaced by policy name; a backend may hold several
 policies' state.

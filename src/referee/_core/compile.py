@@ -346,11 +346,11 @@ class Policy:
     budget: BudgetSettings | None = None
     rate_limit: RateLimitSettings | None = None
     webhook: WebhookSettings | None = None
-    #: What the drivers use across calls (the state backend, the alert
+    #: What the runners use across calls (the state backend, the alert
     #: dispatcher); attached by the loader, None for a bare compiled policy.
     runtime: Any = attrs.field(default=None, eq=False, repr=False)
     #: Whether any rule opens a breaker, or a ratio breaker is set: when
-    #: not, the drivers skip the breaker check before each send.
+    #: not, the runners skip the breaker check before each send.
     breakers: bool = False
     #: Whether a first-try success must be reported to the state backend
     #: (a ratio breaker counts it, a budget is refunded): the runners skip

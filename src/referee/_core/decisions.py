@@ -3,7 +3,7 @@ The closed set of decisions: :class:`Accept`, :class:`Retry`, :class:`Poll`
 and :class:`Abort`, and the side effects that ride on them.
 
 A decision says what to do with one outcome and why; carrying it out
-(sleeping, re-sending, raising, alerting, opening a breaker) is the driver's
+(sleeping, re-sending, raising, alerting, opening a breaker) is the runner's
 job.  Callers ``match`` on the four classes.
 
 Decisions are values: never change one.  They are not ``attrs.frozen``

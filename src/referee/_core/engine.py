@@ -61,7 +61,7 @@ def decide(
         policy: The compiled policy.
         snap: The outcome.
         state: Where the call stands.
-        now: The driver's clock, in seconds (the same clock as
+        now: The runner's clock, in seconds (the same clock as
             ``state.started``); a Unix time if HTTP-dates and epoch reset
             headers are to be honoured.
         rng: The source of jitter; pass one for reproducible delays.

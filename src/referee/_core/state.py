@@ -40,7 +40,7 @@ class AttemptRecord:
         rule_id: The rule that decided, or None.
         action: ``accept``, ``retry``, ``poll`` or ``abort``.
         delay: The delay before the next send, or None.
-        at: When the outcome was decided (the driver's clock).
+        at: When the outcome was decided (the runner's clock).
         alert: The alert the rule raised, or None.
     """
 
@@ -62,7 +62,7 @@ class AttemptState:
         attempt: The number of the attempt being decided: 1 for the first
             send, then one more per retry.  Polls do not count.
         polls: How many polls the call has made so far.
-        started: When the call's first send started (the driver's clock).
+        started: When the call's first send started (the runner's clock).
         poll_started: When the call first polled, or None.
         history: One record per decided outcome, oldest first.
     """
@@ -75,7 +75,7 @@ class AttemptState:
 
 
 #: The state of a call's first attempt, for deciding whether a first
-#: outcome needs the driver at all (a plain accept does not depend on the
+#: outcome needs the flow at all (a plain accept does not depend on the
 #: clock).
 FIRST_ATTEMPT: Final = AttemptState()
 

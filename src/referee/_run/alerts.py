@@ -1,10 +1,10 @@
 """
-Alerts: what a rule's ``alert:`` turns into once a driver has seen it, and
+Alerts: what a rule's ``alert:`` turns into once a runner has seen it, and
 how it reaches people without ever slowing down or breaking the call.
 
 Path of one alert::
 
-    driver ──submit(notice)──▶ AlertDispatcher
+    runner ──submit(notice)──▶ AlertDispatcher
                                  │ state.alert_gate(key, dedupe, now)
                                  │   held back?  count it, stop
                                  │ structlog event ``referee.alert``

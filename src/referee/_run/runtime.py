@@ -2,7 +2,7 @@
 What a loaded policy carries at run time: its state backend and its alert
 dispatcher.  The compiled policy is pure data; this is the edge that the
 loader attaches (``load_policy(..., state=..., alert_sinks=...)``) and the
-drivers use.
+runners use.
 """
 
 from __future__ import annotations
