@@ -1307,3 +1307,60 @@ class TestHttpxFailureWord:
         from referee.httpx import failure_word
 
         assert failure_word(ValueError("bug in a hook")) is None
+
+
+class TestAsyncSendBound:
+    """
+    The async runner bounds every send by the time the call has left, and
+    tells its own timer from anyone else's cancellation.
+    """
+
+    POLICY = """
+policy: bound
+defaults: {deadline: 200ms}
+rules: []
+"""
+
+    def test_a_send_past_the_deadline_ends_the_call(self):
+        """
+        A first send that never answers ends with DeadlineExceeded at the
+        deadline: the runner's timer cut it.
+        """
+        policy = referee.load_policy_text(self.POLICY)
+        runner = AsyncRunner(AsyncFakeExchange(), rng=random.Random(0))
+
+        async def never(request: FakeRequest) -> FakeResponse:
+            await asyncio.sleep(30)
+            raise AssertionError  # pragma: no cover
+
+        with pytest.raises(referee.DeadlineExceeded):
+            asyncio.run(
+                asyncio.wait_for(runner.call(policy, FakeRequest(), never), 5)
+            )
+
+    def test_someone_elses_cancel_is_not_a_timeout(self):
+        """
+        A task cancelled from outside while its send waits is cancelled:
+        the runner lets the CancelledError through, and its timer does
+        not fire later.
+        """
+        policy = referee.load_policy_text(self.POLICY.replace("200ms", "10s"))
+        runner = AsyncRunner(AsyncFakeExchange(), rng=random.Random(0))
+
+        async def slow(request: FakeRequest) -> FakeResponse:
+            await asyncio.sleep(30)
+            raise AssertionError  # pragma: no cover
+
+        async def main() -> tuple[bool, int]:
+            task = asyncio.create_task(
+                runner.call(policy, FakeRequest(), slow)
+            )
+            await asyncio.sleep(0.05)
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                return True, task.cancelling()
+            return False, task.cancelling()  # pragma: no cover
+
+        assert (True, 1) == asyncio.run(main())
