@@ -16,9 +16,9 @@ Path of one alert::
                                  full?    drop, count ``dropped``
 
 At exit (:mod:`atexit`, registered once, with the first dispatcher) every
-live dispatcher is flushed within a bound (``REFEREE_ALERT_EXIT_TIMEOUT``,
-a dispatcher's *exit_timeout*, 5 s by default), and what was not delivered
-is logged with its count (``referee.alerts_lost``).  The workers are daemon
+live dispatcher is flushed within a bound (its *exit_timeout*, else
+``REFEREE_ALERT_EXIT_TIMEOUT``, else 5 s), and what was not delivered is
+logged with its count (``referee.alerts_lost``).  The workers are daemon
 threads, so a hung sink cannot hold the process: the bound is all it costs.
 
 Why a queue and a thread per sink rather than one shared queue: a Python
@@ -672,7 +672,8 @@ class AlertDispatcher:
                         item = worker.queue.get_nowait()
                     except queue.Empty:
                         break
-                    assert isinstance(item, tuple)  # noqa: S101 — for mypy
+                    if not isinstance(item, tuple):  # closed before: _STOP
+                        continue
                     worker.stats.dropped += 1
                     self._stats.dropped += 1
                     self._lost(worker, item[0])
