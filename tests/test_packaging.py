@@ -60,6 +60,7 @@ EXPECTED_API = [
     "arun",
     "bundled_names",
     "decide",
+    "flush_alerts",
     "guard",
     "hooks",
     "load_policy",

@@ -1121,7 +1121,8 @@ class TestAlerts:
         ):
             with pytest.raises(InsufficientCredits):
                 client.post(server.url("/find"))
-            assert pol.runtime.alerts.flush(2)
+            # flush reports delivery: the broken sink's alert was lost.
+            assert not pol.runtime.alerts.flush(2)
 
         assert 1 == len(got)
         assert (1, 1) == (

@@ -49,7 +49,7 @@ from ._run.memory import MemoryState
 if TYPE_CHECKING:
     from ._files.load import bundled_names, load_policy, load_policy_text
     from ._files.watch import PolicyWatcher, watch_policy
-    from ._run.alerts import Alert
+    from ._run.alerts import Alert, flush_alerts
     from ._run.generic import arun, guard, run
     from ._run.hooks import (
         BreakerEvent,
@@ -105,6 +105,7 @@ __all__ = [
     "arun",
     "bundled_names",
     "decide",
+    "flush_alerts",
     "guard",
     "hooks",
     "load_policy",
@@ -142,6 +143,7 @@ _LAZY = {
     "arun": "_run.generic",
     "guard": "_run.generic",
     "Alert": "_run.alerts",
+    "flush_alerts": "_run.alerts",
     "PolicyWatcher": "_files.watch",
     "watch_policy": "_files.watch",
 }

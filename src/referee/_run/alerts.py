@@ -15,6 +15,12 @@ Path of one alert::
                                  slow?    log + count ``slow``
                                  full?    drop, count ``dropped``
 
+At exit (:mod:`atexit`, registered once, with the first dispatcher) every
+live dispatcher is flushed within a bound (its *exit_timeout*, else
+``REFEREE_ALERT_EXIT_TIMEOUT``, else 5 s), and what was not delivered is
+logged with its count (``referee.alerts_lost``).  The workers are daemon
+threads, so a hung sink cannot hold the process: the bound is all it costs.
+
 Why a queue and a thread per sink rather than one shared queue: a Python
 call cannot be interrupted, so a sink that hangs (a webhook behind a dead
 proxy) holds its thread for good.  With one worker per sink it backs up
@@ -35,6 +41,7 @@ shown: logs and reprs name only its scheme and host.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import http.client
 import json
@@ -53,6 +60,8 @@ from urllib.parse import urlsplit
 import attrs
 import structlog
 
+from referee._core.units import parse_duration
+
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -70,6 +79,8 @@ __all__ = [
     "SinkStats",
     "WebhookError",
     "WebhookSink",
+    "exit_timeout",
+    "flush_alerts",
     "severity_rank",
     "webhook_from_config",
 ]
@@ -83,6 +94,11 @@ _RANK: Final = {name: rank for rank, name in enumerate(SEVERITIES)}
 #: How often at most a repeated complaint (a full queue, a failing gate)
 #: is logged, in seconds.
 _COMPLAINT_INTERVAL: Final = 1.0
+
+#: The environment variable that bounds the wait for alerts at exit.
+EXIT_TIMEOUT_ENV: Final = "REFEREE_ALERT_EXIT_TIMEOUT"
+#: The bound when neither it nor a dispatcher's *exit_timeout* says.
+DEFAULT_EXIT_TIMEOUT: Final = 5.0
 
 
 def severity_rank(severity: str) -> int:
@@ -230,7 +246,8 @@ class _Worker:
     One sink, its queue and its thread (started on first use).
     """
 
-    def __init__(self, sink: AlertSink, queue_size: int) -> None:
+    def __init__(self, index: int, sink: AlertSink, queue_size: int) -> None:
+        self.index = index
         self.sink = sink
         self.name = _safe_repr(sink)
         min_severity = getattr(sink, "min_severity", None)
@@ -244,6 +261,22 @@ class _Worker:
         # already been counted as slow.
         self.busy_since: float | None = None
         self.slow_noted = False
+        # Alerts put on the queue, and alerts settled (delivered, failed or
+        # dropped at close), since the start.  The queue is FIFO, so the
+        # n-th alert handed over is settled once settled >= n.
+        self.handed = 0
+        self.settled = 0
+
+
+@attrs.define
+class _Watch:
+    """
+    One flush under way: how many alerts each worker had been handed when
+    it began (what it answers for), and how many of those were lost.
+    """
+
+    targets: list[int]
+    lost: int
 
 
 def _safe_repr(obj: object) -> str:
@@ -289,6 +322,10 @@ class AlertDispatcher:
         sink_timeout: A sink call running longer than this is logged and
             counted as slow (it cannot be interrupted; see the module's
             docstring).
+        exit_timeout: How long, at most, the process waits at exit for
+            this dispatcher's alerts to be delivered; None: the
+            ``REFEREE_ALERT_EXIT_TIMEOUT`` environment variable, or 5 s.
+            Also settable afterwards, as the attribute.
 
     .. versionadded:: 0.2.0
     """
@@ -301,6 +338,7 @@ class AlertDispatcher:
         webhook: WebhookSink | None = None,
         queue_size: int = 1000,
         sink_timeout: float = 5.0,
+        exit_timeout: float | None = None,
     ) -> None:
         if queue_size < 1:
             raise ValueError(
@@ -311,17 +349,22 @@ class AlertDispatcher:
             all_sinks.append(webhook)
         self._state = state
         self._sink_timeout = sink_timeout
-        self._workers = tuple(_Worker(s, queue_size) for s in all_sinks)
+        self.exit_timeout = exit_timeout
+        self._workers = tuple(
+            _Worker(i, s, queue_size) for i, s in enumerate(all_sinks)
+        )
         self._stats = AlertStats()
         self._lock = threading.Lock()
-        # Alerts queued or being delivered, over all sinks; flush() waits
-        # on it.
-        self._pending = 0
+        # Flushes under way, and the alerts lost (a sink raised, a queue
+        # was full, close dropped them) that no flush has answered for yet.
+        self._watches: list[_Watch] = []
+        self._unreported = 0
         self._idle = threading.Condition(self._lock)
         self._closed = False
         self._throttle = _Throttle(_COMPLAINT_INTERVAL)
         self._queue_size = queue_size
         _LIVE.add(self)
+        _hook_exit()
 
     def _after_fork(self) -> None:
         """
@@ -331,15 +374,24 @@ class AlertDispatcher:
         """
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
-        self._pending = 0
+        self._watches = []
+        self._unreported = 0
         self._throttle = _Throttle(_COMPLAINT_INTERVAL)
         for worker in self._workers:
             worker.queue = queue.Queue(self._queue_size)
             worker.thread = None
             worker.busy_since = None
+            worker.handed = worker.settled = 0
 
     def __repr__(self) -> str:
         return f"<AlertDispatcher sinks={[w.name for w in self._workers]}>"
+
+    @property
+    def closed(self) -> bool:
+        """
+        Whether :meth:`close` was called.
+        """
+        return self._closed
 
     @property
     def stats(self) -> AlertStats:
@@ -463,14 +515,15 @@ class AlertDispatcher:
                     )
                     worker.thread.start()
                 try:
-                    worker.queue.put_nowait(alert)
+                    worker.queue.put_nowait((worker.handed + 1, alert))
                 except queue.Full:
                     pass
                 else:
-                    self._pending += 1
+                    worker.handed += 1
                     return
             worker.stats.dropped += 1
             self._stats.dropped += 1
+            self._lost(worker, None)
             dropped = worker.stats.dropped
         if self._throttle.ready(f"drop:{id(worker)}"):
             _log.warning(
@@ -487,6 +540,8 @@ class AlertDispatcher:
             item = worker.queue.get()
             if item is _STOP:
                 return
+            assert isinstance(item, tuple)  # noqa: S101 — for mypy
+            number, item = item
             assert isinstance(item, Alert)  # noqa: S101 — for mypy
             started = time.monotonic()
             with self._lock:
@@ -497,6 +552,7 @@ class AlertDispatcher:
                 with self._lock:
                     worker.stats.failed += 1
                     self._stats.failed += 1
+                    self._lost(worker, number)
                 _log.error(
                     "referee.alert_sink_failed",
                     sink=worker.name,
@@ -511,8 +567,24 @@ class AlertDispatcher:
             self._check_slow(worker, finished=True)
             with self._lock:
                 worker.busy_since = None
-                self._pending -= 1
+                worker.settled = number
                 self._idle.notify_all()
+
+    def _lost(self, worker: _Worker, number: int | None) -> None:
+        """
+        Note an alert that will not be delivered (the lock held): every
+        flush under way that answers for it (it was handed over before the
+        flush began) says so; else the next flush does.  *number* is its
+        place in *worker*'s queue; None for one that never got there.
+        """
+        answered = False
+        if number is not None:
+            for watch in self._watches:
+                if number <= watch.targets[worker.index]:
+                    watch.lost += 1
+                    answered = True
+        if not answered:
+            self._unreported += 1
 
     def _check_slow(self, worker: _Worker, *, finished: bool = False) -> None:
         """
@@ -539,19 +611,50 @@ class AlertDispatcher:
 
     def flush(self, timeout: float = 5.0) -> bool:
         """
-        Wait up to *timeout* seconds until every queued alert has been
-        handed to its sink; whether they all were.
+        Wait up to *timeout* seconds until every alert submitted so far
+        has been through its sinks; whether they all were *delivered*.
+
+        False when any is still queued or running at the timeout, or when
+        any was lost: a sink raised (a webhook that failed), a queue was
+        full, or :meth:`close` dropped it.  Each loss is reported by the
+        flushes under way when it happens, or else by the next flush: a
+        later flush is True again once everything after it went out.
+        """
+        left, lost = self.drain(timeout)
+        return not left and not lost
+
+    def drain(self, timeout: float) -> tuple[int, int]:
+        """
+        :meth:`flush`, counted: how many alerts were still queued or
+        running at the timeout, and how many were lost.
         """
         for worker in self._workers:
             self._check_slow(worker)
         deadline = time.monotonic() + timeout
         with self._idle:
-            while self._pending:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._idle.wait(remaining)
-            return True
+            watch = _Watch(
+                targets=[w.handed for w in self._workers],
+                # Losses a flush under way answers for are older than this
+                # one, so this one answers for them too.
+                lost=self._unreported
+                + max((w.lost for w in self._watches), default=0),
+            )
+            self._unreported = 0
+            self._watches.append(watch)
+            try:
+                while True:
+                    left = sum(
+                        max(0, target - w.settled)
+                        for target, w in zip(
+                            watch.targets, self._workers, strict=True
+                        )
+                    )
+                    remaining = deadline - time.monotonic()
+                    if not left or remaining <= 0:
+                        return left, watch.lost
+                    self._idle.wait(remaining)
+            finally:
+                self._watches.remove(watch)
 
     def close(self, timeout: float = 5.0) -> bool:
         """
@@ -566,12 +669,15 @@ class AlertDispatcher:
                 # A hung sink's leftovers are lost: count them.
                 while True:
                     try:
-                        worker.queue.get_nowait()
+                        item = worker.queue.get_nowait()
                     except queue.Empty:
                         break
+                    if not isinstance(item, tuple):  # closed before: _STOP
+                        continue
                     worker.stats.dropped += 1
                     self._stats.dropped += 1
-                    self._pending -= 1
+                    self._lost(worker, item[0])
+                    worker.settled = item[0]
                 if worker.thread is not None:
                     worker.queue.put_nowait(_STOP)
             self._idle.notify_all()
@@ -584,14 +690,103 @@ _LIVE: Final[weakref.WeakSet[AlertDispatcher]] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
-    global _UNSET_LOCK  # noqa: PLW0603 — a lock held at the fork is dead
+    global _UNSET_LOCK, _EXIT_LOCK  # noqa: PLW0603 — a lock held at the fork is dead
     _UNSET_LOCK = threading.Lock()
+    _EXIT_LOCK = threading.Lock()
     for dispatcher in list(_LIVE):
         dispatcher._after_fork()  # noqa: SLF001
 
 
 if hasattr(os, "register_at_fork"):  # POSIX only
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+_EXIT_LOCK = threading.Lock()
+_exit_hooked = False
+
+
+def _hook_exit() -> None:
+    """
+    Register the exit flush, once per process (a forked child inherits
+    the registration).
+    """
+    global _exit_hooked  # noqa: PLW0603 — once per process
+    with _EXIT_LOCK:
+        if not _exit_hooked:
+            atexit.register(_flush_at_exit)
+            _exit_hooked = True
+
+
+def exit_timeout() -> float:
+    """
+    The bound on the wait for alerts at exit, from
+    ``REFEREE_ALERT_EXIT_TIMEOUT`` (seconds, or a duration such as
+    ``"500ms"``), else 5 s.  A value that is not a duration is logged
+    (``referee.alert_exit_timeout_invalid``) and the default holds.
+    """
+    raw = os.environ.get(EXIT_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_EXIT_TIMEOUT
+    try:
+        return parse_duration(raw)
+    except ValueError as exc:
+        _log.warning(
+            "referee.alert_exit_timeout_invalid",
+            variable=EXIT_TIMEOUT_ENV,
+            reason=str(exc),
+            timeout=DEFAULT_EXIT_TIMEOUT,
+        )
+        return DEFAULT_EXIT_TIMEOUT
+
+
+def flush_alerts(timeout: float | None = None) -> bool:
+    """
+    Deliver the alerts every loaded policy has queued, waiting up to
+    *timeout* seconds in all; whether every one was delivered.  What was
+    not (still queued or running at the bound, or lost to a failing sink)
+    is logged as ``referee.alerts_lost`` with its count.
+
+    This runs by itself at a normal interpreter exit.  Call it in a
+    shutdown hook where the process ends otherwise (a SIGTERM handler
+    that does not raise :exc:`SystemExit`, ``os._exit``, a
+    :mod:`multiprocessing` worker).
+
+    Args:
+        timeout: The bound; None: each dispatcher's *exit_timeout*, else
+            ``REFEREE_ALERT_EXIT_TIMEOUT``, else 5 s.
+
+    .. versionadded:: 0.3.0
+    """
+    start = time.monotonic()
+    default = exit_timeout() if timeout is None else timeout
+    ok = True
+    # The workers of all dispatchers run at once: one deadline for all.
+    for dispatcher in list(_LIVE):
+        if dispatcher.closed:  # whoever closed it had its answer
+            continue
+        bound = default
+        if timeout is None and dispatcher.exit_timeout is not None:
+            bound = dispatcher.exit_timeout
+        left, lost = dispatcher.drain(
+            max(0.0, start + bound - time.monotonic())
+        )
+        if left or lost:
+            ok = False
+            _log.error(
+                "referee.alerts_lost",
+                lost=left + lost,
+                undelivered=left,
+                failed=lost,
+                timeout=bound,
+                sinks=[w.name for w in dispatcher._workers],  # noqa: SLF001
+            )
+    return ok
+
+
+def _flush_at_exit() -> None:
+    # At exit nothing may raise: the process is ending anyway.
+    with contextlib.suppress(Exception):
+        flush_alerts()
 
 
 class WebhookError(Exception):
