@@ -175,6 +175,12 @@ _UNSAFE: Final = (
     "unsafe_methods: true on the rule if the API documents that this "
     "outcome is not processed"
 )
+_UNSAFE_POLL: Final = (
+    "{0} {1}: rule {2!r} would poll by sending the {0} again, but {0} is "
+    "not idempotent and each send may start the work anew; give the rule "
+    "a poll request that reads the job's status (poll: {{request: {{url: "
+    "...}}}}), or send an Idempotency-Key header"
+)
 _EXHAUSTED: Final = "{0} {1}: rule {2!r} gave up after {3} {5} (attempts: {4})"
 _TOO_LONG: Final = (
     "{0} {1}: {2} asks for a wait of {3}, above server_delay.max {4} "
@@ -201,6 +207,21 @@ def _what(snap: Snapshot) -> tuple[str, str]:
     if snap.status is None:
         return snap.method, f"failed ({snap.failure})"
     return snap.method, f"got {snap.status}"
+
+
+def _unsafe(snap: Snapshot) -> bool:
+    """
+    Whether sending *snap*'s request again could do its work twice: the
+    gate every re-send passes, retry or poll.
+    """
+    # RFC 9110 §9.2.2: a request that is not idempotent may have been
+    # processed; only a connect failure proves it was not, and an
+    # Idempotency-Key lets the server recognise the second send.
+    return (
+        snap.method not in IDEMPOTENT_METHODS
+        and snap.failure != "connect"
+        and snap.request_headers.get("idempotency-key") is None
+    )
 
 
 def _jitter(delay: float, kind: str, rng: random.Random) -> float:
@@ -245,14 +266,7 @@ def _retry(
 ) -> Decision:
     settings = rule.retry
     assert settings is not None  # noqa: S101 - retry rules have settings
-    # RFC 9110 §9.2.2: a request that is not idempotent may have been
-    # processed; only a connect failure proves it was not.
-    if (
-        snap.method not in IDEMPOTENT_METHODS
-        and snap.failure != "connect"
-        and not settings.unsafe_methods
-        and snap.request_headers.get("idempotency-key") is None
-    ):
+    if not settings.unsafe_methods and _unsafe(snap):
         return _give_up(
             rule,
             (_UNSAFE, *_what(snap), rule.id),
@@ -471,6 +485,20 @@ def _poll(
                 alert,
             )
         request = built
+    # A poll that sends the request as it was is a re-send like a retry:
+    # a POST that started a job would start another at every poll.  One
+    # that builds another request (a GET of the job's status, the 202's
+    # Location) may go.
+    if (
+        request is None
+        or (request.method == snap.method and request.url == snap.url)
+    ) and _unsafe(snap):
+        return _give_up(
+            rule,
+            (_UNSAFE_POLL, *_what(snap), rule.id),
+            rule.error or default_error(snap.status),
+            alert,
+        )
     return Poll(
         rule.id,
         (_POLLS, *_what(snap), rule.id, delay, state.polls + 1, source),
