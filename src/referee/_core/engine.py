@@ -30,7 +30,7 @@ from .hints import parse_hint
 from .matchers import MISSING, Context, path_getter
 from .redact import redact_url
 from .snapshot import IDEMPOTENT_METHODS
-from .units import format_duration
+from .units import format_duration, round_seconds
 
 
 if TYPE_CHECKING:
@@ -190,15 +190,14 @@ _DEADLINE: Final = (
     "{0} {1}: a retry in {2} would overrun the {5} deadline of {3} ({4} left)"
 )
 _RETRIES: Final = (
-    "{0} {1}: rule {2!r} retries in {3:.3g}s (attempt {4} of {5}, delay "
-    "from {6})"
+    "{0} {1}: rule {2!r} retries in {3!d} (attempt {4} of {5}, delay from {6})"
 )
 _POLL_DEADLINE: Final = (
     "{0} {1}: the job is still running after {2} of polling, and another "
     "poll would overrun the poll deadline of {3}"
 )
 _POLLS: Final = (
-    "{0} {1}: rule {2!r} polls again in {3:.3g}s (poll {4}, delay from {5})"
+    "{0} {1}: rule {2!r} polls again in {3!d} (poll {4}, delay from {5})"
 )
 _POLL_REQUEST: Final = "{0} {1}: {2}"
 
@@ -224,11 +223,16 @@ def _unsafe(snap: Snapshot) -> bool:
     )
 
 
+# Delays are kept to the microsecond (the schedules are, from compile):
+# what the trail and the log events record is 0.3, not
+# 0.30000000000000004.
+
+
 def _jitter(delay: float, kind: str, rng: random.Random) -> float:
     if kind == "full":
-        return rng.uniform(0.0, delay)
+        return round_seconds(rng.uniform(0.0, delay))
     if kind == "equal":
-        return delay / 2 + rng.uniform(0.0, delay / 2)
+        return round_seconds(delay / 2 + rng.uniform(0.0, delay / 2))
     return delay
 
 
@@ -242,7 +246,7 @@ def _hint(
             continue
         delay = parse_hint(value, fmt, now)
         if delay is not None and delay >= 0:
-            return delay, name
+            return round_seconds(delay), name
     return None
 
 
