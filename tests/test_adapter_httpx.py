@@ -454,6 +454,89 @@ rules:
         assert [] == slept.delays
         assert "origin" in ei.value.reason
 
+    #: The issue-12 policy: a POST's 202 polled with no poll request.
+    POLL_POST = """
+policy: jobs
+rules:
+  - id: job-accepted
+    when: {method: POST, status: 202}
+    do: poll
+"""
+
+    def test_poll_never_sends_a_post_again(self, harness, server):
+        """
+        A poll that would send the same POST again is refused as a retry
+        would be: exactly one POST reaches the server, nothing is slept,
+        and the call ends with an error naming the rule and saying why.
+        """
+        pol = referee.load_policy_text(self.POLL_POST)
+        server.script("/jobs", [Reply(202, body={"id": "j1"})])
+
+        with no_sleep() as slept, pytest.raises(referee.Aborted) as ei:
+            harness.call(
+                pol, "POST", server.url("/jobs"), json={"email": "a@b.c"}
+            )
+
+        assert ["POST"] == [r.method for r in server.requests]
+        assert [] == slept.delays
+        assert "job-accepted" == ei.value.rule_id
+        assert 202 == ei.value.status
+        assert (
+            "POST got 202: rule 'job-accepted' would poll by sending the "
+            "POST again, but POST is not idempotent"
+        ) in str(ei.value)
+        assert ["abort"] == [r.action for r in ei.value.trail]
+
+    def test_poll_with_an_idempotency_key_sends_the_post_again(
+        self, harness, server
+    ):
+        """
+        An Idempotency-Key opens the gate, as it does for retries: the
+        server recognises the second send.
+        """
+        pol = referee.load_policy_text(self.POLL_POST)
+        server.script("/jobs", [Reply(202), Reply(200, body={"done": True})])
+
+        with no_sleep():
+            response = harness.call(
+                pol,
+                "POST",
+                server.url("/jobs"),
+                json={"email": "a@b.c"},
+                headers={"Idempotency-Key": "k-1"},
+            )
+
+        assert {"done": True} == response.json()
+        assert ["POST", "POST"] == [r.method for r in server.requests]
+
+    def test_poll_of_a_post_may_get_its_location(self, harness, server):
+        """
+        A poll rule that builds its request from the 202's Location sends
+        one POST, then GETs the job.
+        """
+        pol = referee.load_policy_text(
+            """
+policy: jobs
+rules:
+  - id: job-accepted
+    when: {method: POST, status: 202}
+    do: poll
+    poll: {request: {url: "{header.Location}"}}
+"""
+        )
+        server.script("/jobs", [Reply(202, {"Location": "/jobs/1"})])
+        server.script("/jobs/1", [Reply(200, body={"done": True})])
+
+        with no_sleep():
+            response = harness.call(
+                pol, "POST", server.url("/jobs"), json={"email": "a@b.c"}
+            )
+
+        assert {"done": True} == response.json()
+        assert [("POST", "/jobs"), ("GET", "/jobs/1")] == [
+            (r.method, r.path) for r in server.requests
+        ]
+
 
 # --- Typed errors -----------------------------------------------------------
 

@@ -299,7 +299,7 @@ class TestUnbounded:
             policy: p
             rules:
               - id: job
-                when: {status: 202}
+                when: {method: GET, status: 202}
                 do: poll
                 poll: {deadline: none}
             """
@@ -391,6 +391,99 @@ class TestUnsafe:
                 when: {when}
                 do: retry
                 retry: {{unsafe_methods: true}}
+            """
+        )
+
+        assert not check_policy(policy)
+
+
+class TestUnsafePoll:
+    @pytest.mark.parametrize(
+        "when",
+        [
+            "{method: POST, status: 202}",
+            "{status: 202}",
+            "{method: [GET, PATCH], status: 202}",
+        ],
+        ids=["post", "any-method", "patch-listed"],
+    )
+    def test_poll_resending_an_unsafe_method(self, when):
+        """
+        A poll rule that can match POST or PATCH and has no poll request
+        would send that request again: a warning at its when.
+        """
+        policy = load(
+            f"""
+            policy: p
+            rules:
+              - id: job
+                when: {when}
+                do: poll
+            """
+        )
+        expected = (
+            [
+                (
+                    "rule 'job' polls by sending the request again, and it "
+                    "can match POST or PATCH: such a poll is refused (the "
+                    "call aborts) unless the request carries an "
+                    "Idempotency-Key, since each send may start the work "
+                    "anew; add method: GET to its when, or a poll request "
+                    "that reads the job's status (poll: {request: {url: "
+                    "...}})"
+                )
+            ],
+            ["$.rules[0].when"],
+        )
+
+        assert expected == (messages(policy), paths(policy))
+
+    @pytest.mark.parametrize(
+        "request_",
+        ["{method: POST}", "{url: '{request.url}'}"],
+        ids=["same-method", "same-url"],
+    )
+    def test_poll_request_that_is_the_same_request(self, request_):
+        """
+        A poll request with the request's own URL and an unsafe (or
+        unchanged) method is still a re-send.
+        """
+        policy = load(
+            f"""
+            policy: p
+            rules:
+              - id: job
+                when: {{method: POST, status: 202}}
+                do: poll
+                poll: {{request: {request_}}}
+            """
+        )
+
+        assert ["$.rules[0].when"] == paths(policy)
+
+    @pytest.mark.parametrize(
+        ("when", "poll"),
+        [
+            ("{method: GET, status: 202}", "{}"),
+            ("{method: [GET, PUT], status: 202}", "{}"),
+            ("{status: 202}", "{request: {url: '{header.Location}'}}"),
+            ("{method: POST, status: 202}", "{request: {method: GET}}"),
+        ],
+        ids=["get", "idempotent-methods", "location", "get-same-url"],
+    )
+    def test_moot(self, when, poll):
+        """
+        A poll rule that only matches idempotent methods, or that builds
+        another request, draws no warning.
+        """
+        policy = load(
+            f"""
+            policy: p
+            rules:
+              - id: job
+                when: {when}
+                do: poll
+                poll: {poll}
             """
         )
 
@@ -515,7 +608,7 @@ class TestBackoff:
             policy: p
             rules:
               - id: job
-                when: {status: 202}
+                when: {method: GET, status: 202}
                 do: poll
                 poll: {initial: 5s, max: 2s}
             """

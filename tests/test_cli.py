@@ -728,7 +728,7 @@ class TestExplain:
         main(["explain", "http-default", "--failure", "timeout"])
         out = capsys.readouterr().out
 
-        assert "(backoff, full jitter over [0, 1s])" in out
+        assert "(backoff, full jitter over [0s, 1s])" in out
 
     def test_human_abort(self, capsys, write):
         """

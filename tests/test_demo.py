@@ -77,8 +77,8 @@ class TestDemo:
         _code, out, _err = demo
 
         assert out.startswith(
-            "referee demo: enrow policy with demo timings (polls from 0.2s, "
-            "retry backoff from 0.2s)\n"
+            "referee demo: enrow policy with demo timings (polls from "
+            "200ms, retry backoff from 200ms)\n"
         )
         assert "fake Enrow API: http://127.0.0.1:" in out
         assert "client: httpx, 12 calls from 8 workers, seed 3" in out

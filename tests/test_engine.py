@@ -891,6 +891,112 @@ rules:
         assert "header.Location" in d.reason
 
 
+class TestUnsafePoll:
+    """
+    The unsafe-method gate covers polls that send the request again.
+    """
+
+    POLL = policy(
+        "policy: t\nrules: [{id: job, when: {status: 202}, do: poll}]"
+    )
+    LOCATION = policy(
+        "policy: t\nrules: [{id: job, when: {status: 202}, do: poll, "
+        "poll: {request: {url: '{header.Location}'}}}]"
+    )
+
+    @pytest.mark.parametrize("method", ["POST", "PATCH"])
+    def test_poll_resending_an_unsafe_method_aborts(self, method):
+        """
+        A poll that would send POST or PATCH again aborts, naming the rule
+        and saying why.
+        """
+        d = run(self.POLL, Snapshot.response(202, method=method))
+
+        assert Abort is type(d)
+        assert "job" == d.rule_id
+        assert referee.Aborted is d.error
+        assert (
+            f"{method} got 202: rule 'job' would poll by sending the "
+            f"{method} again, but {method} is not idempotent"
+        ) in d.reason
+
+    def test_the_rules_error(self):
+        """
+        The refused poll raises the rule's error:, as a refused retry does.
+        """
+        pol = policy(
+            "policy: t\nrules: [{id: job, when: {status: 202}, do: poll, "
+            "error: JobFailed}]"
+        )
+
+        d = run(pol, Snapshot.response(202, method="POST"))
+
+        assert referee.JobFailed is d.error
+
+    @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+    def test_idempotent_methods_poll(self, method):
+        """
+        Idempotent methods are polled as they are.
+        """
+        assert Poll is type(
+            run(self.POLL, Snapshot.response(202, method=method))
+        )
+
+    def test_idempotency_key_opens_the_gate(self):
+        """
+        A POST that carries an Idempotency-Key may be polled again.
+        """
+        snap = Snapshot.response(
+            202, method="POST", request_headers={"Idempotency-Key": "k1"}
+        )
+
+        assert Poll is type(run(self.POLL, snap))
+
+    def test_a_built_request_may_go(self):
+        """
+        A poll that builds another request (the 202's Location: a GET) is
+        no re-send.
+        """
+        snap = Snapshot.response(
+            202,
+            method="POST",
+            url="https://api.x/jobs",
+            headers={"Location": "/jobs/7"},
+        )
+
+        d = run(self.LOCATION, snap)
+
+        assert referee.PollRequest("GET", "https://api.x/jobs/7") == d.request
+
+    @pytest.mark.parametrize(
+        "request_",
+        ["{method: POST}", "{url: '{request.url}', method: POST}"],
+        ids=["method-only", "own-url"],
+    )
+    def test_a_built_request_that_is_the_same_aborts(self, request_):
+        """
+        A poll request with the request's own method and URL is the same
+        request sent again.
+        """
+        pol = policy(
+            "policy: t\nrules: [{id: job, when: {status: 202}, do: poll, "
+            f"poll: {{request: {request_}}}}}]"
+        )
+        snap = Snapshot.response(202, method="POST", url="https://api.x/j")
+
+        assert Abort is type(run(pol, snap))
+
+    def test_a_later_poll_of_the_built_get_goes(self):
+        """
+        After a poll built a GET, the outcome decided is the GET's: polling
+        it again is safe, whatever the call's first method was.
+        """
+        snap = Snapshot.response(202, method="GET", url="https://api.x/j/7")
+        state = AttemptState(started=NOW, polls=1, poll_started=NOW - 2)
+
+        assert Poll is type(run(self.POLL, snap, state))
+
+
 class TestSideEffects:
     def test_alert_and_breaker_ride_on_the_decision(self):
         """

@@ -413,7 +413,7 @@ class TestAdmission:
         assert "out-of-credits" == finished.decision.rule_id
         reason = finished.decision.reason
         assert "breaker 'credits' is open" in reason
-        assert "540s more" in reason
+        assert "(9m more;" in reason
         assert "opened by rule 'out-of-credits'" in reason
         assert "nothing was sent" in reason
 

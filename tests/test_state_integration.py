@@ -221,13 +221,12 @@ class TestRuleBreaker:
         message = str(exc_info.value)
         found = re.search(
             r"breaker 'credits' is open until (\d\d:\d\d:\d\d) UTC "
-            r"\((\d+)s more; opened by rule 'out-of-credits'\); "
+            r"\((10m|9m59s) more; opened by rule 'out-of-credits'\); "
             r"nothing was sent",
             message,
         )
         assert found is not None, message
         assert found.group(1) in {_gmt(before + 600), _gmt(after + 600)}
-        assert int(found.group(2)) in {599, 600}
 
     def test_breaker_events_are_logged(self, server: ScriptedServer) -> None:
         """

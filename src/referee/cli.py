@@ -680,18 +680,6 @@ def _report(
     }
 
 
-def _secs(value: float) -> str:
-    return f"{value:.3g}s"
-
-
-def _short(value: float) -> str:
-    if value == 0:
-        return "0"
-    if value < 60:
-        return _secs(value)
-    return format_duration(value)
-
-
 def _print_report(policy: Policy, r: dict[str, Any]) -> None:
     def row(label: str, text: str) -> None:
         _out(f"{label:<11} {text}")
@@ -774,7 +762,7 @@ def _print_report(policy: Policy, r: dict[str, Any]) -> None:
 
 
 def _delay_text(r: dict[str, Any], policy: Policy) -> str:
-    delay = _secs(r["delay"])
+    delay = format_duration(r["delay"])
     source = r["delay_source"]
     if r["delay_range"] is None:
         text = f"{delay} (from {source})"
@@ -790,7 +778,7 @@ def _delay_text(r: dict[str, Any], policy: Policy) -> str:
         return f"{delay} ({what}, no jitter)"
     return (
         f"{delay} ({what}, {r['jitter']} jitter over "
-        f"[{_short(low)}, {_short(high)}])"
+        f"[{format_duration(low)}, {format_duration(high)}])"
     )
 
 
@@ -802,7 +790,7 @@ def _schedule_text(r: dict[str, Any]) -> str:
         first, word = r["poll"] + 1, "poll"
     schedule = r["schedule"]
     bounds = ", ".join(
-        f"{word} {first + i} ≤{_short(b)}"
+        f"{word} {first + i} ≤{format_duration(b)}"
         for i, b in enumerate(schedule[:SCHEDULE_SHOWN])
     )
     if not bounds:
@@ -900,7 +888,7 @@ def _run_simulate(args: argparse.Namespace) -> int:
             str(step["status"] or step["failure"]),
             step["action"],
             step["rule"] or "-",
-            "-" if step["delay"] is None else _secs(step["delay"]),
+            "-" if step["delay"] is None else format_duration(step["delay"]),
             step["reason"],
         )
         for step in steps
@@ -916,7 +904,7 @@ def _run_simulate(args: argparse.Namespace) -> int:
 
 
 def _clock(at: float) -> str:
-    return "0s" if at == 0 else _short(at)
+    return format_duration(at)
 
 
 def _simulate_result(

@@ -29,6 +29,7 @@ from ._core.flow import (
     call_flow,
 )
 from ._core.snapshot import FAILURES, Snapshot
+from ._core.units import round_seconds
 from ._run.clock import SleepRecorder, recording
 from ._run.runner import next_step
 from ._tools.fake_enrow import FakeEnrow, FakeEnrowStats
@@ -171,11 +172,15 @@ def simulate(
             case Send():
                 outcome = next(script, _END)
                 if outcome is _END:
-                    return Simulation(tuple(steps), False, now - start)
+                    return Simulation(
+                        tuple(steps), False, round_seconds(now - start)
+                    )
                 snap = value = _snapshot(outcome, method, url)
             case Sleep():
                 assert snap is not None  # noqa: S101 - a send came first
-                steps.append(Step(now - start, snap, step.decision))
+                steps.append(
+                    Step(round_seconds(now - start), snap, step.decision)
+                )
                 now += step.seconds
             case Wait():
                 now += step.seconds
@@ -188,5 +193,5 @@ def simulate(
                 value = None  # the script's snapshots carry their bodies
         step = next_step(flow, Reply(value, now))
     assert snap is not None  # noqa: S101 - nothing stops a simulated send
-    steps.append(Step(now - start, snap, step.decision))
-    return Simulation(tuple(steps), True, now - start)
+    steps.append(Step(round_seconds(now - start), snap, step.decision))
+    return Simulation(tuple(steps), True, round_seconds(now - start))

@@ -32,6 +32,7 @@ from .errors import (
     error_class,
 )
 from .matchers import CompiledCondition, compile_condition, make_prefilter
+from .units import round_seconds
 
 
 if TYPE_CHECKING:
@@ -410,8 +411,11 @@ def _schedule(
     next(gen)
     out: list[float] = []
     for value in islice(gen, SCHEDULE_LENGTH):
-        out.append(min(float(value), cap))
-        if out[-1] >= cap:
+        # To the microsecond: 0.1 * 3 is a delay of 0.3, not
+        # 0.30000000000000004.
+        delay = min(float(value), cap)
+        out.append(round_seconds(delay))
+        if delay >= cap:
             break
     return tuple(out)
 

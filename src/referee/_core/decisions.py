@@ -15,13 +15,37 @@ and its arguments) only when someone reads it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeAlias
+import string
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 import attrs
 
+from .units import format_duration
+
+
+class _Reasons(string.Formatter):
+    """
+    ``str.format``, plus the conversion ``!d``: seconds as a duration
+    (``{3!d}`` renders 1500.0 as ``25m``), so that every reason writes
+    its numbers one way.
+    """
+
+    def convert_field(self, value: Any, conversion: str | None) -> Any:
+        if conversion == "d":
+            return format_duration(value)
+        return super().convert_field(value, conversion)
+
+
+_REASONS: Final = _Reasons()
+
 
 def _render(why: tuple[Any, ...]) -> str:
-    return str(why[0]).format(*why[1:]) if why else ""
+    if not why:
+        return ""
+    text = str(why[0])
+    if "!d}" in text:
+        return _REASONS.vformat(text, why[1:], {})
+    return text.format(*why[1:])
 
 
 if TYPE_CHECKING:

@@ -30,7 +30,7 @@ from .hints import parse_hint
 from .matchers import MISSING, Context, path_getter
 from .redact import redact_url
 from .snapshot import IDEMPOTENT_METHODS
-from .units import format_duration
+from .units import format_duration, round_seconds
 
 
 if TYPE_CHECKING:
@@ -175,6 +175,12 @@ _UNSAFE: Final = (
     "unsafe_methods: true on the rule if the API documents that this "
     "outcome is not processed"
 )
+_UNSAFE_POLL: Final = (
+    "{0} {1}: rule {2!r} would poll by sending the {0} again, but {0} is "
+    "not idempotent and each send may start the work anew; give the rule "
+    "a poll request that reads the job's status (poll: {{request: {{url: "
+    "...}}}}), or send an Idempotency-Key header"
+)
 _EXHAUSTED: Final = "{0} {1}: rule {2!r} gave up after {3} {5} (attempts: {4})"
 _TOO_LONG: Final = (
     "{0} {1}: {2} asks for a wait of {3}, above server_delay.max {4} "
@@ -184,15 +190,14 @@ _DEADLINE: Final = (
     "{0} {1}: a retry in {2} would overrun the {5} deadline of {3} ({4} left)"
 )
 _RETRIES: Final = (
-    "{0} {1}: rule {2!r} retries in {3:.3g}s (attempt {4} of {5}, delay "
-    "from {6})"
+    "{0} {1}: rule {2!r} retries in {3!d} (attempt {4} of {5}, delay from {6})"
 )
 _POLL_DEADLINE: Final = (
     "{0} {1}: the job is still running after {2} of polling, and another "
     "poll would overrun the poll deadline of {3}"
 )
 _POLLS: Final = (
-    "{0} {1}: rule {2!r} polls again in {3:.3g}s (poll {4}, delay from {5})"
+    "{0} {1}: rule {2!r} polls again in {3!d} (poll {4}, delay from {5})"
 )
 _POLL_REQUEST: Final = "{0} {1}: {2}"
 
@@ -203,11 +208,31 @@ def _what(snap: Snapshot) -> tuple[str, str]:
     return snap.method, f"got {snap.status}"
 
 
+def _unsafe(snap: Snapshot) -> bool:
+    """
+    Whether sending *snap*'s request again could do its work twice: the
+    gate every re-send passes, retry or poll.
+    """
+    # RFC 9110 §9.2.2: a request that is not idempotent may have been
+    # processed; only a connect failure proves it was not, and an
+    # Idempotency-Key lets the server recognise the second send.
+    return (
+        snap.method not in IDEMPOTENT_METHODS
+        and snap.failure != "connect"
+        and snap.request_headers.get("idempotency-key") is None
+    )
+
+
+# Delays are kept to the microsecond (the schedules are, from compile):
+# what the trail and the log events record is 0.3, not
+# 0.30000000000000004.
+
+
 def _jitter(delay: float, kind: str, rng: random.Random) -> float:
     if kind == "full":
-        return rng.uniform(0.0, delay)
+        return round_seconds(rng.uniform(0.0, delay))
     if kind == "equal":
-        return delay / 2 + rng.uniform(0.0, delay / 2)
+        return round_seconds(delay / 2 + rng.uniform(0.0, delay / 2))
     return delay
 
 
@@ -221,7 +246,7 @@ def _hint(
             continue
         delay = parse_hint(value, fmt, now)
         if delay is not None and delay >= 0:
-            return delay, name
+            return round_seconds(delay), name
     return None
 
 
@@ -245,14 +270,7 @@ def _retry(
 ) -> Decision:
     settings = rule.retry
     assert settings is not None  # noqa: S101 - retry rules have settings
-    # RFC 9110 §9.2.2: a request that is not idempotent may have been
-    # processed; only a connect failure proves it was not.
-    if (
-        snap.method not in IDEMPOTENT_METHODS
-        and snap.failure != "connect"
-        and not settings.unsafe_methods
-        and snap.request_headers.get("idempotency-key") is None
-    ):
+    if not settings.unsafe_methods and _unsafe(snap):
         return _give_up(
             rule,
             (_UNSAFE, *_what(snap), rule.id),
@@ -471,6 +489,20 @@ def _poll(
                 alert,
             )
         request = built
+    # A poll that sends the request as it was is a re-send like a retry:
+    # a POST that started a job would start another at every poll.  One
+    # that builds another request (a GET of the job's status, the 202's
+    # Location) may go.
+    if (
+        request is None
+        or (request.method == snap.method and request.url == snap.url)
+    ) and _unsafe(snap):
+        return _give_up(
+            rule,
+            (_UNSAFE_POLL, *_what(snap), rule.id),
+            rule.error or default_error(snap.status),
+            alert,
+        )
     return Poll(
         rule.id,
         (_POLLS, *_what(snap), rule.id, delay, state.polls + 1, source),

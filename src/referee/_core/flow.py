@@ -590,8 +590,8 @@ def _admit(
                 None,
                 (
                     (
-                        "{0}: waiting {1:.3g}s for a rate-limit slot ({2} "
-                        "per {3:g}s) would overrun the call's deadline"
+                        "{0}: waiting {1!d} for a rate-limit slot ({2} "
+                        "per {3!d}) would overrun the call's deadline"
                     ),
                     method,
                     wait,
@@ -618,7 +618,7 @@ def _breaker_open(
         found.rule_id,
         (
             (
-                "{0}: breaker {1!r} is open until {2} UTC ({3:.0f}s more; "
+                "{0}: breaker {1!r} is open until {2} UTC ({3!d} more; "
                 "{4}); nothing was sent"
             ),
             method,

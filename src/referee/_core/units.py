@@ -9,7 +9,13 @@ import re
 from typing import Final
 
 
-__all__ = ["format_duration", "parse_duration", "parse_size"]
+__all__ = [
+    "format_duration",
+    "format_number",
+    "parse_duration",
+    "parse_size",
+    "round_seconds",
+]
 
 _DURATION_UNITS: Final = {
     "ms": 0.001,
@@ -93,20 +99,91 @@ def parse_size(value: object) -> int:
     raise ValueError(msg)
 
 
+def round_seconds(seconds: float) -> float:
+    """
+    *seconds* to the microsecond: what a recorded delay keeps, so that
+    ``0.1 * 3`` is recorded as ``0.3``, not ``0.30000000000000004``.
+    """
+    return round(seconds, 6)
+
+
 def format_duration(seconds: float) -> str:
     """
-    ``1.5s``, ``250ms``, ``2m``, ``1h30m``: a short human form.
+    A duration as people read it, and as a policy file may write it.
+
+    Three significant digits below a minute (``250ms``, ``0.5ms``,
+    ``1.5s``, ``12.3s``); whole seconds from a minute up (``25m``,
+    ``1m30s``, ``1h2m5s``); whole hours from two days up (``3d``,
+    ``2d12h``).  ``inf`` is ``none``, as in policy files.  Never an
+    exponent, never float noise.
     """
+    if math.isnan(seconds):  # nothing a policy or a hint yields
+        return "?"
+    if seconds < 0:
+        return "-" + format_duration(-seconds)
     if math.isinf(seconds):
         return "none"
-    if seconds < 1 and seconds != 0:
-        return f"{seconds * 1000:g}ms"
+    micros = round(seconds * 1e6)
+    if micros == 0:
+        return "0s"
+    if micros < 1_000_000:
+        ms = _significant(micros / 1000, 3)
+        if ms != "1000":
+            return f"{ms}ms"
+        seconds = 1.0
     if seconds < 60:
-        return f"{seconds:g}s"
-    minutes, secs = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes:g}m" + (f"{secs:g}s" if secs else "")
-    hours, minutes = divmod(minutes, 60)
-    if hours >= 48:
-        return f"{seconds / 86400:,.0f}d"
-    return f"{hours:g}h" + (f"{minutes:g}m" if minutes else "")
+        text = _significant(seconds, 3)
+        if text != "60":
+            return f"{text}s"
+    total = round(seconds)
+    if total >= 2 * 86400:
+        days, hours = divmod(round(total / 3600), 24)
+        return f"{days}d" + (f"{hours}h" if hours else "")
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = ((hours, "h"), (minutes, "m"), (secs, "s"))
+    return "".join(f"{n}{unit}" for n, unit in parts if n)
+
+
+def format_number(value: float) -> str:
+    """
+    A number that is not a duration (a multiplier, a ratio, a bound, a
+    count) as people read it: ``2``, ``1.5``, ``0.3``, ``1000000``; six
+    significant digits (whole numbers from 100,000 up), never an
+    exponent, never float noise.
+    """
+    if math.isnan(value) or math.isinf(value):
+        return str(value)
+    if value == int(value) or abs(value) >= 1e5:
+        return str(round(value))
+    return _plain(f"{value:.6g}")
+
+
+def _significant(value: float, digits: int) -> str:
+    """
+    *value* (positive, below 1000) to *digits* significant digits, but
+    never fewer decimals than needed for a thousandth, with no trailing
+    zeros: ``12.3``, ``1.5``, ``0.5``, ``250``.
+    """
+    whole = len(str(int(value))) if value >= 1 else 0
+    places = min(max(digits - whole, 0), 3)
+    text = f"{value:.{places}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _plain(text: str) -> str:
+    """
+    A ``g``-formatted number written out without its exponent.
+    """
+    if "e" not in text:
+        return text
+    mantissa, _, exp = text.partition("e")
+    sign = "-" if mantissa.startswith("-") else ""
+    digits = mantissa.lstrip("-").replace(".", "")
+    point = mantissa.lstrip("-").find(".")
+    point = (point if point >= 0 else len(digits)) + int(exp)
+    if point <= 0:
+        return f"{sign}0.{'0' * -point}{digits}".rstrip("0").rstrip(".")
+    if point >= len(digits):
+        return f"{sign}{digits}{'0' * (point - len(digits))}"
+    return f"{sign}{digits[:point]}.{digits[point:]}"

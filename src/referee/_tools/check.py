@@ -16,6 +16,9 @@ What is checked:
   polls without one (``poll.deadline: none``);
 - retries of unsafe methods (``unsafe_methods: true``) without a description
   saying why that is safe;
+- polls that can match POST or PATCH and would send that request again (no
+  ``poll.request``): the engine refuses them unless the request carries an
+  Idempotency-Key;
 - server hints honoured without a ceiling (``server_delay: {max: none}``);
 - ``matches:`` patterns with nested quantifiers, which can backtrack
   catastrophically;
@@ -99,6 +102,7 @@ def check_policy(policy: Policy) -> list[Problem]:
         out.extend(_never_matches(where, policy.rules[:i], rule))
         out.extend(_unbounded(where, policy, rule))
         out.extend(_unsafe(where, rule))
+        out.extend(_unsafe_poll(where, rule))
         out.extend(_backoff(where, rule))
         out.extend(_patterns(where, rule))
     out.extend(_defaults(where, policy))
@@ -196,6 +200,31 @@ def _unsafe(where: _Where, rule: CompiledRule) -> Iterator[Problem]:
 
 def _sets_unsafe(rule: CompiledRule) -> bool:
     return rule.doc.retry is not None and bool(rule.doc.retry.unsafe_methods)
+
+
+#: The poll request URLs that mean "the request's own URL".
+_SAME_URL: Final = frozenset({None, "{request.url}", "{url}"})
+
+
+def _unsafe_poll(where: _Where, rule: CompiledRule) -> Iterator[Problem]:
+    poll = rule.poll
+    if poll is None or _only_safe(rule):
+        return
+    if poll.request_url not in _SAME_URL or (
+        poll.request_method is not None
+        and poll.request_method in IDEMPOTENT_METHODS
+    ):
+        return
+    yield where.at_rule(
+        rule,
+        f"rule {rule.id!r} polls by sending the request again, and it can "
+        f"match POST or PATCH: such a poll is refused (the call aborts) "
+        f"unless the request carries an Idempotency-Key, since each send "
+        f"may start the work anew; add method: GET to its when, or a poll "
+        f"request that reads the job's status (poll: {{request: {{url: "
+        f"...}}}})",
+        *(("when",) if rule.doc.when is not None else ()),
+    )
 
 
 def _backoff(where: _Where, rule: CompiledRule) -> Iterator[Problem]:

@@ -39,7 +39,7 @@ import attrs
 import structlog
 
 from referee._core.errors import Aborted, CircuitOpen
-from referee._core.units import format_duration
+from referee._core.units import format_duration, format_number
 from referee._files.load import bundled_names, load_policy, load_policy_text
 
 from .fake_enrow import COSTS, FINDER, VERIFIER, FakeEnrow
@@ -255,7 +255,7 @@ class _Tally:
                 f"referee demo: {self.done}/{self.report.calls} calls, "
                 f"{_plural(self.live_retries, 'retry', 'retries')}, "
                 f"{_plural(self.live_polls, 'poll')}, "
-                f"{_plural(aborts, 'abort')}, {elapsed:.1f}s"
+                f"{_plural(aborts, 'abort')}, {format_duration(elapsed)}"
             )
 
 
@@ -298,7 +298,8 @@ def demo_policy(name: str, *, real_timings: bool) -> tuple[Policy, str]:
     )
     label = (
         f"{name} policy with demo timings (polls from "
-        f"{DEMO_POLL_INITIAL}s, retry backoff from {DEMO_BACKOFF_INITIAL}s)"
+        f"{format_duration(DEMO_POLL_INITIAL)}, retry backoff from "
+        f"{format_duration(DEMO_BACKOFF_INITIAL)})"
     )
     return load_policy_text(text, source=f"<demo timings over {name}>"), label
 
@@ -560,7 +561,7 @@ def _print_summary(
     )
     events = ", ".join(f"{e} x{n}" for e, n in sorted(r.events.items()))
     row("log events", sum(r.events.values()), events)
-    row("wall time", f"{r.elapsed:.2f}s")
+    row("wall time", format_duration(r.elapsed))
 
 
 #: How an abort that no rule decided is described: the policy let the
@@ -593,4 +594,4 @@ def _pairs(counts: dict[Any, int]) -> str:
 
 
 def _num(value: float) -> str:
-    return f"{value:g}"
+    return format_number(value)

@@ -16,7 +16,7 @@ import re
 from typing import TYPE_CHECKING, Any, Final
 
 from referee._core.compile import default_error
-from referee._core.units import format_duration
+from referee._core.units import format_duration, format_number
 
 
 if TYPE_CHECKING:
@@ -53,6 +53,10 @@ COLUMNS: Final = (
 
 def _dur(seconds: float) -> str:
     return format_duration(seconds)
+
+
+def _num(value: float) -> str:
+    return format_number(value)
 
 
 def _statuses(codes: frozenset[int]) -> str:
@@ -102,7 +106,7 @@ def _match(subject: str, m: s.ValueMatch) -> str:
     for op, sign in (("gt", ">"), ("gte", ">="), ("lt", "<"), ("lte", "<=")):
         bound = getattr(m, op)
         if bound is not None:
-            parts.append(f"{subject} {sign} {bound:g}")
+            parts.append(f"{subject} {sign} {_num(bound)}")
     return " and ".join(parts)
 
 
@@ -145,7 +149,7 @@ def _hints(delay_from: tuple[tuple[str, str, str], ...]) -> str:
 def _backoff(
     initial: float, multiplier: float, cap: float, jitter: str
 ) -> str:
-    text = f"{_dur(initial)}{_TIMES}{multiplier:g} ≤{_dur(cap)}"
+    text = f"{_dur(initial)}{_TIMES}{_num(multiplier)} ≤{_dur(cap)}"
     return (
         f"{text} no jitter" if jitter == "none" else f"{text} {jitter} jitter"
     )
@@ -173,7 +177,7 @@ def poll_text(p: PollSettings) -> str:
     """
     A poll's settings: schedule, jitter, deadline, hints, request.
     """
-    text = f"{_dur(p.initial)}{_TIMES}{p.multiplier:g} ≤{_dur(p.max)}"
+    text = f"{_dur(p.initial)}{_TIMES}{_num(p.multiplier)} ≤{_dur(p.max)}"
     parts = [text if p.jitter == "none" else f"{text} {p.jitter} jitter"]
     parts.append(f"deadline {_dur(p.deadline)}")
     if p.delay_from:
@@ -285,7 +289,7 @@ def summary(policy: Policy) -> list[tuple[str, str]]:
             "budget",
             "off"
             if g is None
-            else f"{g.tokens:g} tokens, refill {g.refill:g}",
+            else f"{_num(g.tokens)} tokens, refill {_num(g.refill)}",
         )
     )
     b = policy.breaker
@@ -294,7 +298,7 @@ def summary(policy: Policy) -> list[tuple[str, str]]:
             "breaker",
             "off"
             if b is None
-            else f"ratio {b.failure_ratio:g} over {_dur(b.window)} (at "
+            else f"ratio {_num(b.failure_ratio)} over {_dur(b.window)} (at "
             f"least {b.min_calls} calls), open {_dur(b.open_for)}",
         )
     )
