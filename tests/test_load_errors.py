@@ -104,7 +104,7 @@ EXPECTED = {
         "duplicate-yaml-key.yaml:6: $.rules[0].do: duplicate key 'do'; it is already given on line 5",
     ],
     "empty.yaml": [
-        "empty.yaml: empty; a policy is a mapping with the keys policy, description, extends, defaults, alerts, rules",
+        "empty.yaml: empty; a policy is a mapping with the keys policy, description, extends, defaults, alerts, redact, rules",
     ],
     "error-on-accept.yaml": [
         "error-on-accept.yaml:6: $.rules[0].error: an accept rule raises no error; remove error: or set do: abort",
@@ -134,7 +134,7 @@ EXPECTED = {
         "json-types.json: $.rules[0].log: found 'verbose' (a string); expected one of debug, info, warning, error",
     ],
     "list-document.yaml": [
-        "list-document.yaml:1: $: found [{'policy': 'a-list'}, {'rules': []}] (a list); a policy is a mapping with the keys policy, description, extends, defaults, alerts, rules",
+        "list-document.yaml:1: $: found [{'policy': 'a-list'}, {'rules': []}] (a list); a policy is a mapping with the keys policy, description, extends, defaults, alerts, redact, rules",
     ],
     "list-for-mapping.yaml": [
         "list-for-mapping.yaml:4: $.rules[0].when: found [{'status': 429}] (a list); expected a mapping with the keys status, method, host, path, headers, body, failure, attempt, any, all, not",
@@ -176,8 +176,8 @@ EXPECTED = {
         "out-of-order-rule.yaml:5: $.rules[0].do: found 'retyr' (a string); expected one of accept, retry, poll, abort; did you mean 'retry'?",
     ],
     "out-of-order-top.yaml": [
-        "out-of-order-top.yaml:2: $.rulez: unknown key 'rulez'; allowed here: policy, description, extends, defaults, alerts, rules; did you mean 'rules'?",
-        "out-of-order-top.yaml:3: $.defualts: unknown key 'defualts'; allowed here: policy, description, extends, defaults, alerts, rules; did you mean 'defaults'?",
+        "out-of-order-top.yaml:2: $.rulez: unknown key 'rulez'; allowed here: policy, description, extends, defaults, alerts, redact, rules; did you mean 'rules'?",
+        "out-of-order-top.yaml:3: $.defualts: unknown key 'defualts'; allowed here: policy, description, extends, defaults, alerts, redact, rules; did you mean 'defaults'?",
     ],
     "out-of-order.json": [
         "out-of-order.json: $.rules[0].when.stauts: unknown key 'stauts'; allowed here: status, method, host, path, headers, body, failure, attempt, any, all, not; did you mean 'status'?",
@@ -193,7 +193,7 @@ EXPECTED = {
         "python-tag-scalar.yaml:2: $.description: this value cannot be read: could not determine a constructor for the tag 'tag:yaml.org,2002:python/name:os.system'",
     ],
     "scalar-document.yaml": [
-        "scalar-document.yaml:1: $: found 'just some text' (a string); a policy is a mapping with the keys policy, description, extends, defaults, alerts, rules",
+        "scalar-document.yaml:1: $: found 'just some text' (a string); a policy is a mapping with the keys policy, description, extends, defaults, alerts, redact, rules",
     ],
     "settings-of-another-action.yaml": [
         "settings-of-another-action.yaml:6: $.rules[0].retry: retry settings on a rule that does not retry (do: abort); remove them or set do: retry",
@@ -236,8 +236,8 @@ EXPECTED = {
         "unknown-retry-key.yaml:4: $.defaults.retry.attemps: unknown key 'attemps'; allowed here: attempts, backoff, unsafe_methods, delay_from; did you mean 'attempts'?",
     ],
     "unknown-top-key.yaml": [
-        "unknown-top-key.yaml:2: $.descripton: unknown key 'descripton'; allowed here: policy, description, extends, defaults, alerts, rules; did you mean 'description'?",
-        "unknown-top-key.yaml:3: $.rulse: unknown key 'rulse'; allowed here: policy, description, extends, defaults, alerts, rules; did you mean 'rules'?",
+        "unknown-top-key.yaml:2: $.descripton: unknown key 'descripton'; allowed here: policy, description, extends, defaults, alerts, redact, rules; did you mean 'description'?",
+        "unknown-top-key.yaml:3: $.rulse: unknown key 'rulse'; allowed here: policy, description, extends, defaults, alerts, redact, rules; did you mean 'rules'?",
     ],
     "yaml-syntax.yaml": [
         "yaml-syntax.yaml:5: this is not valid YAML: while parsing a flow mapping, did not find expected ',' or '}'",
@@ -253,7 +253,7 @@ EXPECTED = {
 CORE_BUGS = {}
 
 
-_KEYS = "a policy is a mapping with the keys policy, description, extends, defaults, alerts, rules"
+_KEYS = "a policy is a mapping with the keys policy, description, extends, defaults, alerts, redact, rules"
 
 
 def _problems(name):
@@ -403,7 +403,7 @@ class TestCorpus:
         Text loaded without a source is reported as <string>.
         """
         expected = [
-            "<string>:2: $.rulse: unknown key 'rulse'; allowed here: policy, description, extends, defaults, alerts, rules; did you mean 'rules'?"
+            "<string>:2: $.rulse: unknown key 'rulse'; allowed here: policy, description, extends, defaults, alerts, redact, rules; did you mean 'rules'?"
         ]
         with pytest.raises(referee.PolicyError) as exc_info:
             referee.load_policy_text("policy: x\nrulse: []\n")

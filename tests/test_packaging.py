@@ -50,6 +50,7 @@ EXPECTED_API = [
     "PollRequest",
     "Problem",
     "RateLimited",
+    "Redaction",
     "RefereeError",
     "Retry",
     "RetriesExhausted",

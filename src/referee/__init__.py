@@ -41,6 +41,7 @@ from ._core.errors import (
     ServerError,
     register_error,
 )
+from ._core.redact import Redaction
 from ._core.snapshot import FAILURES, IDEMPOTENT_METHODS, Snapshot
 from ._core.state import AttemptRecord, AttemptState, CallOutcome, advance
 from ._run.memory import MemoryState
@@ -95,6 +96,7 @@ __all__ = [
     "PollRequest",
     "Problem",
     "RateLimited",
+    "Redaction",
     "RefereeError",
     "RetriesExhausted",
     "Retry",

@@ -32,6 +32,7 @@ from .errors import (
     error_class,
 )
 from .matchers import CompiledCondition, compile_condition, make_prefilter
+from .redact import DEFAULT, Redaction
 from .units import round_seconds
 
 
@@ -365,6 +366,10 @@ class Policy:
     breaker_scopes: Mapping[str, frozenset[str] | None] = attrs.field(
         factory=dict, repr=False
     )
+    #: What is masked wherever this policy's calls render text: the
+    #: built-in secrets, the ``redact:`` of the policy and of those it
+    #: extends, and what ``load_policy(..., redact=...)`` adds.
+    redaction: Redaction = attrs.field(default=DEFAULT, repr=False)
 
     def line_of(self, source: str, path: str) -> int | None:
         """
@@ -642,6 +647,15 @@ def compile_policy(
             methods=d.rate_limit.methods,
             by_path=bool(d.rate_limit.by_path),
         )
+    redaction = DEFAULT
+    for _src, doc in chain:
+        r = doc.redact
+        if r is not None:
+            redaction |= Redaction(
+                query=r.query or (),
+                headers=r.headers or (),
+                patterns=r.patterns or (),
+            )
     webhook = None
     for _src, doc in chain:
         hook = doc.alerts.webhook if doc.alerts else None
@@ -653,6 +667,7 @@ def compile_policy(
             )
             break
     return Policy(
+        redaction=redaction,
         breaker=ratio_breaker,
         budget=budget,
         rate_limit=rate_limit,

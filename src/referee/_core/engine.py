@@ -28,7 +28,7 @@ from .decisions import Abort, Accept, AlertNotice, Poll, PollRequest, Retry
 from .errors import Aborted, DeadlineExceeded, RetriesExhausted
 from .hints import parse_hint
 from .matchers import MISSING, Context, path_getter
-from .redact import redact_url
+from .redact import REDACTED
 from .snapshot import IDEMPOTENT_METHODS
 from .units import format_duration, round_seconds
 
@@ -420,20 +420,32 @@ def _alert(policy: Policy, rule: CompiledRule, ctx: Context) -> AlertNotice:
         method, outcome = _what(ctx.snap)
         message = f"{policy.name}: {method} {outcome} (rule {rule.id!r})"
     else:
+        redaction = policy.redaction
 
         def sub(m: re.Match[str]) -> str:
             name = m.group(1)
+            # Alerts travel to chat rooms and inboxes: a secret header,
+            # or a body field named like a credential, never renders.
+            if name.startswith("header.") and redaction.secret_header(
+                name[7:]
+            ):
+                return REDACTED
+            if (
+                name.startswith("body.")
+                and name.rpartition(".")[2].lower() in redaction.all_params
+            ):
+                return REDACTED
             value = _field(ctx, policy, rule, name)
             if value is MISSING or value is None:
                 return "?"
-            # Alerts travel to chat rooms and inboxes: no credentials.
-            return redact_url(str(value)) if name in _URLS else str(value)
+            return redaction.url(str(value)) if name in _URLS else str(value)
 
         message = _FIELD.sub(sub, spec.message)
     return AlertNotice(
         kind=spec.kind,
         severity=spec.severity,
-        message=message,
+        # Values shaped like credentials, wherever they came from.
+        message=policy.redaction.text(message),
         key=f"{policy.name}:{spec.kind}",
         dedupe=spec.dedupe,
     )
@@ -523,10 +535,11 @@ def _poll_request(
     The poll request, or why it cannot be built.
     """
     snap = ctx.snap
+    shown = policy.redaction.url  # the reasons name URLs: no credentials
     if _origin(snap.url) is None:
         return (
             f"rule {rule.id!r} cannot build its poll request: the request's "
-            f"URL {snap.url!r} is not a URL"
+            f"URL {shown(snap.url)!r} is not a URL"
         )
     template = settings.request_url or "{request.url}"
     missing: list[str] = []
@@ -551,8 +564,8 @@ def _poll_request(
         url = urljoin(snap.url, url)
     except ValueError:
         return (
-            f"rule {rule.id!r} cannot build its poll request: {url!r} is "
-            f"not a URL"
+            f"rule {rule.id!r} cannot build its poll request: "
+            f"{shown(url)!r} is not a URL"
         )
     if not _same_origin(snap.url, url):
         return (

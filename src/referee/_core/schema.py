@@ -35,14 +35,18 @@ __all__ = [
     "ErrorName",
     "Failures",
     "Globs",
+    "HeaderNames",
     "HintSource",
     "LimitDuration",
     "Methods",
     "Name",
+    "ParamNames",
+    "Patterns",
     "PolicyDoc",
     "PollDoc",
     "PollRequestDoc",
     "RateLimitDoc",
+    "RedactDoc",
     "RetryDoc",
     "RuleDoc",
     "ServerDelayDoc",
@@ -82,6 +86,12 @@ Name = NewType("Name", str)
 Word = NewType("Word", str)
 #: ``(header name, format)`` from ``"X-RateLimit-Reset:epoch"``.
 HintSource = NewType("HintSource", tuple[str, str])
+#: Header names, from one name or a list.
+HeaderNames = NewType("HeaderNames", tuple[str, ...])
+#: Query parameter names, from one name or a list.
+ParamNames = NewType("ParamNames", tuple[str, ...])
+#: Regular expressions that compile, from one or a list.
+Patterns = NewType("Patterns", tuple[str, ...])
 
 
 @attrs.frozen
@@ -190,6 +200,13 @@ class AlertsDoc:
 
 
 @attrs.frozen
+class RedactDoc:
+    query: ParamNames | None = None
+    headers: HeaderNames | None = None
+    patterns: Patterns | None = None
+
+
+@attrs.frozen
 class AlertDoc:
     kind: Name
     severity: Word | None = None
@@ -240,6 +257,7 @@ class PolicyDoc:
     extends: str | None = None
     defaults: DefaultsDoc | None = None
     alerts: AlertsDoc | None = None
+    redact: RedactDoc | None = None
     rules: list[RuleDoc] = attrs.Factory(list)
 
 

@@ -29,6 +29,7 @@ from cattrs.gen import make_dict_structure_fn, override
 from referee._core import schema as s
 from referee._core.errors import error_class, registered_errors
 from referee._core.hints import FORMATS, default_format
+from referee._core.redact import compile_pattern
 from referee._core.snapshot import FAILURES
 from referee._core.units import parse_duration, parse_size
 
@@ -262,6 +263,42 @@ def _hint_source(value: Any, _: Any) -> tuple[str, str]:
     )
 
 
+_HEADER: Final = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
+_PARAM: Final = re.compile(r"[^\s=&;#?]+")
+
+
+def _header_names(value: Any, _: Any) -> tuple[str, ...]:
+    items = _strings(value, "a header name (X-My-Secret)")
+    for name in items:
+        if not _HEADER.fullmatch(name):
+            raise Invalid(
+                f"found {describe(name)}; expected a header name of "
+                f"letters, digits and !#$%&'*+.^_`|~- (X-My-Secret)"
+            )
+    return tuple(items)
+
+
+def _param_names(value: Any, _: Any) -> tuple[str, ...]:
+    items = _strings(value, "a query parameter name (my_token)")
+    for name in items:
+        if not _PARAM.fullmatch(name):
+            raise Invalid(
+                f"found {describe(name)}; expected a query parameter name "
+                f"without spaces, '=', '&', ';', '#' or '?' (my_token)"
+            )
+    return tuple(items)
+
+
+def _patterns(value: Any, _: Any) -> tuple[str, ...]:
+    items = _strings(value, "a regular expression ('tok_[A-Za-z0-9]{20,}')")
+    for pattern in items:
+        try:
+            compile_pattern(pattern)
+        except ValueError as exc:
+            raise Invalid(str(exc)) from None
+    return tuple(items)
+
+
 _SCALARS = (str, int, float, bool, type(None))
 _OPERATORS: Final = (
     "exists",
@@ -444,6 +481,7 @@ DOC_CLASSES: Final = (
     s.RateLimitDoc,
     s.WebhookDoc,
     s.AlertsDoc,
+    s.RedactDoc,
     s.BackoffDoc,
     s.RetryDoc,
     s.PollRequestDoc,
@@ -519,6 +557,9 @@ def _make_converter() -> cattrs.Converter:
     conv.register_structure_hook(s.Name, _name)
     conv.register_structure_hook(s.Word, _strict(str, "a word"))
     conv.register_structure_hook(s.HintSource, _hint_source)
+    conv.register_structure_hook(s.HeaderNames, _header_names)
+    conv.register_structure_hook(s.ParamNames, _param_names)
+    conv.register_structure_hook(s.Patterns, _patterns)
     conv.register_structure_hook(s.ValueMatch, _value_match)
     # The container hooks dispatch at call time, so their order does not
     # matter and recursive conditions work.

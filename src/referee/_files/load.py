@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
 
     from referee._core.backend import StateBackend
+    from referee._core.redact import Redaction
 
 
 __all__ = [
@@ -502,7 +503,7 @@ def _format_of(source: str) -> str:
 
 _KEYS_HINT: Final = (
     "a policy is a mapping with the keys policy, description, extends, "
-    "defaults, alerts, rules"
+    "defaults, alerts, redact, rules"
 )
 
 
@@ -887,6 +888,7 @@ def load_policy(
     *,
     state: StateBackend | None = None,
     alert_sinks: Sequence[Callable[[Any], object]] = (),
+    redact: Redaction | None = None,
 ) -> Policy:
     """
     Load a policy: a bundled name (``"enrow"``) or a path to a ``.yaml``,
@@ -907,6 +909,10 @@ def load_policy(
         alert_sinks: Callables that receive every :class:`~referee.Alert`
             (off the caller's thread), besides the ``referee.alert``
             structlog event and the policy file's webhook.
+        redact: More secrets to mask in log events, errors, alerts and
+            trails (a :class:`~referee.Redaction`: query parameters,
+            headers, value patterns), besides the built-in ones and the
+            file's ``redact:``.
 
     Raises:
         PolicyError: The file cannot be read, or it (or a policy it
@@ -920,7 +926,17 @@ def load_policy(
     )
     if isinstance(found, str):
         raise PolicyError([Problem(name, None, "", _cannot(name, found))])
-    return attach(_compile(found), state=state, alert_sinks=alert_sinks)
+    return attach(
+        _redacting(_compile(found), redact),
+        state=state,
+        alert_sinks=alert_sinks,
+    )
+
+
+def _redacting(policy: Policy, redact: Redaction | None) -> Policy:
+    if redact is None:
+        return policy
+    return attrs.evolve(policy, redaction=policy.redaction | redact)
 
 
 def _compile(first: tuple[str, str, str]) -> Policy:
@@ -950,10 +966,11 @@ def load_policy_text(
     source: str = "<string>",
     state: StateBackend | None = None,
     alert_sinks: Sequence[Callable[[Any], object]] = (),
+    redact: Redaction | None = None,
 ) -> Policy:
     """
     Load a policy from a string.  ``extends`` paths are resolved against
-    the current directory; *state* and *alert_sinks* as for
+    the current directory; *state*, *alert_sinks* and *redact* as for
     :func:`load_policy`.
 
     Raises:
@@ -963,5 +980,7 @@ def load_policy_text(
         msg = f"fmt must be 'yaml', 'toml' or 'json', not {fmt!r}"
         raise ValueError(msg)
     return attach(
-        _compile((source, text, fmt)), state=state, alert_sinks=alert_sinks
+        _redacting(_compile((source, text, fmt)), redact),
+        state=state,
+        alert_sinks=alert_sinks,
     )

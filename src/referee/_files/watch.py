@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
     from referee._core.backend import StateBackend
     from referee._core.compile import Policy
+    from referee._core.redact import Redaction
 
 
 __all__ = ["PolicyWatcher", "watch_policy"]
@@ -82,14 +83,18 @@ class PolicyWatcher:
         interval: float = 1.0,
         state: StateBackend | None = None,
         alert_sinks: Sequence[Callable[[Any], object]] = (),
+        redact: Redaction | None = None,
     ) -> None:
         if not interval > 0:
             msg = f"interval must be a number of seconds above 0: {interval!r}"
             raise ValueError(msg)
         self.path = path
         self.interval = interval
+        self._redact = redact
         self._lock = threading.Lock()
-        policy = load_policy(path, state=state, alert_sinks=alert_sinks)
+        policy = load_policy(
+            path, state=state, alert_sinks=alert_sinks, redact=redact
+        )
         self._policy = policy
         self._stamps = _stamps(_files(policy))
         self._stop = threading.Event()
@@ -166,7 +171,7 @@ class PolicyWatcher:
         """
         old = self._policy
         try:
-            new = load_policy(self.path)
+            new = load_policy(self.path, redact=self._redact)
         except PolicyError as exc:
             # Also watch the files that the problems are in (a new
             # `extends` that does not load yet), so fixing them reloads.
@@ -207,6 +212,7 @@ def watch_policy(
     interval: float = 1.0,
     state: StateBackend | None = None,
     alert_sinks: Sequence[Callable[[Any], object]] = (),
+    redact: Redaction | None = None,
 ) -> PolicyWatcher:
     """
     Load the policy at *path* and reload it whenever it (or a file it
@@ -220,6 +226,7 @@ def watch_policy(
         state: As for :func:`~referee.load_policy`; kept across reloads.
         alert_sinks: As for :func:`~referee.load_policy`; kept across
             reloads.
+        redact: As for :func:`~referee.load_policy`; kept across reloads.
 
     Returns:
         The watcher: its :attr:`~PolicyWatcher.current` is the policy in
@@ -231,5 +238,9 @@ def watch_policy(
     .. versionadded:: 0.3.0
     """
     return PolicyWatcher(
-        path, interval=interval, state=state, alert_sinks=alert_sinks
+        path,
+        interval=interval,
+        state=state,
+        alert_sinks=alert_sinks,
+        redact=redact,
     )

@@ -18,7 +18,6 @@ import structlog
 from referee._core.bodies import api_detail
 from referee._core.decisions import Abort, Accept, Poll, Retry
 from referee._core.flow import TIMED_OUT
-from referee._core.redact import redact_url
 from referee._core.snapshot import Snapshot
 from referee._core.state import CallOutcome
 
@@ -178,15 +177,19 @@ class Call(Generic[Req, Resp]):
         error = None
         if isinstance(decision, Abort):
             body = snap.body if snap is not None else None
+            # The message and the API's detail travel to logs and error
+            # trackers: no credentials (the body stays the API's own).
+            masked = self.policy.redaction.text
+            detail = api_detail(body)
             error = decision.error(
-                decision.reason,
+                masked(decision.reason),
                 rule_id=decision.rule_id,
                 status=snap.status if snap is not None else None,
                 failure=snap.failure if snap is not None else None,
                 response=self.response,
                 trail=state.history,
                 body=body,
-                detail=api_detail(body),
+                detail=None if detail is None else masked(detail),
             )
         return error
 
@@ -216,19 +219,20 @@ class Call(Generic[Req, Resp]):
         action = _ACTION[type(decision)]
         level = decision.log or ("warning" if action == "abort" else "info")
         method, url = self._where(snap)
+        redaction = self.policy.redaction
         getattr(_log, level)(
             "referee.decision",
             policy=self.policy.name,
             rule=decision.rule_id,
             action=action,
             method=method,
-            url=redact_url(url),
+            url=redaction.url(url),
             status=None if snap is None else snap.status,
             failure=None if snap is None else snap.failure,
             attempt=self.attempt,
             delay=_delay(decision),
             elapsed=round(now - self.started, 6),
-            reason=decision.reason,
+            reason=redaction.text(decision.reason),
             alert=None if decision.alert is None else decision.alert.kind,
             **({} if sent else {"sent": False, "breaker": breaker}),
         )
@@ -247,18 +251,19 @@ class Call(Generic[Req, Resp]):
         Tell the hooks about *decision*.
         """
         method, url = self._where(snap)
+        redaction = self.policy.redaction
         hooks.emit(
             hooks.DecisionEvent(
                 policy=self.policy.name,
                 rule=decision.rule_id,
                 action=_ACTION[type(decision)],
                 method=method,
-                url=redact_url(url),
+                url=redaction.url(url),
                 status=None if snap is None else snap.status,
                 failure=None if snap is None else snap.failure,
                 attempt=self.attempt,
                 delay=_delay(decision),
-                reason=decision.reason,
+                reason=redaction.text(decision.reason),
                 alert=None if decision.alert is None else decision.alert.kind,
                 error=(
                     decision.error.__name__

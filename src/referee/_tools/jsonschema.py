@@ -209,6 +209,32 @@ def _value_types(errors: list[str]) -> dict[Any, tuple[str, dict[str, Any]]]:
             },
         ),
         s.ValueMatch: ("ValueMatch", _value_match()),
+        s.HeaderNames: (
+            "HeaderNames",
+            {
+                "description": "A header name, or a list.",
+                **_one_or_list(
+                    {"type": "string", "pattern": f"^{_HEADER_NAME}$"}
+                ),
+            },
+        ),
+        s.ParamNames: (
+            "ParamNames",
+            {
+                "description": "A query parameter name, or a list.",
+                **_one_or_list(
+                    {"type": "string", "pattern": r"^[^\s=&;#?]+$"}
+                ),
+            },
+        ),
+        s.Patterns: (
+            "Patterns",
+            {
+                "description": "A regular expression (Python syntax), or "
+                "a list.",
+                **_one_or_list({"type": "string", "minLength": 1}),
+            },
+        ),
     }
 
 
@@ -237,6 +263,14 @@ _DOCS: Final[dict[tuple[type, str], str]] = {
     "path relative to this file; its rules come after this file's.",
     (s.PolicyDoc, "defaults"): "Settings for every rule.",
     (s.PolicyDoc, "alerts"): "Where alerts go besides the log.",
+    (s.PolicyDoc, "redact"): "More secrets to mask in logs, errors, "
+    "alerts and trails, besides the built-in ones.",
+    (s.RedactDoc, "query"): "Query parameters whose values are masked in "
+    "URLs (any case).",
+    (s.RedactDoc, "headers"): "Headers whose values never render, also in "
+    "alert templates (any case).",
+    (s.RedactDoc, "patterns"): "Regular expressions for values masked "
+    "wherever referee renders text.",
     (s.PolicyDoc, "rules"): "Tried in order; the first match wins.",
     (s.RuleDoc, "id"): "The rule's name, unique in its file.",
     (s.RuleDoc, "description"): "Free text.",
