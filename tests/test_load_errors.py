@@ -55,8 +55,21 @@ EXPECTED = {
         "bad-names.yaml:1: $.policy: found 'my policy!' (a string); expected a name of letters, digits, '-', '_', '.' and ':' (starting with a letter or digit)",
         "bad-names.yaml:3: $.rules[0].id: found '-dash-first' (a string); expected a name of letters, digits, '-', '_', '.' and ':' (starting with a letter or digit)",
     ],
+    "regex-not-re2.yaml": [
+        "regex-not-re2.yaml:6: $.rules[0].when.body.message: 'matches' cannot use the pattern 'quota(?= exceeded)': lookahead (?=...) is not supported: RE2 matches in linear time; match the text itself, or split the rule",
+        "regex-not-re2.yaml:9: $.rules[1].when.body.message: 'matches' cannot use the pattern 'quota(?! left)': negative lookahead (?!...) is not supported: RE2 matches in linear time; put the text it excludes in a 'not:' condition",
+        "regex-not-re2.yaml:12: $.rules[2].when.body.message: 'matches' cannot use the pattern '(?<=daily )quota': lookbehind (?<=...) is not supported: RE2 matches in linear time; match the text itself, or split the rule",
+        "regex-not-re2.yaml:15: $.rules[3].when.body.message: 'matches' cannot use the pattern '(?<!no )credits': negative lookbehind (?<!...) is not supported: RE2 matches in linear time; put the text it excludes in a 'not:' condition",
+        "regex-not-re2.yaml:18: $.rules[4].when.body.message: 'matches' cannot use the pattern '(\\\\w+) \\\\1': backreference \\1 is not supported: RE2 matches in linear time; write the repeated text out, or split the rule",
+        "regex-not-re2.yaml:21: $.rules[5].when.body.message: 'matches' cannot use the pattern '(?P<w>\\\\w+) (?P=w)': backreference (?P=name) is not supported: RE2 matches in linear time; write the repeated text out, or split the rule",
+        "regex-not-re2.yaml:24: $.rules[6].when.body.message: 'matches' cannot use the pattern 'a++b': possessive quantifier ++ is not supported: RE2 matches in linear time and never backtracks; write + alone",
+        "regex-not-re2.yaml:27: $.rules[7].when.body.message: 'matches' cannot use the pattern '(?>a+)b': atomic group (?>...) is not supported: RE2 matches in linear time and never backtracks; write (?:...) instead",
+        "regex-not-re2.yaml:30: $.rules[8].when.body.message: 'matches' cannot use the pattern '(<)?a(?(1)>)': conditional group (?(...)...) is not supported: RE2 matches in linear time; write one condition per branch under 'any:'",
+        "regex-not-re2.yaml:33: $.rules[9].when.headers['X-Reason']: 'matches' cannot use the pattern 'quota\\\\Z': \\Z is not supported: write \\z (the end of the text) or $",
+        "regex-not-re2.yaml:36: $.rules[10].when.body.message: 'matches' cannot use the pattern '(?x) quota  # the word': verbose mode (?x) is not supported: write the pattern without spaces or comments",
+    ],
     "bad-regex.yaml": [
-        "bad-regex.yaml:6: $.rules[0].when.body.message: 'matches' has an invalid regular expression 'quota (exceeded': missing ), unterminated subpattern at position 6",
+        "bad-regex.yaml:6: $.rules[0].when.body.message: 'matches' has an invalid regular expression 'quota (exceeded': missing )",
     ],
     "bad-statuses.yaml": [
         "bad-statuses.yaml:4: $.rules[0].when.status: found '6xx' (a string); expected a status code from 100 to 599 (429), a class ('5xx'), a range ('500-599'), or a list of those",
