@@ -12,6 +12,9 @@ What is checked:
 
 - rules that can never match: conditions no outcome satisfies, and rules
   fully shadowed by an earlier rule of the same file;
+- rules that hide inherited rules entirely (a ``when``-less catch-all, a
+  ``5xx`` rule above ``http-default``'s ``server-unavailable``): reported
+  on the hiding rule, naming the rules it hides;
 - retries without a bound (``attempts: unlimited`` and no ``deadline``), and
   polls without one (``poll.deadline: none``);
 - retries of unsafe methods (``unsafe_methods: true``) without a description
@@ -94,6 +97,7 @@ def check_policy(policy: Policy) -> list[Problem]:
     out: list[Problem] = []
     for i, rule in enumerate(policy.rules):
         out.extend(_never_matches(where, policy.rules[:i], rule))
+        out.extend(_hides(where, rule, policy.rules[i + 1 :]))
         out.extend(_unbounded(where, policy, rule))
         out.extend(_unsafe(where, rule))
         out.extend(_backoff(where, rule))
@@ -117,10 +121,7 @@ def _never_matches(
         return
     group = where.group(rule)
     for prev in earlier:
-        if prev.when.test is not None or where.group(prev) != group:
-            continue
-        prev_keys = prev.when.keys
-        if prev_keys is None or (keys is not None and keys <= prev_keys):
+        if where.group(prev) == group and _catches(prev, rule):
             yield where.at_rule(
                 rule,
                 f"rule {rule.id!r} can never match: {prev.id!r} above "
@@ -128,6 +129,53 @@ def _never_matches(
                 f"narrow {prev.id!r}",
             )
             return
+
+
+def _catches(prev: CompiledRule, rule: CompiledRule) -> bool:
+    """
+    Whether *prev*, above *rule*, catches every outcome *rule* could
+    match: it has no condition but the statuses and failures it takes
+    (none: all of them), and they include all of *rule*'s.
+    """
+    if prev.when.test is not None:
+        return False
+    keys, prev_keys = rule.when.keys, prev.when.keys
+    return prev_keys is None or (keys is not None and keys <= prev_keys)
+
+
+def _hides(
+    where: _Where, rule: CompiledRule, later: tuple[CompiledRule, ...]
+) -> Iterator[Problem]:
+    """
+    A rule that hides rules of another file (those it extends) entirely:
+    a child's catch-all silently turns the parent's rules off.  Replacing
+    a rule by giving it the same id is the way to say so.
+    """
+    group = where.group(rule)
+    hidden = [
+        r
+        for r in later
+        if where.group(r) != group
+        and (r.when.keys is None or r.when.keys)  # never-matching: reported
+        and _catches(rule, r)
+    ]
+    if not hidden:
+        return
+    by_source: dict[str, list[str]] = {}
+    for r in hidden:
+        by_source.setdefault(r.source, []).append(repr(r.id))
+    named = "; ".join(
+        f"{', '.join(ids)} of {source}" for source, ids in by_source.items()
+    )
+    what = "rule" if len(hidden) == 1 else "rules"
+    yield where.at_rule(
+        rule,
+        f"rule {rule.id!r} hides the inherited {what} {named}: it catches "
+        f"every outcome {'it' if len(hidden) == 1 else 'they'} could "
+        f"match, so {'it' if len(hidden) == 1 else 'they'} never "
+        f"{'applies' if len(hidden) == 1 else 'apply'}; narrow its when, or "
+        f"give it the id of the rule it replaces",
+    )
 
 
 def _unbounded(
