@@ -57,7 +57,9 @@ class TestText:
         ] == lines[2].split()
         assert ["0s", "429", "retry", "rate-limited"] == lines[3].split()[:4]
         assert "POST got 429: rule 'rate-limited' retries in" in lines[3]
-        assert ["503", "abort", "server-error", "-"] == lines[4].split()[1:5]
+        assert ["503", "abort", "server-unavailable", "-"] == lines[4].split()[
+            1:5
+        ]
         assert lines[5].startswith("result      abort: raises ServerError")
         assert "after 2 outcomes" in lines[5]
         assert "(1 response left unused)" in lines[5]

@@ -55,8 +55,34 @@ EXPECTED = {
         "bad-names.yaml:1: $.policy: found 'my policy!' (a string); expected a name of letters, digits, '-', '_', '.' and ':' (starting with a letter or digit)",
         "bad-names.yaml:3: $.rules[0].id: found '-dash-first' (a string); expected a name of letters, digits, '-', '_', '.' and ':' (starting with a letter or digit)",
     ],
+    "one-pass.yaml": [
+        "one-pass.yaml:5: $.defaults.retry.attempts: found 0 (an integer); expected a whole number of sends >= 1 (the first send counts), or 'unlimited'",
+        "one-pass.yaml:7: $.defaults.poll.request.url: unknown field {tiem} in the template '/jobs/{body.id}?t={tiem}'; expected one of {status}, {method}, {url}, {request.url}, {request.path}, {request.method}, {rule}, {policy}, {failure}, {body.<path>} or {header.<Name>}",
+        "one-pass.yaml:12: $.rules[1].id: duplicate rule id 'rate-limited'; $.rules[0] has it already",
+        "one-pass.yaml:13: $.rules[1].when.bogus: unknown key 'bogus'; allowed here: status, method, host, path, headers, body, failure, attempt, any, all, not",
+        "one-pass.yaml:15: $.rules[1].poll: poll settings on a rule that does not poll (do: retry); remove them or set do: poll",
+        "one-pass.yaml:16: $.rules[1].alert.message: unknown field {stauts} in the template '{stauts}: down'; expected one of {status}, {method}, {url}, {request.url}, {request.path}, {request.method}, {rule}, {policy}, {failure}, {body.<path>} or {header.<Name>}; did you mean 'status'?",
+        "one-pass.yaml:21: $.rules[2].poll.initail: unknown key 'initail'; allowed here: initial, multiplier, max, jitter, deadline, delay_from, request; did you mean 'initial'?",
+        "one-pass.yaml:22: $.rules[2].poll.request.url: unknown field {bdy.id} in the template '/jobs/{bdy.id}'; expected one of {status}, {method}, {url}, {request.url}, {request.path}, {request.method}, {rule}, {policy}, {failure}, {body.<path>} or {header.<Name>}",
+        "one-pass.yaml:23: $.rules[3].id: found 'bad id!' (a string); expected a name of letters, digits, '-', '_', '.' and ':' (starting with a letter or digit)",
+        "one-pass.yaml:28: $.rules[4].do: found 'abort-now' (a string); expected one of accept, retry, poll, abort",
+        "one-pass.yaml:30: $.rules[4].alert.message: unknown field {rul} in the template '{rul} ran out'; expected one of {status}, {method}, {url}, {request.url}, {request.path}, {request.method}, {rule}, {policy}, {failure}, {body.<path>} or {header.<Name>}; did you mean 'rule'?",
+    ],
+    "regex-not-re2.yaml": [
+        "regex-not-re2.yaml:6: $.rules[0].when.body.message: 'matches' cannot use the pattern 'quota(?= exceeded)': lookahead (?=...) is not supported: RE2 matches in linear time; match the text itself, or split the rule",
+        "regex-not-re2.yaml:9: $.rules[1].when.body.message: 'matches' cannot use the pattern 'quota(?! left)': negative lookahead (?!...) is not supported: RE2 matches in linear time; put the text it excludes in a 'not:' condition",
+        "regex-not-re2.yaml:12: $.rules[2].when.body.message: 'matches' cannot use the pattern '(?<=daily )quota': lookbehind (?<=...) is not supported: RE2 matches in linear time; match the text itself, or split the rule",
+        "regex-not-re2.yaml:15: $.rules[3].when.body.message: 'matches' cannot use the pattern '(?<!no )credits': negative lookbehind (?<!...) is not supported: RE2 matches in linear time; put the text it excludes in a 'not:' condition",
+        "regex-not-re2.yaml:18: $.rules[4].when.body.message: 'matches' cannot use the pattern '(\\\\w+) \\\\1': backreference \\1 is not supported: RE2 matches in linear time; write the repeated text out, or split the rule",
+        "regex-not-re2.yaml:21: $.rules[5].when.body.message: 'matches' cannot use the pattern '(?P<w>\\\\w+) (?P=w)': backreference (?P=name) is not supported: RE2 matches in linear time; write the repeated text out, or split the rule",
+        "regex-not-re2.yaml:24: $.rules[6].when.body.message: 'matches' cannot use the pattern 'a++b': possessive quantifier ++ is not supported: RE2 matches in linear time and never backtracks; write + alone",
+        "regex-not-re2.yaml:27: $.rules[7].when.body.message: 'matches' cannot use the pattern '(?>a+)b': atomic group (?>...) is not supported: RE2 matches in linear time and never backtracks; write (?:...) instead",
+        "regex-not-re2.yaml:30: $.rules[8].when.body.message: 'matches' cannot use the pattern '(<)?a(?(1)>)': conditional group (?(...)...) is not supported: RE2 matches in linear time; write one condition per branch under 'any:'",
+        "regex-not-re2.yaml:33: $.rules[9].when.headers['X-Reason']: 'matches' cannot use the pattern 'quota\\\\Z': \\Z is not supported: write \\z (the end of the text) or $",
+        "regex-not-re2.yaml:36: $.rules[10].when.body.message: 'matches' cannot use the pattern '(?x) quota  # the word': verbose mode (?x) is not supported: write the pattern without spaces or comments",
+    ],
     "bad-regex.yaml": [
-        "bad-regex.yaml:6: $.rules[0].when.body.message: 'matches' has an invalid regular expression 'quota (exceeded': missing ), unterminated subpattern at position 6",
+        "bad-regex.yaml:6: $.rules[0].when.body.message: 'matches' has an invalid regular expression 'quota (exceeded': missing )",
     ],
     "bad-statuses.yaml": [
         "bad-statuses.yaml:4: $.rules[0].when.status: found '6xx' (a string); expected a status code from 100 to 599 (429), a class ('5xx'), a range ('500-599'), or a list of those",
@@ -460,6 +486,73 @@ EMPTY_CASES = [
         ]
     ),
 ]
+
+
+class TestOnePass:
+    def test_structure_duplicate_and_template_together(self):
+        """
+        A structural error, a duplicate id and an unknown template field,
+        all in one rule, are reported together: the checks of the second
+        pass do not wait for the first to be clean.
+        """
+        text = (
+            "policy: p\n"
+            "rules:\n"
+            "  - {id: a, when: {status: 429}, do: retry}\n"
+            "  - id: a\n"
+            "    when: {status: 503, bogus: 1}\n"
+            "    do: abort\n"
+            "    alert: {kind: outage, message: '{stauts}'}\n"
+        )
+        with pytest.raises(referee.PolicyError) as exc:
+            referee.load_policy_text(text)
+
+        assert [
+            (4, "$.rules[1].id", "duplicate rule id 'a'"),
+            (5, "$.rules[1].when.bogus", "unknown key 'bogus'"),
+            (
+                7,
+                "$.rules[1].alert.message",
+                "unknown field {stauts} in the template '{stauts}'",
+            ),
+        ] == [
+            (p.line, p.path, p.message[: p.message.index(";")])
+            for p in exc.value.problems
+        ]
+
+    def test_settings_of_another_action_beside_a_structural_error(self):
+        """
+        Poll settings on a retry rule are reported even when the rule's
+        error class is unknown.
+        """
+        text = (
+            "policy: p\n"
+            "rules:\n"
+            "  - {id: a, when: {status: 503}, do: retry, error: Nope,"
+            " poll: {initial: 1s}}\n"
+        )
+        with pytest.raises(referee.PolicyError) as exc:
+            referee.load_policy_text(text)
+
+        assert ["$.rules[0].error", "$.rules[0].poll"] == sorted(
+            p.path for p in exc.value.problems
+        )
+
+    def test_a_wrong_id_is_no_duplicate(self):
+        """
+        A rule whose id is wrong is not taken for the unnamed rule-N: the
+        only problem is its id.
+        """
+        text = (
+            "policy: p\n"
+            "rules:\n"
+            "  - {id: rule-2, when: {status: 503}, do: retry}\n"
+            "  - {id: 'bad id!', when: {status: 500}, do: abort}\n"
+        )
+        with pytest.raises(referee.PolicyError) as exc:
+            referee.load_policy_text(text)
+
+        assert ["$.rules[1].id"] == [p.path for p in exc.value.problems]
 
 
 class TestEmptyDocuments:

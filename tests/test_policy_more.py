@@ -189,7 +189,7 @@ H_CREDITS = Outcome(
     "abort", "out-of-credits", InsufficientCredits, TOPUP, "credits"
 )
 H_THROTTLED = Outcome("retry", "rate-limited")
-H_SERVER_RETRY = Outcome("retry", "server-error")
+H_SERVER_RETRY = Outcome("retry", "server-unavailable")
 H_PENDING = Outcome("poll", "verification-pending")
 
 
@@ -343,7 +343,7 @@ HUNTER_CASES = [
         502,
         "GET",
         DOMAIN_SEARCH,
-        Outcome("abort", "server-error", ServerError),
+        Outcome("abort", "server-unavailable", ServerError),
         attempt=4,
     ),
     Case(
@@ -351,7 +351,7 @@ HUNTER_CASES = [
         500,
         "POST",
         "/v2/leads",
-        Outcome("abort", "server-error", ServerError),
+        Outcome("abort", "server-unavailable", ServerError),
     ),
 ]
 HUNTER_CASES = [
@@ -730,16 +730,18 @@ NEVERBOUNCE_CASES = [
         503,
         "GET",
         JOB_STATUS,
-        Outcome("retry", "server-error"),
+        Outcome("retry", "server-unavailable"),
         delay=(0.0, 1.0),
     ),
-    Case("N2-502-get", 502, "GET", CHECK, Outcome("retry", "server-error")),
+    Case(
+        "N2-502-get", 502, "GET", CHECK, Outcome("retry", "server-unavailable")
+    ),
     Case(
         "N2-500-post-not-retried",
         500,
         "POST",
         JOB_CREATE,
-        Outcome("abort", "server-error", ServerError),
+        Outcome("abort", "server-unavailable", ServerError),
     ),
     Case(
         "N3-auth-failure",
@@ -1129,7 +1131,7 @@ TWILIO = referee.load_policy("twilio-lookup")
 LOOKUP = "/v2/PhoneNumbers/%2B14155552671?Fields=line_type_intelligence"
 TWILIO_AUTH = {"Authorization": "Basic QUMxMjM0NTY3ODkwOnNlY3JldA=="}
 T_RATE = Outcome("retry", "rate-limited")
-T_SERVER = Outcome("retry", "server-error")
+T_SERVER = Outcome("retry", "server-unavailable")
 
 
 def twilio_error(code: int, message: str, status: int) -> dict[str, Any]:
@@ -1259,7 +1261,7 @@ TWILIO_CASES = [
         502,
         "GET",
         LOOKUP,
-        Outcome("abort", "server-error", ServerError),
+        Outcome("abort", "server-unavailable", ServerError),
         attempt=4,
     ),
 ]
@@ -1335,8 +1337,8 @@ O_QUOTA = Outcome(
     "abort", "insufficient-quota", InsufficientCredits, TOPUP, "credits"
 )
 O_SAYS_RETRY = Outcome("retry", "server-says-retry")
-O_SERVER_RETRY = Outcome("retry", "server-error")
-O_SERVER_ABORT = Outcome("abort", "server-error", ServerError)
+O_SERVER_RETRY = Outcome("retry", "server-unavailable")
+O_SERVER_ABORT = Outcome("abort", "server-unavailable", ServerError)
 # The SDK's first delay, 0.5 s, with equal jitter.
 FIRST = (0.25, 0.5)
 

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 import attrs
 import orjson
+import re2
 
 
 if TYPE_CHECKING:
@@ -39,12 +40,13 @@ __all__ = [
     "Context",
     "Needles",
     "compile_condition",
+    "compile_regex",
     "make_prefilter",
     "path_getter",
 ]
 
-#: The longest string a ``matches`` pattern is run against: a bound on the
-#: cost of a pathological pattern or a hostile body.
+#: The longest string a ``matches`` pattern is run against.  RE2 already
+#: matches in time linear in the input; this bounds the input too.
 REGEX_INPUT_LIMIT: Final = 8192
 
 
@@ -238,13 +240,7 @@ def compile_value(
 
         tests.append(contains)
     if vm.matches is not None:
-        search = re.compile(vm.matches).search
-        tests.append(
-            lambda v: (
-                isinstance(v, str)
-                and search(v[:REGEX_INPUT_LIMIT]) is not None
-            )
-        )
+        tests.append(compile_regex(vm.matches))
     for op, bound in (
         ("gt", vm.gt),
         ("gte", vm.gte),
@@ -262,6 +258,188 @@ def compile_value(
         only_test = tests[0]
         return lambda v: v is not MISSING and only_test(v)
     return lambda v: v is not MISSING and all(t(v) for t in tests)
+
+
+def _re2_options() -> Any:
+    options = re2.Options()
+    # A bad pattern is a load error with its own message; RE2 must not
+    # also print it to stderr.
+    options.log_errors = False
+    # Only whether it matches is wanted: no submatches to track.
+    options.never_capture = True
+    return options
+
+
+_RE2_OPTIONS: Final = _re2_options()
+
+
+@functools.lru_cache(maxsize=1024)
+def compile_regex(pattern: str) -> Callable[[Any], bool]:
+    """
+    A ``matches`` pattern as a test of a value: a string in which RE2
+    finds the pattern (a search, not a full match) within its first
+    :data:`REGEX_INPUT_LIMIT` characters.
+
+    RE2 runs in time linear in the input, whatever the pattern: no
+    backtracking, so no pattern and no body can hang a call.
+
+    Raises:
+        ValueError: RE2 cannot compile *pattern*; the message names the
+            construct (a lookaround, a backreference...) and what to write
+            instead.
+    """
+    try:
+        compiled = re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as exc:
+        raise ValueError(regex_problem(pattern, exc)) from None
+    search = compiled.search
+
+    def test(v: Any) -> bool:
+        if not isinstance(v, str):
+            return False
+        # Bytes, not str: the wrapper then maps no offsets back to
+        # characters; "surrogatepass" lets a lone surrogate through as
+        # bytes that match no literal, instead of raising.
+        text = v[:REGEX_INPUT_LIMIT].encode("utf-8", "surrogatepass")
+        return search(text) is not None
+
+    return test
+
+
+#: Why RE2 lacks the constructs that need backtracking.
+_LINEAR: Final = "RE2 matches in linear time"
+
+_REPEAT: Final = f"{_LINEAR}; write the repeated text out, or split the rule"
+
+#: Groups Python's ``re`` has and RE2 has not: (prefix, construct, advice).
+_GROUPS: Final = (
+    (
+        "(?<=",
+        "lookbehind (?<=...)",
+        f"{_LINEAR}; match the text itself, or split the rule",
+    ),
+    (
+        "(?<!",
+        "negative lookbehind (?<!...)",
+        f"{_LINEAR}; put the text it excludes in a 'not:' condition",
+    ),
+    (
+        "(?=",
+        "lookahead (?=...)",
+        f"{_LINEAR}; match the text itself, or split the rule",
+    ),
+    (
+        "(?!",
+        "negative lookahead (?!...)",
+        f"{_LINEAR}; put the text it excludes in a 'not:' condition",
+    ),
+    (
+        "(?>",
+        "atomic group (?>...)",
+        f"{_LINEAR} and never backtracks; write (?:...) instead",
+    ),
+    ("(?P=", "backreference (?P=name)", _REPEAT),
+    (
+        "(?(",
+        "conditional group (?(...)...)",
+        f"{_LINEAR}; write one condition per branch under 'any:'",
+    ),
+    ("(?#", "comment (?#...)", "remove the comment"),
+)
+
+_FLAGS: Final = re.compile(r"\(\?([A-Za-z]*)(?:-[A-Za-z]*)?[:)]")
+#: Python's flags that RE2 lacks: (construct, advice).
+_PYTHON_FLAGS: Final = {
+    "x": ("verbose mode (?x)", "write the pattern without spaces or comments"),
+    "a": (
+        "the ASCII flag (?a)",
+        r"remove it: RE2's \d, \w, \s and \b are ASCII already",
+    ),
+    "u": (
+        "the Unicode flag (?u)",
+        r"remove it: RE2 reads UTF-8 text (\pL is any letter)",
+    ),
+    "L": ("the locale flag (?L)", "remove it"),
+}
+
+
+def _unsupported(pattern: str) -> tuple[str, str] | None:
+    """
+    The first construct of *pattern* that Python's ``re`` knows and RE2
+    does not, with what to write instead; None when there is none.
+    """
+    i, n = 0, len(pattern)
+    while i < n:
+        ch = pattern[i]
+        if ch == "\\":
+            nxt = pattern[i + 1 : i + 2]
+            if nxt.isdigit() and nxt != "0":
+                return f"backreference \\{nxt}", _REPEAT
+            if nxt == "Z":
+                return r"\Z", r"write \z (the end of the text) or $"
+            if nxt in {"u", "U", "N"}:
+                return (
+                    f"the escape \\{nxt}",
+                    r"write the character, or \x{...} with its code point",
+                )
+            i += 2
+            continue
+        if ch == "[":
+            i = _skip_class(pattern, i)
+            continue
+        if pattern.startswith("(?", i):
+            for prefix, construct, advice in _GROUPS:
+                if pattern.startswith(prefix, i):
+                    return construct, advice
+            flags = _FLAGS.match(pattern, i)
+            for flag in flags.group(1) if flags else "":
+                if flag in _PYTHON_FLAGS:
+                    return _PYTHON_FLAGS[flag]
+            i += 2
+            continue
+        if ch in "*+?}" and pattern.startswith("+", i + 1):
+            quantifier = "{m,n}" if ch == "}" else ch
+            return (
+                f"possessive quantifier {quantifier}+",
+                f"{_LINEAR} and never backtracks; write {quantifier} alone",
+            )
+        i += 1
+    return None
+
+
+def _skip_class(pattern: str, i: int) -> int:
+    """
+    The index after the character class that opens at *i*.
+    """
+    n = len(pattern)
+    j = i + 1
+    if j < n and pattern[j] == "^":
+        j += 1
+    if j < n and pattern[j] == "]":
+        j += 1
+    while j < n and pattern[j] != "]":
+        j += 2 if pattern[j] == "\\" else 1
+    return j + 1
+
+
+def regex_problem(pattern: str, exc: Exception | None = None) -> str:
+    """
+    Why RE2 refuses *pattern*, in the policy author's terms.
+    """
+    found = _unsupported(pattern)
+    if found is not None:
+        construct, advice = found
+        return (
+            f"'matches' cannot use the pattern {pattern!r}: {construct} is "
+            f"not supported: {advice}"
+        )
+    reason = exc.args[0] if exc is not None and exc.args else "invalid"
+    if isinstance(reason, bytes):
+        reason = reason.decode("utf-8", "replace")
+    # RE2 names the fragment it stopped at; the whole pattern is already
+    # in the message.
+    reason = reason.removesuffix(f": {pattern}")
+    return f"'matches' has an invalid regular expression {pattern!r}: {reason}"
 
 
 def _comparison(op: str, bound: float) -> Callable[[Any], bool]:

@@ -29,10 +29,11 @@ serves.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
 import attrs
+import re2
 
 
 if TYPE_CHECKING:
@@ -204,9 +205,7 @@ def _tokens(text: str) -> str:
     return _TOKEN.sub(_keep, text) if _suspect(text) else text
 
 
-def redact_text(
-    text: str, extra: Iterable[re.Pattern[str]] | None = None
-) -> str:
+def redact_text(text: str, extra: Iterable[Any] | None = None) -> str:
     """
     *text* with every value shaped like a credential, every secret query
     parameter and every URL userinfo in it replaced by ``REDACTED``; then
@@ -305,9 +304,7 @@ class Redaction:
     all_params: frozenset[str] = attrs.field(init=False, repr=False, eq=False)
     #: Every secret header: the built-in ones and *headers*.
     all_headers: frozenset[str] = attrs.field(init=False, repr=False, eq=False)
-    _extra: tuple[re.Pattern[str], ...] = attrs.field(
-        init=False, repr=False, eq=False
-    )
+    _extra: tuple[Any, ...] = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
         extra = [compile_pattern(p) for p in self.patterns]
@@ -354,7 +351,16 @@ class Redaction:
         return name.lower() in self.all_headers
 
 
-def compile_pattern(pattern: str) -> re.Pattern[str]:
+def _re2_options() -> Any:
+    options = re2.Options()
+    options.log_errors = False  # a bad pattern is a load error, not stderr
+    return options
+
+
+_RE2_OPTIONS: Final = _re2_options()
+
+
+def compile_pattern(pattern: str) -> Any:
     """
     A user's redaction pattern, compiled.
 
@@ -362,10 +368,18 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
         ValueError: It is not a valid regular expression, or it matches
             the empty string (it would mask nothing but litter the text).
     """
+    # RE2, as for `matches`: these run over every line referee renders,
+    # so none may backtrack.
     try:
-        compiled = re.compile(pattern)
-    except re.error as exc:
-        msg = f"invalid regular expression {pattern!r}: {exc}"
+        compiled: Any = re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else "invalid"
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        msg = (
+            f"invalid regular expression {pattern!r}: {reason} (RE2 syntax:"
+            f" no lookaround, no backreferences)"
+        )
         raise ValueError(msg) from None
     if compiled.fullmatch("") is not None:
         msg = (

@@ -29,6 +29,7 @@ from cattrs.gen import make_dict_structure_fn, override
 from referee._core import schema as s
 from referee._core.errors import error_class, registered_errors
 from referee._core.hints import FORMATS, default_format
+from referee._core.matchers import compile_regex
 from referee._core.redact import compile_pattern
 from referee._core.snapshot import FAILURES
 from referee._core.units import parse_duration, parse_size
@@ -383,12 +384,9 @@ def _value_match(value: Any, _: Any) -> s.ValueMatch:
                 f"{describe(pattern)}"
             )
         try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise Invalid(
-                f"'matches' has an invalid regular expression {pattern!r}: "
-                f"{exc}"
-            ) from None
+            compile_regex(pattern)
+        except ValueError as exc:
+            raise Invalid(str(exc)) from None
         kw["matches"] = pattern
     for op in ("gt", "gte", "lt", "lte"):
         if op in value:

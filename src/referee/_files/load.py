@@ -9,16 +9,18 @@ their syntax errors) and the path inside the document.
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import os
 import re
 import sys
 import tomllib
-from contextlib import contextmanager, suppress
+import typing
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import attrs
 import yaml
@@ -48,6 +50,8 @@ __all__ = [
     "parse_document",
     "search_path",
 ]
+
+T = TypeVar("T")
 
 SUFFIXES: Final = (".yaml", ".yml", ".toml", ".json")
 #: The largest policy file read, in bytes.
@@ -641,21 +645,87 @@ def _validate_parts(
     data: dict[str, Any], source: str, lines: _Lines
 ) -> list[Problem]:
     """
-    :func:`_validate` over the defaults and the rules that structure on
-    their own, when the whole document does not.
+    :func:`_validate` over what of the document structures, when the whole
+    does not: one pass reports every problem, the structural ones and
+    those the types cannot say (duplicate ids, unknown template fields,
+    settings of another action), even within the same rule.
     """
-    defaults = None
-    with suppress(Exception):
-        if isinstance(data.get("defaults"), dict):
-            defaults = structure(data["defaults"], s.DefaultsDoc)
+    top = {k: v for k, v in data.items() if k != "rules"}
+    doc = _partial(top, s.PolicyDoc) or s.PolicyDoc(s.Name("?"))
     rules: list[tuple[int, s.RuleDoc]] = []
+    unnamed: set[int] = set()
     raw = data.get("rules")
     for i, item in enumerate(raw if isinstance(raw, list) else ()):
-        with suppress(Exception):
-            rules.append((i, structure(item, s.RuleDoc)))
-    return _validate(
-        s.PolicyDoc(s.Name("?"), defaults=defaults), source, lines, rules
-    )
+        rule = _partial(item, s.RuleDoc)
+        if rule is None:
+            continue
+        if rule.id is None and isinstance(item, dict) and "id" in item:
+            unnamed.add(i)  # its id is wrong: it takes part in no duplicate
+        rules.append((i, rule))
+    return _validate(doc, source, lines, rules, unnamed)
+
+
+#: Values for the required keys of a document part that does not
+#: structure, so that the rest of it still can; ``do`` is then unknown.
+_PLACEHOLDERS: Final[dict[type, dict[str, str]]] = {
+    s.PolicyDoc: {"policy": "?"},
+    s.RuleDoc: {"do": "accept"},
+    s.AlertDoc: {"kind": "?"},
+}
+_UNKNOWN_ACTION: Final = s.Word("?")
+
+
+def _partial(raw: Any, cls: type[T]) -> T | None:
+    """
+    *raw* structured as *cls* without the keys that do not structure
+    (their problems are reported already), recursing into nested
+    documents; None when not even that works.
+    """
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return structure(raw, cls)
+    except Exception as exc:  # noqa: BLE001 - reported by the first pass
+        bad = [path for path, _message in collect(exc)]
+    fields = _fields_of(typing.cast("type", cls))
+    kept: dict[str, Any] = {}
+    nested: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in fields:
+            continue  # an unknown key
+        here = join_path("$", key)
+        if not any(
+            p == here or p.startswith((f"{here}.", f"{here}[")) for p in bad
+        ):
+            kept[key] = value
+            continue
+        name, inner = fields[key]
+        sub = None if inner is None else _partial(value, inner)
+        if sub is not None:
+            nested[name] = sub
+    filled = {
+        k: v for k, v in _PLACEHOLDERS.get(cls, {}).items() if k not in kept
+    }
+    try:
+        doc = structure(kept | filled, cls)
+    except Exception:  # noqa: BLE001 - a required key is wrong
+        return None
+    if cls is s.RuleDoc and "do" in filled:
+        nested["do"] = _UNKNOWN_ACTION
+    return attrs.evolve(doc, **nested)  # type: ignore[misc]
+
+
+@functools.cache
+def _fields_of(cls: type) -> dict[str, tuple[str, type | None]]:
+    """
+    Key in the file → (attribute, the document class it holds, if any).
+    """
+    out: dict[str, tuple[str, type | None]] = {}
+    for a in attrs.fields(attrs.resolve_types(cls)):
+        kinds = typing.get_args(a.type) or (a.type,)
+        inner = next((k for k in kinds if attrs.has(k)), None)
+        out[s.RENAMED.get(a.name, a.name)] = (a.name, inner)
+    return out
 
 
 def _validate(
@@ -663,10 +733,13 @@ def _validate(
     source: str,
     lines: _Lines,
     rules: list[tuple[int, s.RuleDoc]] | None = None,
+    unnamed: set[int] | frozenset[int] = frozenset(),
 ) -> list[Problem]:
     """
     What the types cannot say: unique ids, settings that belong to another
-    action, multipliers below one, templates.
+    action, multipliers below one, templates.  *rules* are the rules that
+    structured, by index, when not all did; those in *unnamed* have an id
+    that did not.
     """
     problems: list[Problem] = []
 
@@ -707,21 +780,22 @@ def _validate(
     for i, rule in enumerate(doc.rules) if rules is None else rules:
         path = f"$.rules[{i}]"
         rid = rule.id or f"rule-{i + 1}"
-        if rid in seen:
+        if i not in unnamed and rid in seen:
             add(
                 f"{path}.id" if rule.id else path,
                 f"duplicate rule id {rid!r}; $.rules[{seen[rid]}] has it "
                 f"already",
             )
-        else:
+        elif i not in unnamed:
             seen[rid] = i
-        if rule.retry is not None and rule.do != "retry":
+        known = rule.do != _UNKNOWN_ACTION
+        if rule.retry is not None and known and rule.do != "retry":
             add(
                 f"{path}.retry",
                 f"retry settings on a rule that does not retry (do: "
                 f"{rule.do}); remove them or set do: retry",
             )
-        if rule.poll is not None and rule.do != "poll":
+        if rule.poll is not None and known and rule.do != "poll":
             add(
                 f"{path}.poll",
                 f"poll settings on a rule that does not poll (do: "

@@ -12,6 +12,9 @@ What is checked:
 
 - rules that can never match: conditions no outcome satisfies, and rules
   fully shadowed by an earlier rule of the same file;
+- rules that hide inherited rules entirely (a ``when``-less catch-all, a
+  ``5xx`` rule above ``http-default``'s ``server-unavailable``): reported
+  on the hiding rule, naming the rules it hides;
 - retries without a bound (``attempts: unlimited`` and no ``deadline``), and
   polls without one (``poll.deadline: none``);
 - retries of unsafe methods (``unsafe_methods: true``) without a description
@@ -20,8 +23,6 @@ What is checked:
   ``poll.request``): the engine refuses them unless the request carries an
   Idempotency-Key;
 - server hints honoured without a ceiling (``server_delay: {max: none}``);
-- ``matches:`` patterns with nested quantifiers, which can backtrack
-  catastrophically;
 - backoffs whose ``max`` is below their ``initial``.
 """
 
@@ -40,10 +41,9 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from referee._core.compile import CompiledRule, Policy
-    from referee._core.schema import ConditionDoc, ValueMatch
 
 
-__all__ = ["check_policy", "nested_quantifier"]
+__all__ = ["check_policy"]
 
 _WARNING: Final = "warning"
 
@@ -100,11 +100,11 @@ def check_policy(policy: Policy) -> list[Problem]:
     out: list[Problem] = []
     for i, rule in enumerate(policy.rules):
         out.extend(_never_matches(where, policy.rules[:i], rule))
+        out.extend(_hides(where, rule, policy.rules[i + 1 :]))
         out.extend(_unbounded(where, policy, rule))
         out.extend(_unsafe(where, rule))
         out.extend(_unsafe_poll(where, rule))
         out.extend(_backoff(where, rule))
-        out.extend(_patterns(where, rule))
     out.extend(_defaults(where, policy))
     out.extend(_server_delay(where, policy))
     return out
@@ -125,10 +125,7 @@ def _never_matches(
         return
     group = where.group(rule)
     for prev in earlier:
-        if prev.when.test is not None or where.group(prev) != group:
-            continue
-        prev_keys = prev.when.keys
-        if prev_keys is None or (keys is not None and keys <= prev_keys):
+        if where.group(prev) == group and _catches(prev, rule):
             yield where.at_rule(
                 rule,
                 f"rule {rule.id!r} can never match: {prev.id!r} above "
@@ -136,6 +133,53 @@ def _never_matches(
                 f"narrow {prev.id!r}",
             )
             return
+
+
+def _catches(prev: CompiledRule, rule: CompiledRule) -> bool:
+    """
+    Whether *prev*, above *rule*, catches every outcome *rule* could
+    match: it has no condition but the statuses and failures it takes
+    (none: all of them), and they include all of *rule*'s.
+    """
+    if prev.when.test is not None:
+        return False
+    keys, prev_keys = rule.when.keys, prev.when.keys
+    return prev_keys is None or (keys is not None and keys <= prev_keys)
+
+
+def _hides(
+    where: _Where, rule: CompiledRule, later: tuple[CompiledRule, ...]
+) -> Iterator[Problem]:
+    """
+    A rule that hides rules of another file (those it extends) entirely:
+    a child's catch-all silently turns the parent's rules off.  Replacing
+    a rule by giving it the same id is the way to say so.
+    """
+    group = where.group(rule)
+    hidden = [
+        r
+        for r in later
+        if where.group(r) != group
+        and (r.when.keys is None or r.when.keys)  # never-matching: reported
+        and _catches(rule, r)
+    ]
+    if not hidden:
+        return
+    by_source: dict[str, list[str]] = {}
+    for r in hidden:
+        by_source.setdefault(r.source, []).append(repr(r.id))
+    named = "; ".join(
+        f"{', '.join(ids)} of {source}" for source, ids in by_source.items()
+    )
+    what = "rule" if len(hidden) == 1 else "rules"
+    yield where.at_rule(
+        rule,
+        f"rule {rule.id!r} hides the inherited {what} {named}: it catches "
+        f"every outcome {'it' if len(hidden) == 1 else 'they'} could "
+        f"match, so {'it' if len(hidden) == 1 else 'they'} never "
+        f"{'applies' if len(hidden) == 1 else 'apply'}; narrow its when, or "
+        f"give it the id of the rule it replaces",
+    )
 
 
 def _unbounded(
@@ -309,164 +353,3 @@ def _server_delay(where: _Where, policy: Policy) -> Iterator[Problem]:
         "server_delay",
         "max",
     )
-
-
-def _patterns(where: _Where, rule: CompiledRule) -> Iterator[Problem]:
-    if rule.doc.when is None:
-        return
-    for keys, pattern in _walk(rule.doc.when, ("when",)):
-        if nested_quantifier(pattern):
-            yield where.at_rule(
-                rule,
-                f"rule {rule.id!r} matches with the pattern {pattern!r}, "
-                f"whose quantified group contains a quantifier: it can "
-                f"backtrack catastrophically on a hostile body (exponential "
-                f"time, even on inputs capped at a few kB); rewrite it "
-                f"without the nested repetition",
-                *keys,
-            )
-
-
-def _walk(
-    cond: ConditionDoc, keys: tuple[str | int, ...]
-) -> Iterator[tuple[tuple[str | int, ...], str]]:
-    """
-    Every ``matches`` pattern in a condition, with the keys leading to it.
-    """
-    matchers: list[tuple[tuple[str | int, ...], ValueMatch]] = []
-    for field in ("headers", "body"):
-        table: dict[str, ValueMatch] | None = getattr(cond, field)
-        for name, vm in (table or {}).items():
-            matchers.append(((*keys, field, name), vm))
-    if cond.attempt is not None:
-        matchers.append(((*keys, "attempt"), cond.attempt))
-    for path, vm in matchers:
-        if vm.matches is not None:
-            yield (*path, "matches"), vm.matches
-    for field in ("any", "all"):
-        subs: list[ConditionDoc] | None = getattr(cond, field)
-        for i, sub in enumerate(subs or ()):
-            yield from _walk(sub, (*keys, field, i))
-    if cond.not_ is not None:
-        yield from _walk(cond.not_, (*keys, "not"))
-
-
-def _quantifier(pattern: str, i: int) -> tuple[bool, bool, int]:
-    """
-    The quantifier at *i*: ``(present, repeats, end)``.
-
-    *repeats* is whether it allows more than one repetition (``*``, ``+``,
-    ``{2,}``, ``{1,5}``; not ``?`` or ``{1}``).  A lazy or possessive
-    suffix is skipped; a possessive one means no backtracking, so it does
-    not count as repeating.
-    """
-    n = len(pattern)
-    if i >= n:
-        return False, False, i
-    ch = pattern[i]
-    if ch in "*+":
-        repeats, end = True, i + 1
-    elif ch == "?":
-        repeats, end = False, i + 1
-    elif ch == "{":
-        close = pattern.find("}", i)
-        if close < 0:
-            return False, False, i
-        body = pattern[i + 1 : close]
-        lo, comma, hi = body.partition(",")
-        if not lo.strip().isdigit() and lo.strip():
-            return False, False, i
-        if comma and hi.strip() and not hi.strip().isdigit():
-            return False, False, i
-        if not comma:
-            if not lo.strip():
-                return False, False, i
-            repeats = int(lo) > 1
-        else:
-            repeats = not hi.strip() or int(hi) > 1
-        end = close + 1
-    else:
-        return False, False, i
-    if end < n and pattern[end] == "?":
-        end += 1
-    elif end < n and pattern[end] == "+":
-        return True, False, end + 1
-    return True, repeats, end
-
-
-def _group_start(pattern: str, i: int) -> tuple[bool, int]:
-    """
-    At an opening parenthesis: ``(opens_a_group, index after the prefix)``.
-
-    ``(?i)`` (inline flags) and ``(?#…)`` (a comment) open no group; a
-    back-reference ``(?P=name)`` is skipped whole.
-    """
-    n = len(pattern)
-    j = i + 1
-    if j >= n or pattern[j] != "?":
-        return True, j
-    j += 1
-    if pattern.startswith("P<", j):
-        close = pattern.find(">", j)
-        return True, (close + 1 if close > 0 else n)
-    if pattern.startswith(("P=", "#"), j):
-        close = pattern.find(")", j)
-        return False, (close + 1 if close > 0 else n)
-    if pattern.startswith(("<=", "<!"), j):
-        return True, j + 2
-    if j < n and pattern[j] in ":=!>":
-        return True, j + 1
-    while j < n and (pattern[j].isalpha() or pattern[j] == "-"):
-        j += 1
-    if j < n and pattern[j] == ")":
-        return False, j + 1
-    return True, j + 1
-
-
-def _skip_class(pattern: str, i: int) -> int:
-    n = len(pattern)
-    j = i + 1
-    if j < n and pattern[j] == "^":
-        j += 1
-    if j < n and pattern[j] == "]":
-        j += 1
-    while j < n and pattern[j] != "]":
-        j += 2 if pattern[j] == "\\" else 1
-    return j + 1
-
-
-def nested_quantifier(pattern: str) -> bool:
-    """
-    Whether *pattern* repeats a group that itself repeats something:
-    ``(a+)+``, ``(.*)*``, ``(\\w+\\s?)*``, ``(?:x{2,})+``, the shape behind
-    most catastrophic backtracking.  A heuristic: it does not look for
-    overlapping alternatives such as ``(a|a)*``.
-    """
-    # One flag per open group: does its content repeat something?
-    stack: list[bool] = []
-    i, n = 0, len(pattern)
-    while i < n:
-        ch = pattern[i]
-        if ch == "\\":
-            atom_end = i + 2
-        elif ch == "[":
-            atom_end = _skip_class(pattern, i)
-        elif ch == "(":
-            opens, i = _group_start(pattern, i)
-            if opens:
-                stack.append(False)
-            continue
-        elif ch == ")":
-            inner = stack.pop() if stack else False
-            _present, repeats, i = _quantifier(pattern, i + 1)
-            if inner and repeats:
-                return True
-            if stack and (inner or repeats):
-                stack[-1] = True
-            continue
-        else:
-            atom_end = i + 1
-        _present, repeats, i = _quantifier(pattern, atom_end)
-        if repeats and stack:
-            stack[-1] = True
-    return False

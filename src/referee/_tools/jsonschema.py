@@ -75,7 +75,11 @@ def _value_match(*, attempt: bool = False) -> dict[str, Any]:
         "equals": plain,
         "in": {"type": "array", "items": plain},
         "contains": _SCALAR,
-        "matches": {"type": "string", "description": "A Python regex."},
+        "matches": {
+            "type": "string",
+            "description": "An RE2 regular expression, searched for in "
+            "the value (no lookaround, no backreferences).",
+        },
         "gt": {"type": "number"},
         "gte": {"type": "number"},
         "lt": {"type": "number"},
