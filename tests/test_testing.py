@@ -381,3 +381,145 @@ rules:
 
         assert isinstance(sim.decision, Abort)
         assert RetriesExhausted is sim.decision.error
+
+
+JOBS = """
+policy: jobs
+rules:
+  - id: accepted
+    when: {method: POST, status: 202, headers: {Location: {exists: true}}}
+    do: poll
+    poll: {initial: 1s, deadline: 1m, request: {method: GET, url: "{header.Location}"}}
+  - id: running
+    when: {method: GET, status: 200, body: {status: running}}
+    do: poll
+    poll: {initial: 2s, deadline: 1m}
+  - id: busy
+    when: {status: 503}
+    do: retry
+    retry: {attempts: 3, backoff: {initial: 1s, jitter: none}, delay_from: [Retry-After]}
+"""
+
+
+class TestSimulateMappings:
+    def test_headers_body_and_request(self):
+        """
+        A mapping outcome carries response headers (a hint), a JSON body
+        (a body condition) and the poll's own request, whose method and
+        URL the later outcomes take.
+        """
+        pol = referee.load_policy_text(JOBS)
+
+        sim = simulate(
+            pol,
+            [
+                {"status": 503, "headers": {"Retry-After": 5}},
+                {
+                    "status": 202,
+                    "headers": {"Location": "https://api.example.com/j/1"},
+                },
+                {"status": 200, "body": {"status": "running"}},
+                {"status": 200, "body": '{"status": "done"}'},
+            ],
+            method="POST",
+            request_headers={"Idempotency-Key": "k-1"},
+        )
+
+        assert [
+            ("busy", 5.0, "Retry-After"),
+            ("accepted", 1.0, "schedule"),
+            ("running", 3.0, "schedule"),
+        ] == [
+            (s.decision.rule_id, s.decision.delay, s.decision.delay_source)
+            for s in sim.steps[:3]
+        ]
+        assert [
+            ("POST", "https://api.example.com/"),
+            ("POST", "https://api.example.com/"),
+            ("GET", "https://api.example.com/j/1"),
+            ("GET", "https://api.example.com/j/1"),
+        ] == [(s.snapshot.method, s.snapshot.url) for s in sim.steps]
+        assert "k-1" == sim.steps[0].snapshot.request_headers.get(
+            "idempotency-key"
+        )
+        assert (True, 9.0) == (sim.finished, sim.elapsed)
+
+    def test_counters(self):
+        """
+        Each step keeps the attempt it answered and the polls made before.
+        """
+        pol = referee.load_policy_text(JOBS)
+
+        sim = simulate(
+            pol,
+            [
+                503,
+                {"status": 200, "body": {"status": "running"}},
+                {"status": 200, "body": {"status": "running"}},
+                200,
+            ],
+        )
+
+        assert [(1, 0), (2, 0), (2, 1), (2, 2)] == [
+            (s.attempt, s.polls) for s in sim.steps
+        ]
+
+    def test_at(self):
+        """
+        ``at`` moves the clock on to when the outcome is seen; one
+        scripted before the policy sends it is seen when it is sent.
+        """
+        pol = referee.load_policy_text(JOBS)
+
+        sim = simulate(
+            pol, [503, {"status": 503, "at": 0.5}, {"status": 200, "at": "9s"}]
+        )
+
+        assert [0.0, 1.0, 9.0] == [s.at for s in sim.steps]
+
+    def test_request_headers_add_up(self):
+        """
+        An outcome's request headers add to the call's.
+        """
+        pol = referee.load_policy_text(JOBS)
+
+        sim = simulate(
+            pol,
+            [{"status": 200, "request_headers": {"X-B": "2"}}],
+            request_headers={"X-A": "1"},
+        )
+        sent = sim.steps[0].snapshot.request_headers
+
+        assert ("1", "2") == (sent.get("x-a"), sent.get("x-b"))
+
+    @pytest.mark.parametrize(
+        ("outcome", "message"),
+        [
+            ({"status": 200, "header": {}}, "unknown key 'header'"),
+            ({"status": 200, "failure": "read"}, "exactly one of status"),
+            ({}, "exactly one of status"),
+            ({"failure": "read", "body": "x"}, "has no response headers"),
+            ({"status": 42}, "not a status code"),
+            ({"failure": "dns"}, "unknown failure 'dns'"),
+            ({"status": 200, "headers": [1]}, "headers: expected a mapping"),
+            ({"status": 200, "at": "soon"}, "expected a duration"),
+        ],
+        ids=[
+            "unknown-key",
+            "both",
+            "neither",
+            "failure-with-body",
+            "bad-status",
+            "bad-failure",
+            "bad-headers",
+            "bad-at",
+        ],
+    )
+    def test_bad_mapping(self, outcome, message):
+        """
+        A mapping that is no outcome is a ValueError that says why.
+        """
+        pol = referee.load_policy_text(JOBS)
+
+        with pytest.raises(ValueError, match=message):
+            simulate(pol, [outcome])

@@ -6,12 +6,16 @@ Helpers for testing code that uses referee — public API, like
   client's tests run instantly; each call's clock still moves on by the
   delays it skipped, so deadlines hold.
 - :func:`simulate`: a scripted sequence of outcomes in, the decisions and
-  their virtual times out, with no HTTP at all.
+  their virtual times out, with no HTTP at all.  An outcome is a status
+  code, a failure word, a :class:`~referee.Snapshot`, or a mapping with
+  headers, a body, request headers and the time it is seen at.
 """
 
 from __future__ import annotations
 
+import json
 import random
+from collections.abc import Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +33,7 @@ from ._core.flow import (
     call_flow,
 )
 from ._core.snapshot import FAILURES, Snapshot
-from ._core.units import round_seconds
+from ._core.units import parse_duration, round_seconds
 from ._run.clock import SleepRecorder, recording
 from ._run.runner import next_step
 from ._tools.fake_enrow import FakeEnrow, FakeEnrowStats
@@ -39,7 +43,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
     from ._core.compile import Policy
-    from ._core.decisions import Decision
+    from ._core.decisions import Decision, PollRequest
 
 
 __all__ = [
@@ -80,11 +84,16 @@ class Step:
             outcome.
         snapshot: The outcome.
         decision: What the policy decided.
+        attempt: The attempt the outcome answered (1: the first send;
+            polls do not count).
+        polls: How many polls the call had made before it.
     """
 
     at: float
     snapshot: Snapshot
     decision: Decision
+    attempt: int = 1
+    polls: int = 0
 
 
 @attrs.frozen
@@ -111,28 +120,162 @@ class Simulation:
         return self.steps[-1].decision if self.steps else None
 
 
-Outcome = int | str | Snapshot
+Outcome = int | str | Snapshot | Mapping[str, Any]
+
+#: The keys of an outcome given as a mapping.
+OUTCOME_KEYS = (
+    "status",
+    "failure",
+    "headers",
+    "body",
+    "request_headers",
+    "method",
+    "url",
+    "at",
+)
 
 _END: Any = object()
 
 
-def _snapshot(outcome: Outcome, method: str, url: str) -> Snapshot:
-    if isinstance(outcome, Snapshot):
-        return outcome
-    if isinstance(outcome, str) and outcome in FAILURES:
-        return Snapshot.failed(outcome, method=method, url=url)
+def _status_of(outcome: object) -> int | None:
     status: int | None = None
     if isinstance(outcome, int) and not isinstance(outcome, bool):
         status = outcome
     elif isinstance(outcome, str) and outcome.strip().isdigit():
         status = int(outcome.strip())
     if status is None or not 100 <= status <= 599:
+        return None
+    return status
+
+
+def _body(value: object) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    # Any other JSON value is sent as its JSON text.
+    return json.dumps(value).encode()
+
+
+def _strings(value: object, what: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        msg = f"{what}: expected a mapping of names to values"
+        raise ValueError(msg)
+    return {str(k): _text(v) for k, v in value.items()}
+
+
+def _text(value: object) -> str:
+    # A header written as a YAML number (Retry-After: 3) is its text.
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _at_of(outcome: Outcome) -> float | None:
+    """
+    The time from the call's start at which a mapping outcome says it is
+    seen (its ``at``: seconds or a duration such as ``"3s"``), or None.
+
+    Raises:
+        ValueError: ``at`` is not a duration.
+    """
+    if not isinstance(outcome, Mapping) or outcome.get("at") is None:
+        return None
+    return parse_duration(outcome["at"])
+
+
+def _from_mapping(
+    outcome: Mapping[str, Any],
+    method: str,
+    url: str,
+    request_headers: Mapping[str, str] | None,
+) -> Snapshot:
+    unknown = sorted(str(k) for k in outcome if k not in OUTCOME_KEYS)
+    if unknown:
         msg = (
-            f"outcome {outcome!r}: expected a status code from 100 to 599, "
-            f"a failure word ({', '.join(sorted(FAILURES))}) or a Snapshot"
+            f"outcome {dict(outcome)!r}: unknown key "
+            f"{', '.join(map(repr, unknown))}; the keys are "
+            f"{', '.join(OUTCOME_KEYS)}"
         )
         raise ValueError(msg)
-    return Snapshot.response(status, method=method, url=url)
+    method = str(outcome.get("method") or method)
+    url = str(outcome.get("url") or url)
+    sent = {
+        **(request_headers or {}),
+        **_strings(outcome.get("request_headers"), "request_headers"),
+    }
+    status, failure = outcome.get("status"), outcome.get("failure")
+    if (status is None) == (failure is None):
+        msg = (
+            f"outcome {dict(outcome)!r}: give exactly one of status "
+            f"(a response) and failure (a transport failure)"
+        )
+        raise ValueError(msg)
+    if failure is not None:
+        if "headers" in outcome or "body" in outcome:
+            msg = (
+                f"outcome {dict(outcome)!r}: a transport failure has no "
+                f"response headers or body"
+            )
+            raise ValueError(msg)
+        return Snapshot.failed(
+            str(failure), method=method, url=url, request_headers=sent
+        )
+    code = _status_of(status)
+    if code is None:
+        msg = (
+            f"outcome {dict(outcome)!r}: status {status!r} is not a "
+            f"status code from 100 to 599"
+        )
+        raise ValueError(msg)
+    body = outcome.get("body")
+    return Snapshot.response(
+        code,
+        method=method,
+        url=url,
+        headers=_strings(outcome.get("headers"), "headers"),
+        request_headers=sent,
+        # A scripted response without a body has an empty one: there is
+        # nothing to read later.
+        body=b"" if body is None else _body(body),
+    )
+
+
+def _snapshot(
+    outcome: Outcome,
+    method: str,
+    url: str,
+    request_headers: Mapping[str, str] | None = None,
+) -> Snapshot:
+    if isinstance(outcome, Snapshot):
+        return outcome
+    if isinstance(outcome, Mapping):
+        return _from_mapping(outcome, method, url, request_headers)
+    if isinstance(outcome, str) and outcome in FAILURES:
+        return Snapshot.failed(
+            outcome, method=method, url=url, request_headers=request_headers
+        )
+    status = _status_of(outcome)
+    if status is None:
+        msg = (
+            f"outcome {outcome!r}: expected a status code from 100 to 599, "
+            f"a failure word ({', '.join(sorted(FAILURES))}), a Snapshot "
+            f"or a mapping"
+        )
+        raise ValueError(msg)
+    return Snapshot.response(
+        status, method=method, url=url, request_headers=request_headers
+    )
+
+
+def _target(
+    request: PollRequest | None, method: str, url: str
+) -> tuple[str, str]:
+    if request is None:
+        return method, url
+    return request.method, request.url
 
 
 def simulate(
@@ -143,20 +286,35 @@ def simulate(
     url: str = "https://api.example.com/",
     seed: int = 0,
     start: float = 0.0,
+    request_headers: Mapping[str, str] | None = None,
 ) -> Simulation:
     """
     Run the policy's attempt loop over scripted outcomes, on a virtual
-    clock: each outcome is seen at the time the previous delays add up to.
+    clock: each outcome is seen at the time the previous delays add up to,
+    or later, at its own ``at``.
 
     Args:
         policy: The compiled policy.
-        outcomes: Status codes (``429``), failure words (``"connect"``) or
-            snapshots, in the order the attempts meet them.
-        method: The request's method, for outcomes given as codes or words.
+        outcomes: In the order the attempts meet them: status codes
+            (``429``), failure words (``"connect"``), snapshots, or
+            mappings with the keys ``status`` or ``failure``, and
+            optionally ``headers``, ``body`` (bytes or a string, sent as
+            they are, or any other JSON value, sent as JSON),
+            ``request_headers``, ``method``, ``url`` and ``at`` (seconds
+            from the call's start, or a duration such as ``"3s"``: the
+            outcome is seen then, unless the policy sends later).
+        method: The request's method, for outcomes that do not carry one.
+            A poll that builds its own request (a ``Location``) sends
+            that request's method and URL instead.
         url: The request's URL, likewise.
         seed: Seeds the jitter.
-        start: The virtual clock's start (a Unix time, if HTTP-date hints
-            are to be read against it).
+        start: The virtual clock's start (a Unix time, if HTTP-date or
+            epoch hints are to be read against it).
+        request_headers: The request's headers, for outcomes that do not
+            carry their own (a mapping's ``request_headers`` add to them).
+
+    Raises:
+        ValueError: An outcome is none of the above.
     """
     flow = call_flow(
         policy, method=method, url=url, started=start, rng=random.Random(seed)
@@ -165,6 +323,7 @@ def simulate(
     steps: list[Step] = []
     script = iter(outcomes)
     snap: Snapshot | None = None
+    counters = (1, 0)
     step = next_step(flow, None)
     while not isinstance(step, Finished):
         value: Any = None
@@ -175,11 +334,24 @@ def simulate(
                     return Simulation(
                         tuple(steps), False, round_seconds(now - start)
                     )
-                snap = value = _snapshot(outcome, method, url)
+                snap = value = _snapshot(
+                    outcome,
+                    *_target(step.request, method, url),
+                    request_headers,
+                )
+                seen = _at_of(outcome)
+                if seen is not None:
+                    now = max(now, start + seen)
+                counters = (step.attempt, step.poll)
             case Sleep():
                 assert snap is not None  # noqa: S101 - a send came first
                 steps.append(
-                    Step(round_seconds(now - start), snap, step.decision)
+                    Step(
+                        round_seconds(now - start),
+                        snap,
+                        step.decision,
+                        *counters,
+                    )
                 )
                 now += step.seconds
             case Wait():
@@ -193,5 +365,7 @@ def simulate(
                 value = None  # the script's snapshots carry their bodies
         step = next_step(flow, Reply(value, now))
     assert snap is not None  # noqa: S101 - nothing stops a simulated send
-    steps.append(Step(round_seconds(now - start), snap, step.decision))
+    steps.append(
+        Step(round_seconds(now - start), snap, step.decision, *counters)
+    )
     return Simulation(tuple(steps), True, round_seconds(now - start))
