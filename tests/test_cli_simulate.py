@@ -53,6 +53,8 @@ class TestText:
             "action",
             "rule",
             "delay",
+            "from",
+            "counters",
             "reason",
         ] == lines[2].split()
         assert ["0s", "429", "retry", "rate-limited"] == lines[3].split()[:4]
@@ -129,8 +131,11 @@ class TestJSON:
 
         assert {
             "policy",
+            "script",
             "method",
             "url",
+            "request_headers",
+            "start",
             "seed",
             "steps",
             "finished",
@@ -170,11 +175,24 @@ class TestJSON:
         retry, abort = data["steps"]
 
         assert {
+            "step": 1,
+            "line": None,
             "at": 0.0,
+            "scripted_at": None,
             "status": 429,
             "failure": None,
+            "method": "POST",
+            "url": "https://api.example.com/",
             "rule": "rate-limited",
+            "rule_index": 6,
+            "origin": "enrow",
             "action": "retry",
+            "delay_source": "backoff",
+            "attempt": 1,
+            "attempts": 4,
+            "next_attempt": 2,
+            "polls": 0,
+            "poll": None,
             "error": None,
             "alert": None,
         } == {k: retry[k] for k in retry if k not in ("delay", "reason")}
@@ -281,9 +299,9 @@ class TestErrors:
         assert 2 == code
         assert "argument --responses: expected status codes" in err
 
-    def test_responses_required(self, capsys):
+    def test_outcomes_required(self, capsys):
         """
-        --responses is required.
+        The outcomes are required: a script or --responses.
         """
         code = main(["simulate", "enrow"])
 

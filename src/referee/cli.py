@@ -6,8 +6,10 @@ The ``referee`` command: check policy files, explain decisions.
   warnings under ``--strict``.
 - ``referee explain POLICY --status N ...``: decide one made-up outcome and
   say which rule fired, what it does, and why.
-- ``referee simulate POLICY --responses 429,503,200``: run the attempt loop
-  over scripted outcomes on a virtual clock and print every decision.
+- ``referee simulate POLICY FILE`` (or ``--responses 429,503,200``): run
+  the attempt loop over scripted outcomes on a virtual clock and print the
+  trail: every decision, its delay and where the delay came from, the
+  counters.
 - ``referee demo``: run a workload against a fake Enrow API on loopback,
   with a real httpx client and the real policy, and summarize what the
   policy did.
@@ -27,6 +29,7 @@ import math
 import random
 import sys
 import time
+from datetime import UTC, datetime
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +48,7 @@ if TYPE_CHECKING:
 
     from ._core.compile import CompiledRule, Policy
     from ._core.decisions import Decision
+    from ._tools.script import Script
     from .testing import Simulation, Step
 
 
@@ -246,23 +250,39 @@ def build_parser() -> argparse.ArgumentParser:
         "simulate",
         help="run a policy over scripted outcomes",
         description="Run the policy's attempt loop over a script of "
-        "outcomes (status codes or transport failures), on a virtual "
-        "clock that moves on by each delay, and print every decision: "
-        "its virtual time, the outcome, the action, the rule, the delay "
-        "and the reason; then how the call ended.",
+        "outcomes, on a virtual clock that moves on by each delay, and "
+        "print the trail: for each outcome its virtual time, the action, "
+        "the rule, the delay and where it came from (the backoff, the "
+        "poll schedule or a header), the counters and the reason; then "
+        "how the call ended. The script is a YAML or JSON file of "
+        "outcomes with status or failure, headers, body, request headers "
+        "and the time each is seen at; --responses takes status codes "
+        "and failure words instead.",
     )
     simulate.add_argument("policy", metavar="POLICY", help="a file or name")
     simulate.add_argument(
+        "script",
+        nargs="?",
+        metavar="FILE",
+        help="a YAML or JSON script of outcomes",
+    )
+    simulate.add_argument(
+        "--script",
+        dest="script_option",
+        metavar="FILE",
+        help="the script, as an option",
+    )
+    simulate.add_argument(
         "--responses",
         type=_responses,
-        required=True,
         metavar="LIST",
-        help="outcomes in order, e.g. '429,503,200' or 'connect,200'; "
-        f"the failure words are {', '.join(sorted(FAILURES))}",
+        help="outcomes in order instead of a script, e.g. '429,503,200' "
+        "or 'connect,200'; the failure words are "
+        f"{', '.join(sorted(FAILURES))}",
     )
-    simulate.add_argument("--method", default="GET", help="default: GET")
+    simulate.add_argument("--method", help="default: the script's, or GET")
     simulate.add_argument(
-        "--url", default=DEFAULT_URL, help=f"default: {DEFAULT_URL}"
+        "--url", help=f"default: the script's, or {DEFAULT_URL}"
     )
     simulate.add_argument(
         "--seed", type=int, default=0, help="seed the jitter (default: 0)"
@@ -270,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument(
         "--json", action="store_true", help="print one JSON object"
     )
-    simulate.set_defaults(run=_run_simulate)
+    simulate.set_defaults(run=_run_simulate, parser=simulate)
 
     demo = sub.add_parser(
         "demo",
@@ -827,36 +847,147 @@ def _alert_json(decision: Decision) -> dict[str, Any] | None:
     }
 
 
-def _step_json(step: Step) -> dict[str, Any]:
+def _counters(
+    policy: Policy, step: Step
+) -> tuple[int | None, int | None, int | None]:
+    """
+    ``(the rule's attempt limit, the next attempt, the poll number)`` of
+    a step: what a retry schedules and out of how many, or which poll.
+    """
     d = step.decision
+    rule = None if d.rule_id is None else _rule_or_none(policy, d.rule_id)
+    limit = (
+        rule.retry.attempts
+        if rule is not None and rule.retry is not None
+        else None
+    )
+    return (
+        limit,
+        d.attempt if isinstance(d, Retry) else None,
+        d.poll if isinstance(d, Poll) else None,
+    )
+
+
+def _rule_or_none(policy: Policy, rule_id: str) -> CompiledRule | None:
+    try:
+        return policy.rule(rule_id)
+    except KeyError:
+        return None
+
+
+def _step_json(
+    policy: Policy,
+    n: int,
+    step: Step,
+    script: Script | None,
+) -> dict[str, Any]:
+    d = step.decision
+    snap = step.snapshot
+    rule = None if d.rule_id is None else _rule_or_none(policy, d.rule_id)
+    limit, next_attempt, poll = _counters(policy, step)
+    scripted = script.outcomes[n - 1].get("at") if script is not None else None
     return {
+        "step": n,
+        "line": script.lines[n - 1] if script is not None else None,
         "at": step.at,
-        "status": step.snapshot.status,
-        "failure": step.snapshot.failure,
+        "scripted_at": scripted,
+        "status": snap.status,
+        "failure": snap.failure,
+        "method": snap.method,
+        "url": snap.url,
         "rule": d.rule_id,
+        "rule_index": None if rule is None else rule.index,
+        "origin": None if rule is None else rule.origin,
         "action": _ACTIONS[type(d)],
         "delay": d.delay if isinstance(d, Retry | Poll) else None,
+        "delay_source": (
+            d.delay_source if isinstance(d, Retry | Poll) else None
+        ),
+        "attempt": step.attempt,
+        "attempts": limit,
+        "next_attempt": next_attempt,
+        "polls": step.polls,
+        "poll": poll,
         "error": d.error.__name__ if isinstance(d, Abort) else None,
         "alert": _alert_json(d),
         "reason": d.reason,
     }
 
 
+def _script_or_problems(
+    args: argparse.Namespace,
+) -> tuple[Script | None, int | None]:
+    """
+    The script the command names (None for ``--responses``), or the exit
+    code after its problems were printed.
+    """
+    from ._tools.script import ScriptError, read_script
+
+    given = [
+        x
+        for x in (args.script, args.script_option, args.responses)
+        if x is not None
+    ]
+    if len(given) != 1:
+        args.parser.error(
+            "give the outcomes once: a script FILE (or --script FILE), or "
+            "--responses LIST"
+        )
+    path = args.script if args.script is not None else args.script_option
+    if path is None:
+        return None, None
+    try:
+        return read_script(path), None
+    except ScriptError as exc:
+        for p in exc.problems:
+            _out(str(p), err=True)
+        _out(
+            f"{path}: {_plural(len(exc.problems), 'error')}; nothing was "
+            f"simulated",
+            err=True,
+        )
+        return None, 1
+
+
 def _run_simulate(args: argparse.Namespace) -> int:
     from .testing import simulate
 
+    script, code = _script_or_problems(args)
+    if code is not None:
+        return code
     try:
         policy = load_policy(args.policy)
     except PolicyError as exc:
         for p in exc.problems:
             _out(str(p), err=True)
         return 1
-    method = args.method.upper()
-    sim = simulate(
-        policy, args.responses, method=method, url=args.url, seed=args.seed
+    method = (
+        args.method or (script.method if script else None) or "GET"
+    ).upper()
+    url = args.url or (script.url if script else None) or DEFAULT_URL
+    outcomes: list[Any] = (
+        list(script.outcomes) if script is not None else args.responses
     )
-    steps = [_step_json(step) for step in sim.steps]
-    unused = len(args.responses) - len(sim.steps)
+    start = script.start if script is not None else 0.0
+    headers = script.request_headers if script is not None else {}
+    try:
+        sim = simulate(
+            policy,
+            outcomes,
+            method=method,
+            url=url,
+            seed=args.seed,
+            start=start,
+            request_headers=headers,
+        )
+    except ValueError as exc:  # pragma: no cover - the script was checked
+        _out(f"referee simulate: {exc}", err=True)
+        return 1
+    steps = [
+        _step_json(policy, n, step, script)
+        for n, step in enumerate(sim.steps, 1)
+    ]
+    unused = len(outcomes) - len(sim.steps)
     result = None
     if sim.finished:
         last = steps[-1]
@@ -868,8 +999,11 @@ def _run_simulate(args: argparse.Namespace) -> int:
     if args.json:
         report = {
             "policy": policy.name,
+            "script": None if script is None else script.source,
             "method": method,
-            "url": args.url,
+            "url": url,
+            "request_headers": sorted(headers),
+            "start": start,
             "seed": args.seed,
             "steps": steps,
             "finished": sim.finished,
@@ -879,9 +1013,42 @@ def _run_simulate(args: argparse.Namespace) -> int:
         }
         _out(json.dumps(report, indent=2))
         return 0
+    _print_trail(policy, script, method, url, headers, steps)
+    noun = "response" if script is None else "outcome"
+    _out(f"{'result':<11} {_simulate_result(sim, steps, unused, noun)}")
+    return 0
+
+
+def _counters_text(step: dict[str, Any]) -> str:
+    text = f"attempt {step['attempt']}"
+    if step["attempts"] is not None:
+        text += f" of {step['attempts']}"
+    if step["poll"] is not None:
+        text += f", poll {step['poll']}"
+    elif step["polls"]:
+        text += f", {_plural(step['polls'], 'poll')}"
+    return text
+
+
+def _print_trail(
+    policy: Policy,
+    script: Script | None,
+    method: str,
+    url: str,
+    headers: dict[str, str],
+    steps: list[dict[str, Any]],
+) -> None:
     _out(f"{'policy':<11} {policy.name} ({' → '.join(policy.sources)})")
-    _out(f"{'request':<11} {method} {args.url}")
-    table = [("at", "outcome", "action", "rule", "delay", "reason")]
+    sent = f" with {', '.join(headers)}" if headers else ""
+    _out(f"{'request':<11} {method} {url}{sent}")
+    if script is not None:
+        clock = datetime.fromtimestamp(script.start, UTC)
+        _out(
+            f"{'script':<11} {script.source}, "
+            f"{_plural(len(script.outcomes), 'outcome')}; the clock starts "
+            f"at {clock.isoformat().replace('+00:00', 'Z')}"
+        )
+    table = [("at", "outcome", "action", "rule", "delay", "from", "counters")]
     table += [
         (
             _clock(step["at"]),
@@ -889,18 +1056,33 @@ def _run_simulate(args: argparse.Namespace) -> int:
             step["action"],
             step["rule"] or "-",
             "-" if step["delay"] is None else format_duration(step["delay"]),
-            step["reason"],
+            step["delay_source"] or "-",
+            _counters_text(step),
         )
         for step in steps
     ]
-    widths = [max(len(row[i]) for row in table) for i in range(5)]
-    for row in table:
-        at, *middle, reason = row
+    reasons = ["reason", *(step["reason"] for step in steps)]
+    widths = [max(len(row[i]) for row in table) for i in range(7)]
+    for row, reason in zip(table, reasons, strict=True):
+        at, *middle = row
         cells = [at.rjust(widths[0])]
         cells += [c.ljust(w) for c, w in zip(middle, widths[1:], strict=True)]
         _out("  " + "  ".join([*cells, reason]))
-    _out(f"{'result':<11} {_simulate_result(sim, steps, unused)}")
-    return 0
+    if script is None:
+        return
+    for step in steps:
+        scripted = step["scripted_at"]
+        if scripted is not None and scripted < step["at"]:
+            where = (
+                script.source
+                if step["line"] is None
+                else f"{script.source}:{step['line']}"
+            )
+            _out(
+                f"{'note':<11} outcome {step['step']} ({where}) is scripted "
+                f"at {_clock(scripted)}, but the policy sent it only at "
+                f"{_clock(step['at'])}: it is seen then"
+            )
 
 
 def _clock(at: float) -> str:
@@ -908,14 +1090,17 @@ def _clock(at: float) -> str:
 
 
 def _simulate_result(
-    sim: Simulation, steps: list[dict[str, Any]], unused: int
+    sim: Simulation,
+    steps: list[dict[str, Any]],
+    unused: int,
+    noun: str = "response",
 ) -> str:
     n = _plural(len(steps), "outcome")
     if not sim.finished:
         last = steps[-1]["action"] if steps else None
         wanted = "" if last is None else f" (the last was a {last})"
         return (
-            f"unfinished: the responses ran out after {n}{wanted}; the "
+            f"unfinished: the {noun}s ran out after {n}{wanted}; the "
             f"policy would send again at {_clock(sim.elapsed)}"
         )
     last = steps[-1]
@@ -927,7 +1112,7 @@ def _simulate_result(
         text = "accept: the response is returned"
     text += f" after {n}, at {_clock(sim.elapsed)}"
     if unused:
-        text += f" ({_plural(unused, 'response')} left unused)"
+        text += f" ({_plural(unused, noun)} left unused)"
     return text
 
 
