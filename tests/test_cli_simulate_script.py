@@ -478,6 +478,10 @@ class TestErrors:
                 ["script.yaml:3: this is not valid YAML"],
             ),
             (
+                "- status: 200\n  body: {day: 2026-01-01}\n",
+                ["script.yaml:2: $[0].body: found {'day': "],
+            ),
+            (
                 "request: {method: GET}\n",
                 ["script.yaml:1: $: the script has no outcomes"],
             ),
@@ -494,6 +498,7 @@ class TestErrors:
             "bad-start",
             "bad-request-key",
             "not-yaml",
+            "body-not-json",
             "no-outcomes",
             "empty",
             "outcomes-not-a-list",
@@ -607,3 +612,31 @@ class TestDocs:
 
             assert 0 == code
             assert output == capsys.readouterr().out
+
+    def test_json_sample(self, capsys, tmp_path, monkeypatch):
+        """
+        The --json sample in docs/cli.md is what the command prints, its
+        later steps left out.
+        """
+        page = (
+            Path(__file__).resolve().parent.parent / "docs" / "cli.md"
+        ).read_text(encoding="utf-8")
+        section = page[page.index("## `referee simulate") :]
+        script = re.search(r"```yaml\n(.*?)```", section, re.DOTALL)
+        sample = re.search(
+            r"```console\n\$ referee simulate enrow search.yaml --json\n"
+            r"(.*?)```",
+            section,
+            re.DOTALL,
+        )
+        assert script is not None
+        assert sample is not None
+        shown = json.loads(
+            sample.group(1).replace("},\n    ...\n  ]", "}\n  ]")
+        )
+        monkeypatch.chdir(tmp_path)
+        write(tmp_path, script.group(1), "search.yaml")
+        data = run_json(capsys, "enrow", "search.yaml")
+        data["steps"] = data["steps"][:1]
+
+        assert shown == data

@@ -503,6 +503,7 @@ class TestSimulateMappings:
             ({"failure": "dns"}, "unknown failure 'dns'"),
             ({"status": 200, "headers": [1]}, "headers: expected a mapping"),
             ({"status": 200, "at": "soon"}, "expected a duration"),
+            ({"status": 200, "body": {"x": {1, 2}}}, "not bytes, a string"),
         ],
         ids=[
             "unknown-key",
@@ -513,6 +514,7 @@ class TestSimulateMappings:
             "bad-failure",
             "bad-headers",
             "bad-at",
+            "body-not-json",
         ],
     )
     def test_bad_mapping(self, outcome, message):

@@ -154,7 +154,11 @@ def _body(value: object) -> bytes:
     if isinstance(value, str):
         return value.encode()
     # Any other JSON value is sent as its JSON text.
-    return json.dumps(value).encode()
+    try:
+        return json.dumps(value, allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:
+        msg = f"body {value!r}: not bytes, a string or a JSON value ({exc})"
+        raise ValueError(msg) from None
 
 
 def _strings(value: object, what: str) -> dict[str, str]:

@@ -24,6 +24,7 @@ it is, any other JSON value as JSON), ``request_headers``, ``method``,
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -239,7 +240,19 @@ class _Reader:
             if key in value:
                 out[key] = self.headers(value[key], join_path(path, key))
         if "body" in value:
-            out["body"] = value["body"]
+            body = value["body"]
+            try:
+                if not isinstance(body, str):
+                    json.dumps(body, allow_nan=False)
+            except (TypeError, ValueError):
+                self.problem(
+                    join_path(path, "body"),
+                    f"found {describe(body)}, which holds a value JSON "
+                    f"cannot write (YAML reads 2026-01-01 as a date: quote "
+                    f"it)",
+                )
+            else:
+                out["body"] = body
         for key, what in (("method", "a method"), ("url", "a URL")):
             if key in value:
                 out[key] = self.text(value[key], join_path(path, key), what)
