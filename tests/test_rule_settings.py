@@ -7,6 +7,8 @@ rules take turns on one call.
 from __future__ import annotations
 
 import random
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,10 +26,13 @@ from referee import (
     decide,
 )
 from referee._core.flow import Reply, Send, Sleep, call_flow
+from referee._tools.check import check_policy
+from referee._tools.table import retry_text
 from referee.testing import simulate
 
 
 NOW = 1_700_000_000.0
+DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 # The GitHub shape: a call has a minute, but the primary rate limit's reset
 # may be an hour away, so that rule alone may wait up to 65 minutes (and
@@ -532,3 +537,122 @@ class TestSimulate:
             (s.at, s.decision.rule_id, s.decision.delay) for s in sim.steps[:2]
         ]
         assert (True, 3001.0) == (sim.finished, sim.elapsed)
+
+    def test_the_docs_page_prints_what_it_says(self):
+        """
+        The policy and the simulation of docs/policy-language.md's "A
+        rule's own settings" load, run and print the lines the page shows.
+        """
+        page = (DOCS / "policy-language.md").read_text(encoding="utf-8")
+        policy_text = re.search(
+            r"^```yaml\n(policy: github\n.*?)^```",
+            page,
+            re.MULTILINE | re.DOTALL,
+        ).group(1)
+        code = re.search(
+            r"^```python\n(.*?from referee\.testing import simulate.*?)^```",
+            page,
+            re.MULTILINE | re.DOTALL,
+        ).group(1)
+        shown = [
+            line[2:]
+            for line in code.splitlines()
+            if line.startswith("# ") and line[2:3].isdigit()
+        ]
+        start = 1_700_000_000.0
+        limited = Snapshot.response(
+            403,
+            headers={
+                "x-ratelimit-remaining": "0",
+                "x-ratelimit-reset": str(int(start + 1 + 3000)),
+            },
+        )
+
+        sim = simulate(load(policy_text), ["read", limited, 200], start=start)
+
+        assert shown == [
+            f"{s.at} {s.decision.rule_id} {s.decision.reason}"
+            for s in sim.steps
+        ]
+
+
+class TestCheck:
+    def test_a_rule_deadline_bounds_unlimited_attempts(self):
+        """
+        Unlimited attempts under a rule deadline draw no unbounded warning,
+        though the policy has no deadline.
+        """
+        policy = load(
+            "policy: t\n"
+            "rules:\n"
+            "  - {id: r, when: {status: 503}, do: retry, "
+            "retry: {attempts: unlimited, deadline: 10m}}\n"
+        )
+
+        assert [] == check_policy(policy)
+
+    def test_a_rule_deadline_of_none_is_unbounded(self):
+        """
+        A rule that sets its deadline to none with unlimited attempts is
+        warned about, though the policy has a deadline.
+        """
+        policy = load(
+            "policy: t\n"
+            "defaults: {deadline: 1m}\n"
+            "rules:\n"
+            "  - {id: r, when: {status: 503}, do: retry, "
+            "retry: {attempts: unlimited, deadline: none}}\n"
+        )
+
+        (problem,) = check_policy(policy)
+
+        assert "attempts is unlimited and its own deadline is none" in (
+            problem.message
+        )
+
+    def test_a_rule_ceiling_of_none_is_warned_about_at_the_rule(self):
+        """
+        A rule that honours hints with server_delay max none draws a
+        warning at its own setting.
+        """
+        policy = load(
+            "policy: t\n"
+            "rules:\n"
+            "  - {id: r, when: {status: 429}, do: retry, "
+            "retry: {server_delay: {max: none}}}\n"
+        )
+
+        (problem,) = check_policy(policy)
+
+        assert "$.rules[0].retry.server_delay.max" == problem.path
+        assert "without a ceiling" in problem.message
+
+    def test_a_rule_ceiling_answers_for_the_policys_none(self):
+        """
+        With no policy ceiling, only the rules without one of their own are
+        named.
+        """
+        policy = load(
+            "policy: t\n"
+            "defaults: {server_delay: {max: none}}\n"
+            "rules:\n"
+            "  - {id: own, when: {status: 429}, do: retry, "
+            "retry: {server_delay: {max: 1h}}}\n"
+            "  - {id: bare, when: {status: 503}, do: retry}\n"
+        )
+
+        (problem,) = check_policy(policy)
+
+        assert "rule 'bare' honours them" in problem.message
+
+
+class TestTable:
+    def test_the_rules_own_settings_are_shown(self):
+        """
+        referee table shows a rule's own hint ceiling and deadline beside
+        its attempts.
+        """
+        text = retry_text(load(GITHUB).rule("primary-rate-limit").retry)
+
+        assert text.startswith("2 attempts, ")
+        assert text.endswith(", hint ceiling 1h, deadline 1h5m")
