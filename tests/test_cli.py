@@ -495,7 +495,7 @@ class TestExplain:
             report["error"],
             report["attempt"],
         )
-        assert "gave up after 3 attempt" in report["reason"]
+        assert "gave up after its 2 retries" in report["reason"]
 
     def test_seed_reproduces_delay(self, capsys):
         """

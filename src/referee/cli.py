@@ -670,6 +670,10 @@ def _report(
         "deadline": _seconds(
             rule.poll.deadline
             if rule is not None and rule.poll is not None
+            else rule.retry.deadline
+            if rule is not None
+            and rule.retry is not None
+            and rule.retry.deadline is not None
             else policy.deadline
         ),
         "schedule": None if schedule is None else [b for _n, b in schedule],

@@ -168,6 +168,9 @@ class RetrySettings:
 
     Attributes:
         attempts: The most sends, the first included; None for unlimited.
+            On a rule, the first send and the retries *this rule* decided
+            (see ``engine._retry``); on the policy, the bound on the
+            call's sends.
         schedule: The backoff delays before jitter: retry *n* (1-based)
             waits ``schedule[min(n, len) - 1]``.
         jitter: ``full``, ``equal`` or ``none``.
@@ -185,6 +188,13 @@ class RetrySettings:
     initial: float
     multiplier: float
     max: float
+    #: The rule's own deadline, from the call's first send (None: the
+    #: policy's); it bounds this rule's sleeps and the re-sends they make.
+    deadline: float | None = None
+    #: The rule's own ceiling on server hints (None: the policy's).
+    server_delay_max: float | None = None
+    #: ``cap`` or ``fail`` for this rule's hints (None: the policy's).
+    on_exceed: str | None = None
 
 
 @attrs.frozen
@@ -366,6 +376,9 @@ class Policy:
     breaker_scopes: Mapping[str, frozenset[str] | None] = attrs.field(
         factory=dict, repr=False
     )
+    #: The rules with a deadline of their own (``retry: {deadline: ...}``),
+    #: by id: what bounds the re-send a retry of theirs makes.
+    rule_deadlines: Mapping[str, float] = attrs.field(factory=dict, repr=False)
     #: What is masked wherever this policy's calls render text: the
     #: built-in secrets, the ``redact:`` of the policy and of those it
     #: extends, and what ``load_policy(..., redact=...)`` adds.
@@ -434,6 +447,7 @@ def _sources(
 
 def _retry_settings(doc: s.RetryDoc) -> RetrySettings:
     b = doc.backoff
+    sd = doc.server_delay
     assert b is not None  # noqa: S101 - BUILTIN fills every key
     assert b.initial is not None  # noqa: S101
     assert b.multiplier is not None  # noqa: S101
@@ -447,6 +461,9 @@ def _retry_settings(doc: s.RetryDoc) -> RetrySettings:
         initial=b.initial,
         multiplier=b.multiplier,
         max=b.max,
+        deadline=doc.deadline,
+        server_delay_max=sd.max if sd is not None else None,
+        on_exceed=sd.on_exceed if sd is not None else None,
     )
 
 
@@ -674,6 +691,11 @@ def compile_policy(
         webhook=webhook,
         breakers=ratio_breaker is not None or any(r.breaker for r in rules),
         breaker_scopes=_scopes(rules),
+        rule_deadlines={
+            r.id: r.retry.deadline
+            for r in rules
+            if r.retry is not None and r.retry.deadline is not None
+        },
         settles=ratio_breaker is not None or budget is not None,
         quiet=(
             ratio_breaker is None

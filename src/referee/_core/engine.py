@@ -181,9 +181,16 @@ _UNSAFE_POLL: Final = (
     "a poll request that reads the job's status (poll: {{request: {{url: "
     "...}}}}), or send an Idempotency-Key header"
 )
-_EXHAUSTED: Final = "{0} {1}: rule {2!r} gave up after {3} {5} (attempts: {4})"
+_EXHAUSTED: Final = (
+    "{0} {1}: rule {2!r} gave up after its {3} {5} (attempts: {4}, the "
+    "first send included)"
+)
+_SPENT: Final = (
+    "{0} {1}: rule {2!r} would retry, but the call's {3} attempts are spent "
+    "({4} of its own; {5})"
+)
 _TOO_LONG: Final = (
-    "{0} {1}: {2} asks for a wait of {3}, above server_delay.max {4} "
+    "{0} {1}: {2} asks for a wait of {3}, above {5}server_delay.max {4} "
     "(on_exceed: fail)"
 )
 _DEADLINE: Final = (
@@ -191,6 +198,12 @@ _DEADLINE: Final = (
 )
 _RETRIES: Final = (
     "{0} {1}: rule {2!r} retries in {3!d} (attempt {4} of {5}, delay from {6})"
+)
+# When other rules retried the call too, the rule's own count is not the
+# call's: both are shown.
+_RETRIES_OWN: Final = (
+    "{0} {1}: rule {2!r} retries in {3!d} (attempt {4}; its own retry {5} "
+    "of {6}, delay from {7})"
 )
 _POLL_DEADLINE: Final = (
     "{0} {1}: the job is still running after {2} of polling, and another "
@@ -278,16 +291,37 @@ def _retry(
             alert,
         )
     attempts = settings.attempts
-    if attempts is not None and state.attempt >= attempts:
+    own = own_retries(state, rule.id)
+    if attempts is not None and own >= attempts - 1:
         return _give_up(
             rule,
             (
                 _EXHAUSTED,
                 *_what(snap),
                 rule.id,
-                state.attempt,
+                own,
                 attempts,
-                "attempt" if state.attempt == 1 else "attempts",
+                "retry" if own == 1 else "retries",
+            ),
+            rule.error or RetriesExhausted,
+            alert,
+        )
+    bound = _call_attempts(policy, attempts)
+    if bound is not None and state.attempt >= bound:
+        return _give_up(
+            rule,
+            (
+                _SPENT,
+                *_what(snap),
+                rule.id,
+                bound,
+                f"{own} retry" if own == 1 else f"{own} retries",
+                (
+                    f"defaults.retry.attempts: {bound}"
+                    if bound == policy.retry.attempts
+                    else f"the rule's attempts: {bound}, above "
+                    f"defaults.retry.attempts: {policy.retry.attempts}"
+                ),
             ),
             rule.error or RetriesExhausted,
             alert,
@@ -297,8 +331,12 @@ def _retry(
     )
     if hint is not None:
         delay, source = hint
-        if delay > policy.server_delay_max:
-            if policy.on_exceed == "fail":
+        ceiling = settings.server_delay_max
+        mine = ceiling is not None
+        if ceiling is None:
+            ceiling = policy.server_delay_max
+        if delay > ceiling:
+            if (settings.on_exceed or policy.on_exceed) == "fail":
                 return _give_up(
                     rule,
                     (
@@ -306,12 +344,13 @@ def _retry(
                         *_what(snap),
                         source,
                         format_duration(delay),
-                        format_duration(policy.server_delay_max),
+                        format_duration(ceiling),
+                        f"rule {rule.id!r}'s retry." if mine else "",
                     ),
                     rule.error or default_error(snap.status),
                     alert,
                 )
-            delay = policy.server_delay_max
+            delay = ceiling
             source = f"{source} (capped)"
     else:
         schedule = settings.schedule
@@ -319,12 +358,17 @@ def _retry(
         base = schedule[n] if n < len(schedule) else schedule[-1]
         delay = _jitter(base, settings.jitter, rng)
         source = "backoff"
-    # A call that polls is bounded by the poll deadline instead.
-    limit = (
-        policy.deadline
-        if state.poll_started is None
-        else poll_deadline(policy, state)
-    )
+    # A call that polls is bounded by the poll deadline instead; one that
+    # does not, by the rule's deadline when it has one, else the call's.
+    if state.poll_started is not None:
+        limit = poll_deadline(policy, state)
+        whose = "poll's"
+    elif settings.deadline is not None:
+        limit = settings.deadline
+        whose = f"rule {rule.id!r}"
+    else:
+        limit = policy.deadline
+        whose = "call's"
     if limit != math.inf:
         start = (
             state.started if state.poll_started is None else state.poll_started
@@ -339,14 +383,13 @@ def _retry(
                     format_duration(delay),
                     format_duration(limit),
                     format_duration(max(left, 0.0)),
-                    "call's" if state.poll_started is None else "poll's",
+                    whose,
                 ),
                 DeadlineExceeded,
                 alert,
             )
     nxt = state.attempt + 1
-    return Retry(
-        rule.id,
+    why: tuple[Any, ...] = (
         (
             _RETRIES,
             *_what(snap),
@@ -355,7 +398,22 @@ def _retry(
             nxt,
             attempts or "unlimited",
             source,
-        ),
+        )
+        if own == state.attempt - 1
+        else (
+            _RETRIES_OWN,
+            *_what(snap),
+            rule.id,
+            delay,
+            nxt,
+            own + 1,
+            attempts - 1 if attempts else "unlimited",
+            source,
+        )
+    )
+    return Retry(
+        rule.id,
+        why,
         delay,
         nxt,
         source,
@@ -363,6 +421,51 @@ def _retry(
         rule.breaker,
         rule.log,
     )
+
+
+def own_retries(state: AttemptState, rule_id: str) -> int:
+    """
+    How many of the call's retries rule *rule_id* decided: the retry
+    records of the trail that name it.
+
+    Retries the trail does not record (a state built by hand, as
+    ``referee explain --attempt N`` builds one) are taken to be the rule's,
+    so that a bare attempt number means what it always meant.
+    """
+    mine = total = 0
+    for record in state.history:
+        if record.action == "retry":
+            total += 1
+            if record.rule_id == rule_id:
+                mine += 1
+    return mine + max(state.attempt - 1 - total, 0)
+
+
+def _call_attempts(policy: Policy, attempts: int | None) -> int | None:
+    """
+    The most sends a call may make when retried by a rule allowing
+    *attempts*: the policy's ``defaults.retry.attempts``, or the rule's own
+    when larger (a rule that asks for more extends the call for itself
+    only); None for no bound.
+    """
+    call = policy.retry.attempts
+    if call is None or attempts is None:
+        return None
+    return max(call, attempts)
+
+
+def call_end(policy: Policy, state: AttemptState) -> float:
+    """
+    When the time of the call's next send runs out (not polling): the
+    call's deadline, or the deadline of the rule whose retry makes that
+    send, when it has one of its own.
+    """
+    deadline = policy.deadline
+    if policy.rule_deadlines and state.history:
+        last = state.history[-1]
+        if last.action == "retry" and last.rule_id is not None:
+            deadline = policy.rule_deadlines.get(last.rule_id, deadline)
+    return state.started + deadline
 
 
 def poll_deadline(policy: Policy, state: AttemptState) -> float:

@@ -51,7 +51,7 @@ import attrs
 
 from .bodies import declared_too_long, event_data, is_event_stream
 from .decisions import Abort, Accept, Poll, PollRequest, Retry
-from .engine import NO_MATCH, decide, poll_deadline
+from .engine import NO_MATCH, call_end, decide, poll_deadline
 from .errors import (
     CircuitOpen,
     DeadlineExceeded,
@@ -284,6 +284,9 @@ def call_flow(
         timeout = None if first else _left(policy, state, now)
         if timeout == math.inf:
             timeout = None
+        # The state the send went out under: its trail's last retry says
+        # whose deadline bounds it (a rule may have one of its own).
+        sent = state
         reply = yield Send(request, state.attempt, state.polls, timeout)
         now = reply.now
         cut = reply.value is TIMED_OUT
@@ -332,7 +335,7 @@ def call_flow(
                 # The error keeps the API's own words: the body the rule
                 # did not need is read now, if it comes quickly.
                 snap, now, _ = yield from _read_body(
-                    policy, state, snap, now, False, most=ERROR_BODY_WAIT
+                    policy, sent, snap, now, False, most=ERROR_BODY_WAIT
                 )
             yield from _settle(policy, decision, snap, now)
             return Finished(decision, state, snap, suppressed=suppressed)
@@ -486,10 +489,11 @@ def _out_of_time(snap: Snapshot) -> Abort:
 def _left(policy: Policy, state: AttemptState, now: float) -> float:
     """
     The seconds the call has left (at least a millisecond): before its
-    deadline, or once it polls, before its poll's.
+    deadline (or that of the rule whose retry made the send, when it has
+    one of its own), or once it polls, before its poll's.
     """
     if state.poll_started is None:
-        end = state.started + policy.deadline
+        end = call_end(policy, state)
     else:
         end = state.poll_started + poll_deadline(policy, state)
     return math.inf if end == math.inf else max(end - now, 0.001)
@@ -566,9 +570,7 @@ def _admit(
     # A call that polls is bounded by its poll deadline, decided at each
     # poll; a rate-limit wait does not cut it on the call's deadline.
     end = (
-        math.inf
-        if state.poll_started is not None
-        else (state.started + policy.deadline)
+        math.inf if state.poll_started is not None else call_end(policy, state)
     )
     while True:
         if check:

@@ -21,6 +21,7 @@ __all__ = [
     "LOG_LEVELS",
     "ON_EXCEED",
     "RENAMED",
+    "RULE_RETRY_KEYS",
     "SEVERITIES",
     "AlertDoc",
     "AlertsDoc",
@@ -128,6 +129,11 @@ class RetryDoc:
     backoff: BackoffDoc | None = None
     unsafe_methods: bool | None = None
     delay_from: list[HintSource] | None = None
+    # On a rule only (the loader refuses them under defaults.retry, whose
+    # policy-wide spellings are defaults.deadline and
+    # defaults.server_delay): this rule's deadline and hint ceiling.
+    deadline: LimitDuration | None = None
+    server_delay: ServerDelayDoc | None = None
 
 
 @attrs.frozen
@@ -260,6 +266,9 @@ class PolicyDoc:
     redact: RedactDoc | None = None
     rules: list[RuleDoc] = attrs.Factory(list)
 
+
+#: The keys of ``retry:`` that only a rule may set.
+RULE_RETRY_KEYS = frozenset({"deadline", "server_delay"})
 
 #: Fields whose key in the file differs from the attribute's name.
 RENAMED = {"not_": "not"}

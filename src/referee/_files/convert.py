@@ -636,6 +636,11 @@ def _extra_keys(
 ) -> list[tuple[str, str]]:
     if isinstance(exc, ForbiddenExtraKeysError):
         allowed = keys_of(exc.cl)
+        if exc.cl is s.RetryDoc and path.endswith("defaults.retry"):
+            # A rule's own deadline and hint ceiling are not offered where
+            # the policy-wide ones are spelled otherwise (_load refuses
+            # them there).
+            allowed = [k for k in allowed if k not in s.RULE_RETRY_KEYS]
         return [
             (
                 join_path(path, str(k)),

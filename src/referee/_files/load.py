@@ -761,6 +761,15 @@ def _validate(
             check_backoff(
                 "$.defaults.retry.backoff", d.retry.backoff.multiplier
             )
+        # A rule's own deadline and hint ceiling; the policy's are spelled
+        # at the top of defaults, and one setting has one spelling.
+        for key in sorted(s.RULE_RETRY_KEYS):
+            if d.retry is not None and getattr(d.retry, key) is not None:
+                add(
+                    f"$.defaults.retry.{key}",
+                    f"retry.{key} belongs on a rule (its own {key}); the "
+                    f"policy's is defaults.{key}: move it there",
+                )
         if d.poll is not None:
             check_backoff("$.defaults.poll", d.poll.multiplier)
             if d.poll.request is not None and d.poll.request.url is not None:

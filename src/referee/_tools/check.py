@@ -185,20 +185,43 @@ def _hides(
 def _unbounded(
     where: _Where, policy: Policy, rule: CompiledRule
 ) -> Iterator[Problem]:
-    if (
-        rule.retry is not None
-        and rule.retry.attempts is None
-        and math.isinf(policy.deadline)
-    ):
+    retry = rule.retry
+    # The rule's own deadline, when it has one, is what bounds it.
+    deadline = (
+        policy.deadline
+        if retry is None or retry.deadline is None
+        else retry.deadline
+    )
+    if retry is not None and retry.attempts is None and math.isinf(deadline):
         own = (
             rule.doc.retry is not None and rule.doc.retry.attempts is not None
+        )
+        whose = (
+            "the policy has no deadline"
+            if retry.deadline is None
+            else "its own deadline is none"
         )
         yield where.at_rule(
             rule,
             f"rule {rule.id!r} retries without a bound: attempts is "
-            f"unlimited and the policy has no deadline, so one call may "
+            f"unlimited and {whose}, so one call may "
             f"retry forever; set attempts, or a deadline in defaults",
             *(("retry", "attempts") if own else ()),
+        )
+    if (
+        retry is not None
+        and retry.delay_from
+        and retry.server_delay_max is not None
+        and math.isinf(retry.server_delay_max)
+    ):
+        yield where.at_rule(
+            rule,
+            f"rule {rule.id!r} honours server hints without a ceiling "
+            f"(retry: {{server_delay: {{max: none}}}}): a server can make "
+            f"a client sleep for a day; give it a max",
+            "retry",
+            "server_delay",
+            "max",
         )
     if rule.poll is not None and math.isinf(rule.poll.deadline):
         own = rule.doc.poll is not None and rule.doc.poll.deadline is not None
@@ -330,10 +353,15 @@ def _defaults(where: _Where, policy: Policy) -> Iterator[Problem]:
 def _server_delay(where: _Where, policy: Policy) -> Iterator[Problem]:
     if not math.isinf(policy.server_delay_max):
         return
+    # A rule with a ceiling of its own is not bound by the policy's.
     honouring = [
         r.id
         for r in policy.rules
-        if (r.retry is not None and r.retry.delay_from)
+        if (
+            r.retry is not None
+            and r.retry.delay_from
+            and r.retry.server_delay_max is None
+        )
         or (r.poll is not None and r.poll.delay_from)
     ]
     if not honouring:

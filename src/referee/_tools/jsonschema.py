@@ -310,7 +310,13 @@ _DOCS: Final[dict[tuple[type, str], str]] = {
     (s.DefaultsDoc, "budget"): "The retry budget (off unless present).",
     (s.DefaultsDoc, "rate_limit"): "Client-side pacing (off unless present).",
     (s.RetryDoc, "attempts"): "The most sends, the first included "
-    "(default: 3).",
+    "(default: 3). On a rule: the first send and the retries this rule "
+    "decided; in defaults, also the bound on every call's sends.",
+    (s.RetryDoc, "deadline"): "On a rule only: this rule's deadline, from "
+    "the call's first send, in place of defaults.deadline for its retries "
+    "and the re-sends they make (none: no limit).",
+    (s.RetryDoc, "server_delay"): "On a rule only: this rule's ceiling on "
+    "server hints, in place of defaults.server_delay (merged key by key).",
     (s.RetryDoc, "unsafe_methods"): "Whether methods that are not "
     "idempotent may be retried (default: false).",
     (s.RetryDoc, "delay_from"): "The server hints to honour, in order.",

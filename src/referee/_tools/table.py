@@ -158,7 +158,7 @@ def _backoff(
 def retry_text(r: RetrySettings) -> str:
     """
     A retry's settings: attempts, backoff (first delay, multiplier, cap),
-    jitter, server hints.
+    jitter, server hints, and the rule's own hint ceiling and deadline.
     """
     parts = [
         "unlimited attempts"
@@ -168,6 +168,16 @@ def retry_text(r: RetrySettings) -> str:
     ]
     if r.delay_from:
         parts.append(f"hints {_hints(r.delay_from)}")
+    if r.server_delay_max is not None or r.on_exceed is not None:
+        ceiling = (
+            "policy's"
+            if r.server_delay_max is None
+            else _dur(r.server_delay_max)
+        )
+        on_exceed = f" ({r.on_exceed})" if r.on_exceed else ""
+        parts.append(f"hint ceiling {ceiling}{on_exceed}")
+    if r.deadline is not None:
+        parts.append(f"deadline {_dur(r.deadline)}")
     if r.unsafe_methods:
         parts.append("unsafe methods too")
     return ", ".join(parts)
