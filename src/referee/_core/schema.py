@@ -228,6 +228,7 @@ class ConditionDoc:
     host: Globs | None = None
     path: Globs | None = None
     headers: dict[str, ValueMatch] | None = None
+    request_headers: dict[str, ValueMatch] | None = None
     body: dict[str, ValueMatch] | None = None
     failure: Failures | None = None
     attempt: ValueMatch | None = None

@@ -129,6 +129,8 @@ def render_condition(cond: s.ConditionDoc | None) -> str:
         parts.append(f"path {','.join(cond.path)}")
     for name, m in (cond.headers or {}).items():
         parts.append(_match(f"header {name}", m))
+    for name, m in (cond.request_headers or {}).items():
+        parts.append(_match(f"request header {name}", m))
     for path, m in (cond.body or {}).items():
         parts.append(_match(f"body.{path}", m))
     if cond.attempt is not None:
