@@ -29,11 +29,17 @@ WHOLE_DOCUMENT = {"billion-laughs.yaml", "empty.yaml"}
 #: Every problem of every broken file, as ``str(problem)``.
 EXPECTED = {
     "mixed-phases.yaml": [
-        "mixed-phases.yaml:3: $.defaults.retry.attemps: unknown key 'attemps'; allowed here: attempts, backoff, unsafe_methods, delay_from; did you mean 'attempts'?",
+        "mixed-phases.yaml:3: $.defaults.retry.attemps: unknown key 'attemps'; allowed here: attempts, backoff, unsafe_methods, delay_from, delay_min; did you mean 'attempts'?",
         "mixed-phases.yaml:8: $.rules[1].id: duplicate rule id 'rate-limited'; $.rules[0] has it already",
     ],
     "attempt-string.yaml": [
         "attempt-string.yaml:4: $.rules[0].when.attempt: found 'third' (a string); expected an attempt number (1 is the first send) or comparisons such as {gte: 3}",
+    ],
+    "bad-delay-min.yaml": [
+        "bad-delay-min.yaml:3: $.defaults.retry.delay_min: found '-5s'; expected a duration: a number of seconds or a string with units such as '250ms', '2s', '10m', '1h', '1m30s' (not negative)",
+        "bad-delay-min.yaml:8: $.rules[0].retry.delay_min: found 'forever'; expected a duration: a number of seconds or a string with units such as '250ms', '2s', '10m', '1h', '1m30s' (not negative)",
+        "bad-delay-min.yaml:12: $.rules[1].retry.delay_min: found ['60s']; expected a duration: a number of seconds or a string with units such as '250ms', '2s', '10m', '1h', '1m30s' (not negative)",
+        "bad-delay-min.yaml:16: $.rules[2].retry.delay: unknown key 'delay'; allowed here: attempts, backoff, unsafe_methods, delay_from, delay_min; did you mean 'delay_from' or 'delay_min'?",
     ],
     "bad-delay-from.yaml": [
         "bad-delay-from.yaml:7: $.rules[0].retry.delay_from[1]: found 'X-Reset:epoc' (a string); expected 'Header-Name' or 'Header-Name:format' with a format among auto, date, delta, duration, epoch, ms, ratelimit, retry-after; did you mean 'epoch'?",
@@ -174,7 +180,7 @@ EXPECTED = {
         "list-for-mapping.yaml:4: $.rules[0].when: found [{'status': 429}] (a list); expected a mapping with the keys status, method, host, path, headers, request_headers, body, failure, attempt, any, all, not",
     ],
     "many-mistakes.yaml": [
-        "many-mistakes.yaml:4: $.defaults.retry.attemps: unknown key 'attemps'; allowed here: attempts, backoff, unsafe_methods, delay_from; did you mean 'attempts'?",
+        "many-mistakes.yaml:4: $.defaults.retry.attemps: unknown key 'attemps'; allowed here: attempts, backoff, unsafe_methods, delay_from, delay_min; did you mean 'attempts'?",
         "many-mistakes.yaml:5: $.defaults.body_limit: found 'lots'; expected a size: a number of bytes or a string such as '64KiB', '1MiB', '500kB'",
         "many-mistakes.yaml:8: $.rules[0].when.stauts: unknown key 'stauts'; allowed here: status, method, host, path, headers, request_headers, body, failure, attempt, any, all, not; did you mean 'status'?",
         "many-mistakes.yaml:12: $.rules[1].do: found 'abrot' (a string); expected one of accept, retry, poll, abort; did you mean 'abort'?",
@@ -267,7 +273,7 @@ EXPECTED = {
         "unknown-operator.yaml:5: $.rules[0].when.body.status: unknown operator 'equal'; expected exists, equals, in, contains, matches, gt, gte, lt, lte; did you mean 'equals'?",
     ],
     "unknown-retry-key.yaml": [
-        "unknown-retry-key.yaml:4: $.defaults.retry.attemps: unknown key 'attemps'; allowed here: attempts, backoff, unsafe_methods, delay_from; did you mean 'attempts'?",
+        "unknown-retry-key.yaml:4: $.defaults.retry.attemps: unknown key 'attemps'; allowed here: attempts, backoff, unsafe_methods, delay_from, delay_min; did you mean 'attempts'?",
     ],
     "unknown-top-key.yaml": [
         "unknown-top-key.yaml:2: $.descripton: unknown key 'descripton'; allowed here: policy, description, extends, defaults, alerts, redact, rules; did you mean 'description'?",

@@ -175,6 +175,8 @@ class RetrySettings:
         delay_from: ``(lower-case header, format, header as written)``
             server hints, in order.
         initial, multiplier, max: The backoff parameters, for display.
+        delay_min: The floor of every delay, hint or backoff (0: none);
+            ``server_delay.max`` caps the floor in turn.
     """
 
     attempts: int | None
@@ -185,6 +187,7 @@ class RetrySettings:
     initial: float
     multiplier: float
     max: float
+    delay_min: float = 0.0
 
 
 @attrs.frozen
@@ -447,6 +450,7 @@ def _retry_settings(doc: s.RetryDoc) -> RetrySettings:
         initial=b.initial,
         multiplier=b.multiplier,
         max=b.max,
+        delay_min=doc.delay_min or 0.0,
     )
 
 

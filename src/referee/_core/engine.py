@@ -250,6 +250,31 @@ def _hint(
     return None
 
 
+def _floored(
+    delay: float, source: str, floor: float, ceiling: float
+) -> tuple[float, str]:
+    """
+    *delay* raised to the rule's ``delay_min``, and where it came from:
+    ``Retry-After 5s, raised to the 1m floor``.
+
+    ``server_delay.max`` bounds the floor too: no wait a response sets
+    off, hinted or not, is longer than the policy's ceiling.
+    """
+    raised = min(floor, ceiling)
+    if raised <= delay:
+        return delay, source
+    said = (
+        f"{source} {format_duration(delay)}, raised to the "
+        f"{format_duration(raised)} floor"
+    )
+    if raised < floor:
+        said += (
+            f" (delay_min {format_duration(floor)}, capped by "
+            f"server_delay.max)"
+        )
+    return raised, said
+
+
 def _give_up(
     rule: CompiledRule,
     why: tuple[Any, ...],
@@ -319,6 +344,10 @@ def _retry(
         base = schedule[n] if n < len(schedule) else schedule[-1]
         delay = _jitter(base, settings.jitter, rng)
         source = "backoff"
+    if delay < settings.delay_min:
+        delay, source = _floored(
+            delay, source, settings.delay_min, policy.server_delay_max
+        )
     # A call that polls is bounded by the poll deadline instead.
     limit = (
         policy.deadline

@@ -128,6 +128,7 @@ class RetryDoc:
     backoff: BackoffDoc | None = None
     unsafe_methods: bool | None = None
     delay_from: list[HintSource] | None = None
+    delay_min: Duration | None = None
 
 
 @attrs.frozen

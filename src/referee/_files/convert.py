@@ -74,6 +74,9 @@ def suggest(word: str, choices: list[str] | tuple[str, ...]) -> str:
     # A prefix ('warn' for 'warning') is a near miss whatever its ratio; a
     # ratio below 0.75 suggests nonsense ('openai' for 'nope').
     prefixed = [c for c in choices if len(word) >= 3 and c.startswith(word)]
+    if len(prefixed) == 2:
+        # 'delay' for delay_from or delay_min: name both, not one at random.
+        return f"; did you mean {prefixed[0]!r} or {prefixed[1]!r}?"
     close = prefixed[:1] or difflib.get_close_matches(
         word, list(choices), n=1, cutoff=0.75
     )

@@ -23,7 +23,10 @@ What is checked:
   ``poll.request``): the engine refuses them unless the request carries an
   Idempotency-Key;
 - server hints honoured without a ceiling (``server_delay: {max: none}``);
-- backoffs whose ``max`` is below their ``initial``.
+- backoffs whose ``max`` is below their ``initial``;
+- delay floors (``retry.delay_min``) above ``server_delay.max``, which
+  caps them, or at least as long as the call's ``deadline``, which no
+  retry of the rule could then fit in.
 """
 
 from __future__ import annotations
@@ -105,6 +108,7 @@ def check_policy(policy: Policy) -> list[Problem]:
         out.extend(_unsafe(where, rule))
         out.extend(_unsafe_poll(where, rule))
         out.extend(_backoff(where, rule))
+        out.extend(_floor(where, policy, rule))
     out.extend(_defaults(where, policy))
     out.extend(_server_delay(where, policy))
     return out
@@ -324,6 +328,34 @@ def _defaults(where: _Where, policy: Policy) -> Iterator[Problem]:
                 "defaults.poll", policy.poll.initial, policy.poll.max
             ),
             "poll",
+        )
+
+
+def _floor(
+    where: _Where, policy: Policy, rule: CompiledRule
+) -> Iterator[Problem]:
+    retry = rule.retry
+    if retry is None or not retry.delay_min:
+        return
+    own = rule.doc.retry is not None and rule.doc.retry.delay_min is not None
+    keys = ("retry", "delay_min") if own else ()
+    floor = format_duration(retry.delay_min)
+    if retry.delay_min > policy.server_delay_max:
+        yield where.at_rule(
+            rule,
+            f"rule {rule.id!r} waits at least {floor} (delay_min), above "
+            f"server_delay.max {format_duration(policy.server_delay_max)}, "
+            f"which caps it; lower delay_min or raise server_delay.max",
+            *keys,
+        )
+    elif retry.delay_min >= policy.deadline:
+        yield where.at_rule(
+            rule,
+            f"rule {rule.id!r} waits at least {floor} (delay_min), and "
+            f"no such wait fits in the call's deadline of "
+            f"{format_duration(policy.deadline)} once the first send has "
+            f"taken any time; lower delay_min or lengthen the deadline",
+            *keys,
         )
 
 

@@ -317,6 +317,8 @@ _DOCS: Final[dict[tuple[type, str], str]] = {
     (s.RetryDoc, "unsafe_methods"): "Whether methods that are not "
     "idempotent may be retried (default: false).",
     (s.RetryDoc, "delay_from"): "The server hints to honour, in order.",
+    (s.RetryDoc, "delay_min"): "The shortest retry delay: a server hint "
+    "or backoff delay below it is raised to it (default: none).",
     (s.BackoffDoc, "initial"): "The first retry's delay (default: 1s).",
     (s.BackoffDoc, "multiplier"): "Each delay is the previous one times "
     "this (default: 2).",

@@ -170,6 +170,8 @@ def retry_text(r: RetrySettings) -> str:
     ]
     if r.delay_from:
         parts.append(f"hints {_hints(r.delay_from)}")
+    if r.delay_min:
+        parts.append(f"at least {_dur(r.delay_min)}")
     if r.unsafe_methods:
         parts.append("unsafe methods too")
     return ", ".join(parts)
