@@ -29,11 +29,17 @@ WHOLE_DOCUMENT = {"billion-laughs.yaml", "empty.yaml"}
 #: Every problem of every broken file, as ``str(problem)``.
 EXPECTED = {
     "mixed-phases.yaml": [
-        "mixed-phases.yaml:3: $.defaults.retry.attemps: unknown key 'attemps'; allowed here: attempts, backoff, unsafe_methods, delay_from; did you mean 'attempts'?",
+        "mixed-phases.yaml:3: $.defaults.retry.attemps: unknown key 'attemps'; allowed here: attempts, backoff, unsafe_methods, delay_from, delay_min; did you mean 'attempts'?",
         "mixed-phases.yaml:8: $.rules[1].id: duplicate rule id 'rate-limited'; $.rules[0] has it already",
     ],
     "attempt-string.yaml": [
         "attempt-string.yaml:4: $.rules[0].when.attempt: found 'third' (a string); expected an attempt number (1 is the first send) or comparisons such as {gte: 3}",
+    ],
+    "bad-delay-min.yaml": [
+        "bad-delay-min.yaml:3: $.defaults.retry.delay_min: found '-5s'; expected a duration: a number of seconds or a string with units such as '250ms', '2s', '10m', '1h', '1m30s' (not negative)",
+        "bad-delay-min.yaml:8: $.rules[0].retry.delay_min: found 'forever'; expected a duration: a number of seconds or a string with units such as '250ms', '2s', '10m', '1h', '1m30s' (not negative)",
+        "bad-delay-min.yaml:12: $.rules[1].retry.delay_min: found ['60s']; expected a duration: a number of seconds or a string with units such as '250ms', '2s', '10m', '1h', '1m30s' (not negative)",
+        "bad-delay-min.yaml:16: $.rules[2].retry.delay: unknown key 'delay'; allowed here: attempts, backoff, unsafe_methods, delay_from, deadline, server_delay, delay_min; did you mean 'delay_from' or 'delay_min'?",
     ],
     "bad-delay-from.yaml": [
         "bad-delay-from.yaml:7: $.rules[0].retry.delay_from[1]: found 'X-Reset:epoc' (a string); expected 'Header-Name' or 'Header-Name:format' with a format among auto, date, delta, duration, epoch, ms, ratelimit, retry-after; did you mean 'epoch'?",
@@ -59,7 +65,7 @@ EXPECTED = {
         "one-pass.yaml:5: $.defaults.retry.attempts: found 0 (an integer); expected a whole number of sends >= 1 (the first send counts), or 'unlimited'",
         "one-pass.yaml:7: $.defaults.poll.request.url: unknown field {tiem} in the template '/jobs/{body.id}?t={tiem}'; expected one of {status}, {method}, {url}, {request.url}, {request.path}, {request.method}, {rule}, {policy}, {failure}, {body.<path>} or {header.<Name>}",
         "one-pass.yaml:12: $.rules[1].id: duplicate rule id 'rate-limited'; $.rules[0] has it already",
-        "one-pass.yaml:13: $.rules[1].when.bogus: unknown key 'bogus'; allowed here: status, method, host, path, headers, body, failure, attempt, any, all, not",
+        "one-pass.yaml:13: $.rules[1].when.bogus: unknown key 'bogus'; allowed here: status, method, host, path, headers, request_headers, body, failure, attempt, any, all, not",
         "one-pass.yaml:15: $.rules[1].poll: poll settings on a rule that does not poll (do: retry); remove them or set do: poll",
         "one-pass.yaml:16: $.rules[1].alert.message: unknown field {stauts} in the template '{stauts}: down'; expected one of {status}, {method}, {url}, {request.url}, {request.path}, {request.method}, {rule}, {policy}, {failure}, {body.<path>} or {header.<Name>}; did you mean 'status'?",
         "one-pass.yaml:21: $.rules[2].poll.initail: unknown key 'initail'; allowed here: initial, multiplier, max, jitter, deadline, delay_from, request; did you mean 'initial'?",
@@ -83,6 +89,14 @@ EXPECTED = {
     ],
     "bad-regex.yaml": [
         "bad-regex.yaml:6: $.rules[0].when.body.message: 'matches' has an invalid regular expression 'quota (exceeded': missing )",
+    ],
+    "bad-request-headers.yaml": [
+        "bad-request-headers.yaml:4: $.rules[0].when.request_headers['Idempotency-Key']: unknown operator 'exsits'; expected exists, equals, in, contains, matches, gt, gte, lt, lte; did you mean 'exists'?",
+        "bad-request-headers.yaml:10: $.rules[1].when.request_headers['Idempotency Key']: found the key 'Idempotency Key' (a string); expected a header name of letters, digits and !#$%&'*+.^_`|~- (Idempotency-Key)",
+        "bad-request-headers.yaml:11: $.rules[1].when.request_headers['X-Trace:Id']: found the key 'X-Trace:Id' (a string); expected a header name of letters, digits and !#$%&'*+.^_`|~- (Idempotency-Key)",
+        "bad-request-headers.yaml:14: $.rules[2].when.request_headers: found {} (a mapping); expected a mapping of header names to value matchers",
+        "bad-request-headers.yaml:17: $.rules[3].when.request_headers: found ['Idempotency-Key'] (a list); expected a mapping of header names to value matchers",
+        "bad-request-headers.yaml:20: $.rules[4].when.any[0].request_headers['X-Mode']: 'matches' cannot use the pattern '(?=x)': lookahead (?=...) is not supported: RE2 matches in linear time; match the text itself, or split the rule",
     ],
     "bad-statuses.yaml": [
         "bad-statuses.yaml:4: $.rules[0].when.status: found '6xx' (a string); expected a status code from 100 to 599 (429), a class ('5xx'), a range ('500-599'), or a list of those",
@@ -163,12 +177,12 @@ EXPECTED = {
         "list-document.yaml:1: $: found [{'policy': 'a-list'}, {'rules': []}] (a list); a policy is a mapping with the keys policy, description, extends, defaults, alerts, redact, rules",
     ],
     "list-for-mapping.yaml": [
-        "list-for-mapping.yaml:4: $.rules[0].when: found [{'status': 429}] (a list); expected a mapping with the keys status, method, host, path, headers, body, failure, attempt, any, all, not",
+        "list-for-mapping.yaml:4: $.rules[0].when: found [{'status': 429}] (a list); expected a mapping with the keys status, method, host, path, headers, request_headers, body, failure, attempt, any, all, not",
     ],
     "many-mistakes.yaml": [
-        "many-mistakes.yaml:4: $.defaults.retry.attemps: unknown key 'attemps'; allowed here: attempts, backoff, unsafe_methods, delay_from; did you mean 'attempts'?",
+        "many-mistakes.yaml:4: $.defaults.retry.attemps: unknown key 'attemps'; allowed here: attempts, backoff, unsafe_methods, delay_from, delay_min; did you mean 'attempts'?",
         "many-mistakes.yaml:5: $.defaults.body_limit: found 'lots'; expected a size: a number of bytes or a string such as '64KiB', '1MiB', '500kB'",
-        "many-mistakes.yaml:8: $.rules[0].when.stauts: unknown key 'stauts'; allowed here: status, method, host, path, headers, body, failure, attempt, any, all, not; did you mean 'status'?",
+        "many-mistakes.yaml:8: $.rules[0].when.stauts: unknown key 'stauts'; allowed here: status, method, host, path, headers, request_headers, body, failure, attempt, any, all, not; did you mean 'status'?",
         "many-mistakes.yaml:12: $.rules[1].do: found 'abrot' (a string); expected one of accept, retry, poll, abort; did you mean 'abort'?",
         "many-mistakes.yaml:15: $.rules[2].when.body.status: unknown operator 'equal'; expected exists, equals, in, contains, matches, gt, gte, lt, lte; did you mean 'equals'?",
         "many-mistakes.yaml:17: $.rules[2].poll.jitter: found 'ful' (a string); expected one of full, equal, none; did you mean 'full'?",
@@ -190,7 +204,7 @@ EXPECTED = {
         "multiplier-below-one.yaml:5: $.defaults.poll.multiplier: found 0.0; expected a number >= 1 (1 keeps the delay constant)",
     ],
     "nested-conditions.yaml": [
-        "nested-conditions.yaml:7: $.rules[0].when.any[1].stauts: unknown key 'stauts'; allowed here: status, method, host, path, headers, body, failure, attempt, any, all, not; did you mean 'status'?",
+        "nested-conditions.yaml:7: $.rules[0].when.any[1].stauts: unknown key 'stauts'; allowed here: status, method, host, path, headers, request_headers, body, failure, attempt, any, all, not; did you mean 'status'?",
         "nested-conditions.yaml:8: $.rules[0].when.not.failure: found 'timout' (a string); expected one of connect, protocol, read, timeout; did you mean 'timeout'?",
     ],
     "non-string-keys.yaml": [
@@ -198,7 +212,7 @@ EXPECTED = {
         "non-string-keys.yaml:7: $.rules[0].when.body: found the key 200 (an integer); keys must be strings (YAML reads yes/no/on/off/true/false as booleans and bare numbers as numbers: quote the key)",
     ],
     "out-of-order-rule.yaml": [
-        "out-of-order-rule.yaml:4: $.rules[0].when.stauts: unknown key 'stauts'; allowed here: status, method, host, path, headers, body, failure, attempt, any, all, not; did you mean 'status'?",
+        "out-of-order-rule.yaml:4: $.rules[0].when.stauts: unknown key 'stauts'; allowed here: status, method, host, path, headers, request_headers, body, failure, attempt, any, all, not; did you mean 'status'?",
         "out-of-order-rule.yaml:5: $.rules[0].do: found 'retyr' (a string); expected one of accept, retry, poll, abort; did you mean 'retry'?",
     ],
     "out-of-order-top.yaml": [
@@ -206,7 +220,7 @@ EXPECTED = {
         "out-of-order-top.yaml:3: $.defualts: unknown key 'defualts'; allowed here: policy, description, extends, defaults, alerts, redact, rules; did you mean 'defaults'?",
     ],
     "out-of-order.json": [
-        "out-of-order.json: $.rules[0].when.stauts: unknown key 'stauts'; allowed here: status, method, host, path, headers, body, failure, attempt, any, all, not; did you mean 'status'?",
+        "out-of-order.json: $.rules[0].when.stauts: unknown key 'stauts'; allowed here: status, method, host, path, headers, request_headers, body, failure, attempt, any, all, not; did you mean 'status'?",
         "out-of-order.json: $.rules[0].do: found 'retyr' (a string); expected one of accept, retry, poll, abort; did you mean 'retry'?",
     ],
     "python-tag.yaml": [
@@ -242,7 +256,7 @@ EXPECTED = {
         "unknown-action.yaml:5: $.rules[0].do: found 'retyr' (a string); expected one of accept, retry, poll, abort; did you mean 'retry'?",
     ],
     "unknown-condition-key.yaml": [
-        "unknown-condition-key.yaml:4: $.rules[0].when.stauts: unknown key 'stauts'; allowed here: status, method, host, path, headers, body, failure, attempt, any, all, not; did you mean 'status'?",
+        "unknown-condition-key.yaml:4: $.rules[0].when.stauts: unknown key 'stauts'; allowed here: status, method, host, path, headers, request_headers, body, failure, attempt, any, all, not; did you mean 'status'?",
     ],
     "unknown-error.yaml": [
         "unknown-error.yaml:6: $.rules[0].error: found 'InsuficientCredits' (a string); expected a built-in or registered error class: Aborted, AuthenticationError, BadRequest, CircuitOpen, DeadlineExceeded, InsufficientCredits, JobFailed, NotFound, NotReplayable, PermissionDenied, RateLimited, RetriesExhausted, ServerError; did you mean 'InsufficientCredits'? (register your own with referee.register_error)",
@@ -259,7 +273,7 @@ EXPECTED = {
         "unknown-operator.yaml:5: $.rules[0].when.body.status: unknown operator 'equal'; expected exists, equals, in, contains, matches, gt, gte, lt, lte; did you mean 'equals'?",
     ],
     "unknown-retry-key.yaml": [
-        "unknown-retry-key.yaml:4: $.defaults.retry.attemps: unknown key 'attemps'; allowed here: attempts, backoff, unsafe_methods, delay_from; did you mean 'attempts'?",
+        "unknown-retry-key.yaml:4: $.defaults.retry.attemps: unknown key 'attemps'; allowed here: attempts, backoff, unsafe_methods, delay_from, delay_min; did you mean 'attempts'?",
     ],
     "unknown-top-key.yaml": [
         "unknown-top-key.yaml:2: $.descripton: unknown key 'descripton'; allowed here: policy, description, extends, defaults, alerts, redact, rules; did you mean 'description'?",

@@ -239,7 +239,7 @@ class TestLoading:
             "retry: {deadlin: 1h}}\n"
         )[::-1]
 
-        assert "server_delay; did you mean 'deadline'?" in on_rule
+        assert "server_delay, delay_min; did you mean 'deadline'?" in on_rule
         assert "deadline" not in in_defaults.split("allowed here:")[1]
 
 

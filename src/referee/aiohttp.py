@@ -183,7 +183,10 @@ class _Exchange:
         if word is None:
             return None
         return Snapshot.failed(
-            word, method=request.method, url=str(request.url)
+            word,
+            method=request.method,
+            url=str(request.url),
+            request_headers=request.request.headers,
         )
 
     def poll_request(self, request: _Attempt, poll: PollRequest) -> _Attempt:

@@ -546,7 +546,7 @@ def _at(schedule: tuple[float, ...], n: int) -> float:
 
 
 def _later_retries(
-    rule: CompiledRule, decision: Retry
+    policy: Policy, rule: CompiledRule, decision: Retry
 ) -> tuple[list[tuple[int, float]], bool]:
     """
     ``(attempt, upper bound of the delay before it)`` for the sends after
@@ -555,12 +555,16 @@ def _later_retries(
     settings = rule.retry
     assert settings is not None  # noqa: S101 - retry rules have settings
     last = settings.attempts
+    # delay_min raises every delay to its floor, which server_delay.max
+    # caps (as the engine does).
+    floor = min(settings.delay_min, policy.server_delay_max)
     out: list[tuple[int, float]] = []
     attempt = decision.attempt + 1
     while last is None or attempt <= last:
         if len(out) == SCHEDULE_LIMIT:
             return out, True
-        out.append((attempt, _at(settings.schedule, attempt - 2)))
+        bound = max(_at(settings.schedule, attempt - 2), floor)
+        out.append((attempt, bound))
         attempt += 1
     return out, False
 
@@ -633,7 +637,7 @@ def _report(
     schedule: list[tuple[int, float]] | None = None
     truncated = False
     if isinstance(decision, Retry) and rule is not None:
-        schedule, truncated = _later_retries(rule, decision)
+        schedule, truncated = _later_retries(policy, rule, decision)
     elif isinstance(decision, Poll) and rule is not None:
         schedule, truncated = _later_polls(rule, decision)
     alert = decision.alert

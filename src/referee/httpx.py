@@ -135,7 +135,10 @@ class _Translate:
         if word is None:
             return None
         return Snapshot.failed(
-            word, method=request.method, url=str(request.url)
+            word,
+            method=request.method,
+            url=str(request.url),
+            request_headers=request.headers,
         )
 
     def poll_request(

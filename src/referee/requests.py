@@ -272,7 +272,10 @@ class _Exchange:
         if word is None:
             return None
         return Snapshot.failed(
-            word, method=request.method or "GET", url=request.url or ""
+            word,
+            method=request.method or "GET",
+            url=request.url or "",
+            request_headers=request.headers,  # type: ignore[arg-type]
         )
 
     def poll_request(

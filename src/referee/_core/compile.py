@@ -178,6 +178,8 @@ class RetrySettings:
         delay_from: ``(lower-case header, format, header as written)``
             server hints, in order.
         initial, multiplier, max: The backoff parameters, for display.
+        delay_min: The floor of every delay, hint or backoff (0: none);
+            ``server_delay.max`` caps the floor in turn.
     """
 
     attempts: int | None
@@ -195,6 +197,7 @@ class RetrySettings:
     server_delay_max: float | None = None
     #: ``cap`` or ``fail`` for this rule's hints (None: the policy's).
     on_exceed: str | None = None
+    delay_min: float = 0.0
 
 
 @attrs.frozen
@@ -464,6 +467,7 @@ def _retry_settings(doc: s.RetryDoc) -> RetrySettings:
         deadline=doc.deadline,
         server_delay_max=sd.max if sd is not None else None,
         on_exceed=sd.on_exceed if sd is not None else None,
+        delay_min=doc.delay_min or 0.0,
     )
 
 

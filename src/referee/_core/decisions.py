@@ -137,7 +137,9 @@ class Retry:
     Send the same request again after *delay* seconds; the next send is
     attempt number *attempt*.
 
-    *delay_source* is ``backoff`` or the header the delay came from.
+    *delay_source* is ``backoff`` or the header the delay came from; a
+    delay the rule's ``delay_min`` raised says so after it (``Retry-After
+    5s, raised to the 1m floor``).
     """
 
     rule_id: str

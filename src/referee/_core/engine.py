@@ -263,6 +263,31 @@ def _hint(
     return None
 
 
+def _floored(
+    delay: float, source: str, floor: float, ceiling: float
+) -> tuple[float, str]:
+    """
+    *delay* raised to the rule's ``delay_min``, and where it came from:
+    ``Retry-After 5s, raised to the 1m floor``.
+
+    ``server_delay.max`` bounds the floor too: no wait a response sets
+    off, hinted or not, is longer than the policy's ceiling.
+    """
+    raised = min(floor, ceiling)
+    if raised <= delay:
+        return delay, source
+    said = (
+        f"{source} {format_duration(delay)}, raised to the "
+        f"{format_duration(raised)} floor"
+    )
+    if raised < floor:
+        said += (
+            f" (delay_min {format_duration(floor)}, capped by "
+            f"server_delay.max)"
+        )
+    return raised, said
+
+
 def _give_up(
     rule: CompiledRule,
     why: tuple[Any, ...],
@@ -358,6 +383,16 @@ def _retry(
         base = schedule[n] if n < len(schedule) else schedule[-1]
         delay = _jitter(base, settings.jitter, rng)
         source = "backoff"
+    if delay < settings.delay_min:
+        # The floor is capped by the ceiling that applies to this rule.
+        delay, source = _floored(
+            delay,
+            source,
+            settings.delay_min,
+            settings.server_delay_max
+            if settings.server_delay_max is not None
+            else policy.server_delay_max,
+        )
     # A call that polls is bounded by the poll deadline instead; one that
     # does not, by the rule's deadline when it has one, else the call's.
     if state.poll_started is not None:

@@ -650,6 +650,9 @@ def _compile(
     if cond.headers is not None:
         for name, vm in cond.headers.items():
             costly.append(_header_test(name, vm))
+    if cond.request_headers is not None:
+        for name, vm in cond.request_headers.items():
+            costly.append(_request_header_test(name, vm))
     needles: list[Needles] = []
     if cond.body is not None:
         for dotted, vm in cond.body.items():
@@ -714,6 +717,20 @@ def _header_test(name: str, vm: ValueMatch) -> Predicate:
 
     def test(c: Context) -> bool:
         value = c.snap.headers.get(lower)
+        return ok(MISSING if value is None else value)
+
+    return test
+
+
+def _request_header_test(name: str, vm: ValueMatch) -> Predicate:
+    # The same matching as a response header's, on the request the
+    # attempt sent (adapters hand over their client's case-insensitive
+    # mapping; a failed attempt's snapshot carries it too).
+    ok = compile_value(vm, header=True)
+    lower = name.lower()
+
+    def test(c: Context) -> bool:
+        value = c.snap.request_headers.get(lower)
         return ok(MISSING if value is None else value)
 
     return test

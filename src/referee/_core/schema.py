@@ -134,6 +134,7 @@ class RetryDoc:
     # defaults.server_delay): this rule's deadline and hint ceiling.
     deadline: LimitDuration | None = None
     server_delay: ServerDelayDoc | None = None
+    delay_min: Duration | None = None
 
 
 @attrs.frozen
@@ -234,6 +235,7 @@ class ConditionDoc:
     host: Globs | None = None
     path: Globs | None = None
     headers: dict[str, ValueMatch] | None = None
+    request_headers: dict[str, ValueMatch] | None = None
     body: dict[str, ValueMatch] | None = None
     failure: Failures | None = None
     attempt: ValueMatch | None = None

@@ -74,6 +74,9 @@ def suggest(word: str, choices: list[str] | tuple[str, ...]) -> str:
     # A prefix ('warn' for 'warning') is a near miss whatever its ratio; a
     # ratio below 0.75 suggests nonsense ('openai' for 'nope').
     prefixed = [c for c in choices if len(word) >= 3 and c.startswith(word)]
+    if len(prefixed) == 2:
+        # 'delay' for delay_from or delay_min: name both, not one at random.
+        return f"; did you mean {prefixed[0]!r} or {prefixed[1]!r}?"
     close = prefixed[:1] or difflib.get_close_matches(
         word, list(choices), n=1, cutoff=0.75
     )
@@ -437,8 +440,30 @@ def _key(key: Any, what: str) -> str:
     return key
 
 
+def _header_key(key: Any, _what: str) -> str:
+    # A name no HTTP message can carry (a space, a colon) would never
+    # match: say so when the policy loads (RFC 9110 §5.1, a token).
+    if not isinstance(key, str) or not _HEADER.fullmatch(key):
+        raise Invalid(
+            f"found the key {describe(key)}; expected a header name of "
+            f"letters, digits and !#$%&'*+.^_`|~- (Idempotency-Key)"
+        )
+    return key
+
+
+def _at_key(exc: Exception, k: Any, inner: Any) -> Exception:
+    exc.__notes__ = [
+        *getattr(exc, "__notes__", []),
+        IterableValidationNote(f"@ key {k!r}", str(k), inner),
+    ]
+    return exc
+
+
 def _dict_of(
-    conv: cattrs.Converter, inner: Any, what: str
+    conv: cattrs.Converter,
+    inner: Any,
+    what: str,
+    key: Callable[[Any, str], str] = _key,
 ) -> Callable[[Any, Any], dict[str, Any]]:
     def hook(value: Any, _: Any) -> dict[str, Any]:
         if not isinstance(value, Mapping) or not value:
@@ -448,14 +473,16 @@ def _dict_of(
         errors: list[Exception] = []
         out = {}
         for k, item in value.items():
+            # The key and its value are checked apart: a bad name with a
+            # bad matcher is two problems, both reported.
             try:
-                out[_key(k, what)] = conv.structure(item, inner)
+                key(k, what)
+            except Invalid as exc:
+                errors.append(_at_key(exc, k, inner))
+            try:
+                out[k] = conv.structure(item, inner)
             except Exception as exc:  # noqa: BLE001 - collected, reported
-                exc.__notes__ = [
-                    *getattr(exc, "__notes__", []),
-                    IterableValidationNote(f"@ key {k!r}", str(k), inner),
-                ]
-                errors.append(exc)
+                errors.append(_at_key(exc, k, inner))
         if errors:
             raise IterableValidationError("mapping", errors, dict)
         return out
@@ -571,8 +598,22 @@ def _make_converter() -> cattrs.Converter:
     )
     # The generated class hooks look their fields' hooks up once, when they
     # are made: leaves first.
+    header_dict = _dict_of(
+        conv, s.ValueMatch, "header names to value matchers", _header_key
+    )
+
+    def headers(value: Any, t: Any) -> dict[str, Any] | None:
+        # A field hook replaces cattrs' own for `X | None`: null stays
+        # "not set", as for every other key.
+        return None if value is None else header_dict(value, t)
+
+    condition_hooks = {
+        "attempt": _attempt_match,
+        "headers": headers,
+        "request_headers": headers,
+    }
     for cls in DOC_CLASSES:
-        extra = {"attempt": _attempt_match} if cls is s.ConditionDoc else {}
+        extra = condition_hooks if cls is s.ConditionDoc else {}
         conv.register_structure_hook(cls, _class_hook(conv, cls, **extra))
     return conv
 

@@ -23,7 +23,10 @@ What is checked:
   ``poll.request``): the engine refuses them unless the request carries an
   Idempotency-Key;
 - server hints honoured without a ceiling (``server_delay: {max: none}``);
-- backoffs whose ``max`` is below their ``initial``.
+- backoffs whose ``max`` is below their ``initial``;
+- delay floors (``retry.delay_min``) above ``server_delay.max``, which
+  caps them, or at least as long as the call's ``deadline``, which no
+  retry of the rule could then fit in.
 """
 
 from __future__ import annotations
@@ -105,6 +108,7 @@ def check_policy(policy: Policy) -> list[Problem]:
         out.extend(_unsafe(where, rule))
         out.extend(_unsafe_poll(where, rule))
         out.extend(_backoff(where, rule))
+        out.extend(_floor(where, policy, rule))
     out.extend(_defaults(where, policy))
     out.extend(_server_delay(where, policy))
     return out
@@ -347,6 +351,44 @@ def _defaults(where: _Where, policy: Policy) -> Iterator[Problem]:
                 "defaults.poll", policy.poll.initial, policy.poll.max
             ),
             "poll",
+        )
+
+
+def _floor(
+    where: _Where, policy: Policy, rule: CompiledRule
+) -> Iterator[Problem]:
+    retry = rule.retry
+    if retry is None or not retry.delay_min:
+        return
+    own = rule.doc.retry is not None and rule.doc.retry.delay_min is not None
+    keys = ("retry", "delay_min") if own else ()
+    floor = format_duration(retry.delay_min)
+    # The rule's own ceiling and deadline, where it sets them.
+    ceiling = (
+        retry.server_delay_max
+        if retry.server_delay_max is not None
+        else policy.server_delay_max
+    )
+    deadline = (
+        retry.deadline if retry.deadline is not None else policy.deadline
+    )
+    whose = "call's" if retry.deadline is None else "rule's"
+    if retry.delay_min > ceiling:
+        yield where.at_rule(
+            rule,
+            f"rule {rule.id!r} waits at least {floor} (delay_min), above "
+            f"server_delay.max {format_duration(ceiling)}, "
+            f"which caps it; lower delay_min or raise server_delay.max",
+            *keys,
+        )
+    elif retry.delay_min >= deadline:
+        yield where.at_rule(
+            rule,
+            f"rule {rule.id!r} waits at least {floor} (delay_min), and "
+            f"no such wait fits in the {whose} deadline of "
+            f"{format_duration(deadline)} once the first send has "
+            f"taken any time; lower delay_min or lengthen the deadline",
+            *keys,
         )
 
 

@@ -292,7 +292,10 @@ _DOCS: Final[dict[tuple[type, str], str]] = {
     (s.ConditionDoc, "method"): "The request's method is one of these.",
     (s.ConditionDoc, "host"): "The request's host matches a glob.",
     (s.ConditionDoc, "path"): "The request's path matches a glob.",
-    (s.ConditionDoc, "headers"): "Each named response header matches.",
+    (s.ConditionDoc, "headers"): "Each named response header matches "
+    "(names are case-insensitive).",
+    (s.ConditionDoc, "request_headers"): "Each named header of the request "
+    "sent matches (names are case-insensitive).",
     (s.ConditionDoc, "body"): "The JSON body has each dotted path and the "
     "value matches.",
     (s.ConditionDoc, "failure"): "The attempt failed in transport.",
@@ -320,6 +323,8 @@ _DOCS: Final[dict[tuple[type, str], str]] = {
     (s.RetryDoc, "unsafe_methods"): "Whether methods that are not "
     "idempotent may be retried (default: false).",
     (s.RetryDoc, "delay_from"): "The server hints to honour, in order.",
+    (s.RetryDoc, "delay_min"): "The shortest retry delay: a server hint "
+    "or backoff delay below it is raised to it (default: none).",
     (s.BackoffDoc, "initial"): "The first retry's delay (default: 1s).",
     (s.BackoffDoc, "multiplier"): "Each delay is the previous one times "
     "this (default: 2).",
@@ -375,6 +380,13 @@ class _Builder:
             return {"enum": list(_WORDS[cls, field])}
         if cls is s.ConditionDoc and field == "attempt":
             return _value_match(attempt=True)
+        if cls is s.ConditionDoc and field in ("headers", "request_headers"):
+            return {
+                "type": "object",
+                "minProperties": 1,
+                "propertyNames": {"pattern": f"^{_HEADER_NAME}$"},
+                "additionalProperties": self.fragment(s.ValueMatch, cls, ""),
+            }
         if tp in self.values:
             name, frag = self.values[tp]
             self.defs.setdefault(name, frag)

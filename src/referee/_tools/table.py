@@ -129,6 +129,8 @@ def render_condition(cond: s.ConditionDoc | None) -> str:
         parts.append(f"path {','.join(cond.path)}")
     for name, m in (cond.headers or {}).items():
         parts.append(_match(f"header {name}", m))
+    for name, m in (cond.request_headers or {}).items():
+        parts.append(_match(f"request header {name}", m))
     for path, m in (cond.body or {}).items():
         parts.append(_match(f"body.{path}", m))
     if cond.attempt is not None:
@@ -168,6 +170,8 @@ def retry_text(r: RetrySettings) -> str:
     ]
     if r.delay_from:
         parts.append(f"hints {_hints(r.delay_from)}")
+    if r.delay_min:
+        parts.append(f"at least {_dur(r.delay_min)}")
     if r.server_delay_max is not None or r.on_exceed is not None:
         ceiling = (
             "policy's"
