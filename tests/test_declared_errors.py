@@ -624,10 +624,16 @@ class TestCLI:
 
     def test_table(self, path, capsys):
         """
-        referee table shows the declared class in the error column.
+        referee table lists the declared classes with their bases above
+        the table, and shows them in the error column.
         """
         assert 0 == main(["table", path])
-        assert "| CardError |" in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert "| CardError |" in out
+        assert (
+            "- errors: CardError (BadRequest), FraudSuspected (CardError), "
+            "Overloaded (ServerError)\n"
+        ) in out
 
     def test_import_registers(self, tmp_path, monkeypatch, capsys, registry):
         """
