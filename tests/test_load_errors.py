@@ -574,6 +574,23 @@ class TestEmptyDocuments:
         assert [expected] == [str(p) for p in exc_info.value.problems]
 
 
+class TestLoneSurrogate:
+    def test_yaml_text_with_a_lone_surrogate(self):
+        """
+        A string holding a lone surrogate (no file can) is a PolicyError,
+        not libyaml's UnicodeEncodeError; found by the loader fuzz.
+        """
+        with pytest.raises(referee.PolicyError) as exc_info:
+            referee.load_policy_text("\ud800policy: a\nrules: []\n")
+
+        assert [
+            (
+                "<string>: this is not valid YAML: the text holds '\\ud800' at "
+                "character 1, a lone surrogate that no UTF-8 file can hold"
+            )
+        ] == [str(p) for p in exc_info.value.problems]
+
+
 class TestUnreadable:
     @pytest.fixture
     def files(self, tmp_path, monkeypatch):

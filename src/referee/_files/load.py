@@ -153,6 +153,21 @@ def _yaml_to_python(
             )
         )
         return None, lines, problems
+    except UnicodeEncodeError as exc:
+        # Only a string passed in can hold a lone surrogate (files are
+        # decoded strictly); libyaml reads UTF-8, which cannot spell one.
+        bad = exc.object[exc.start : exc.end]
+        problems.append(
+            Problem(
+                source,
+                None,
+                "",
+                f"this is not valid YAML: the text holds {bad!r} at "
+                f"character {exc.start + 1}, a lone surrogate that no "
+                f"UTF-8 file can hold",
+            )
+        )
+        return None, lines, problems
     try:
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
