@@ -47,6 +47,8 @@ EXEMPT = {
     "settings-of-another-action.yaml": "settings of another action",
     "toml-duplicate-key.toml": "does not parse",
     "toml-syntax.toml": "does not parse",
+    "unknown-error.yaml": "error names: a file may declare its own under "
+    "errors:, so the schema takes any name",
     "yaml-syntax.yaml": "does not parse",
 }
 
@@ -163,7 +165,9 @@ class TestGenerator:
         """
         schema = policy_schema(["Aborted", "Custom"])
 
-        assert ["Aborted", "Custom"] == schema["$defs"]["ErrorName"]["enum"]
+        assert ["Aborted", "Custom"] == (
+            schema["$defs"]["ErrorName"]["anyOf"][0]["enum"]
+        )
 
 
 def rule(**when):

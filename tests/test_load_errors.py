@@ -136,6 +136,13 @@ EXPECTED = {
     "cycle-a.yaml": [
         "cycle-b.yaml:2: $.extends: extends forms a cycle: cycle-a.yaml -> cycle-b.yaml -> cycle-a.yaml",
     ],
+    "declared-errors.yaml": [
+        "declared-errors.yaml:3: $.errors.card_error: found the error name 'card_error' (a string); expected a CamelCase Python identifier: a capital letter, then letters and digits (CardError)",
+        "declared-errors.yaml:4: $.errors.BadRequest: 'BadRequest' is a built-in error class; a declared error needs a name of its own (and may extend BadRequest: base: BadRequest)",
+        "declared-errors.yaml:5: $.errors.LoopA.base: the declared errors form a cycle: LoopA -> LoopB -> LoopA; one of them must extend a built-in or registered error (base: BadRequest)",
+        "declared-errors.yaml:7: $.errors.Declined.base: found 'BadRequst' (a string); expected a declared, built-in or registered error class: Aborted, AuthenticationError, BadRequest, CircuitOpen, DeadlineExceeded, Declined, InsufficientCredits, JobFailed, LoopA, LoopB, NotFound, NotReplayable, PermissionDenied, RateLimited, RetriesExhausted, ServerError; did you mean 'BadRequest'? (declare your own under errors:, or register it with referee.register_error)",
+        "declared-errors.yaml:12: $.rules[0].error: found 'CardEror' (a string); expected a declared, built-in or registered error class: Aborted, AuthenticationError, BadRequest, CircuitOpen, DeadlineExceeded, Declined, InsufficientCredits, JobFailed, LoopA, LoopB, NotFound, NotReplayable, PermissionDenied, RateLimited, RetriesExhausted, ServerError (declare your own under errors:, or register it with referee.register_error)",
+    ],
     "duplicate-ids.yaml": [
         "duplicate-ids.yaml:6: $.rules[1].id: duplicate rule id 'rate-limited'; $.rules[0] has it already",
         "duplicate-ids.yaml:12: $.rules[3]: duplicate rule id 'rule-4'; $.rules[2] has it already",
@@ -144,7 +151,7 @@ EXPECTED = {
         "duplicate-yaml-key.yaml:6: $.rules[0].do: duplicate key 'do'; it is already given on line 5",
     ],
     "empty.yaml": [
-        "empty.yaml: empty; a policy is a mapping with the keys policy, description, extends, defaults, alerts, redact, rules",
+        "empty.yaml: empty; a policy is a mapping with the keys policy, description, extends, defaults, alerts, redact, errors, rules",
     ],
     "error-on-accept.yaml": [
         "error-on-accept.yaml:6: $.rules[0].error: an accept rule raises no error; remove error: or set do: abort",
@@ -174,7 +181,7 @@ EXPECTED = {
         "json-types.json: $.rules[0].log: found 'verbose' (a string); expected one of debug, info, warning, error",
     ],
     "list-document.yaml": [
-        "list-document.yaml:1: $: found [{'policy': 'a-list'}, {'rules': []}] (a list); a policy is a mapping with the keys policy, description, extends, defaults, alerts, redact, rules",
+        "list-document.yaml:1: $: found [{'policy': 'a-list'}, {'rules': []}] (a list); a policy is a mapping with the keys policy, description, extends, defaults, alerts, redact, errors, rules",
     ],
     "list-for-mapping.yaml": [
         "list-for-mapping.yaml:4: $.rules[0].when: found [{'status': 429}] (a list); expected a mapping with the keys status, method, host, path, headers, request_headers, body, failure, attempt, any, all, not",
@@ -216,8 +223,8 @@ EXPECTED = {
         "out-of-order-rule.yaml:5: $.rules[0].do: found 'retyr' (a string); expected one of accept, retry, poll, abort; did you mean 'retry'?",
     ],
     "out-of-order-top.yaml": [
-        "out-of-order-top.yaml:2: $.rulez: unknown key 'rulez'; allowed here: policy, description, extends, defaults, alerts, redact, rules; did you mean 'rules'?",
-        "out-of-order-top.yaml:3: $.defualts: unknown key 'defualts'; allowed here: policy, description, extends, defaults, alerts, redact, rules; did you mean 'defaults'?",
+        "out-of-order-top.yaml:2: $.rulez: unknown key 'rulez'; allowed here: policy, description, extends, defaults, alerts, redact, errors, rules; did you mean 'rules'?",
+        "out-of-order-top.yaml:3: $.defualts: unknown key 'defualts'; allowed here: policy, description, extends, defaults, alerts, redact, errors, rules; did you mean 'defaults'?",
     ],
     "out-of-order.json": [
         "out-of-order.json: $.rules[0].when.stauts: unknown key 'stauts'; allowed here: status, method, host, path, headers, request_headers, body, failure, attempt, any, all, not; did you mean 'status'?",
@@ -233,7 +240,7 @@ EXPECTED = {
         "python-tag-scalar.yaml:2: $.description: this value cannot be read: could not determine a constructor for the tag 'tag:yaml.org,2002:python/name:os.system'",
     ],
     "scalar-document.yaml": [
-        "scalar-document.yaml:1: $: found 'just some text' (a string); a policy is a mapping with the keys policy, description, extends, defaults, alerts, redact, rules",
+        "scalar-document.yaml:1: $: found 'just some text' (a string); a policy is a mapping with the keys policy, description, extends, defaults, alerts, redact, errors, rules",
     ],
     "settings-of-another-action.yaml": [
         "settings-of-another-action.yaml:6: $.rules[0].retry: retry settings on a rule that does not retry (do: abort); remove them or set do: retry",
@@ -259,7 +266,7 @@ EXPECTED = {
         "unknown-condition-key.yaml:4: $.rules[0].when.stauts: unknown key 'stauts'; allowed here: status, method, host, path, headers, request_headers, body, failure, attempt, any, all, not; did you mean 'status'?",
     ],
     "unknown-error.yaml": [
-        "unknown-error.yaml:6: $.rules[0].error: found 'InsuficientCredits' (a string); expected a built-in or registered error class: Aborted, AuthenticationError, BadRequest, CircuitOpen, DeadlineExceeded, InsufficientCredits, JobFailed, NotFound, NotReplayable, PermissionDenied, RateLimited, RetriesExhausted, ServerError; did you mean 'InsufficientCredits'? (register your own with referee.register_error)",
+        "unknown-error.yaml:6: $.rules[0].error: found 'InsuficientCredits' (a string); expected a built-in or registered error class: Aborted, AuthenticationError, BadRequest, CircuitOpen, DeadlineExceeded, InsufficientCredits, JobFailed, NotFound, NotReplayable, PermissionDenied, RateLimited, RetriesExhausted, ServerError; did you mean 'InsufficientCredits'? (declare your own under errors:, or register it with referee.register_error)",
     ],
     "unknown-nested-keys.yaml": [
         "unknown-nested-keys.yaml:4: $.defaults.retry.backoff.multipler: unknown key 'multipler'; allowed here: initial, multiplier, max, jitter; did you mean 'multiplier'?",
@@ -276,8 +283,8 @@ EXPECTED = {
         "unknown-retry-key.yaml:4: $.defaults.retry.attemps: unknown key 'attemps'; allowed here: attempts, backoff, unsafe_methods, delay_from, delay_min; did you mean 'attempts'?",
     ],
     "unknown-top-key.yaml": [
-        "unknown-top-key.yaml:2: $.descripton: unknown key 'descripton'; allowed here: policy, description, extends, defaults, alerts, redact, rules; did you mean 'description'?",
-        "unknown-top-key.yaml:3: $.rulse: unknown key 'rulse'; allowed here: policy, description, extends, defaults, alerts, redact, rules; did you mean 'rules'?",
+        "unknown-top-key.yaml:2: $.descripton: unknown key 'descripton'; allowed here: policy, description, extends, defaults, alerts, redact, errors, rules; did you mean 'description'?",
+        "unknown-top-key.yaml:3: $.rulse: unknown key 'rulse'; allowed here: policy, description, extends, defaults, alerts, redact, errors, rules; did you mean 'rules'?",
     ],
     "yaml-syntax.yaml": [
         "yaml-syntax.yaml:5: this is not valid YAML: while parsing a flow mapping, did not find expected ',' or '}'",
@@ -293,7 +300,7 @@ EXPECTED = {
 CORE_BUGS = {}
 
 
-_KEYS = "a policy is a mapping with the keys policy, description, extends, defaults, alerts, redact, rules"
+_KEYS = "a policy is a mapping with the keys policy, description, extends, defaults, alerts, redact, errors, rules"
 
 
 def _problems(name):
@@ -443,7 +450,7 @@ class TestCorpus:
         Text loaded without a source is reported as <string>.
         """
         expected = [
-            "<string>:2: $.rulse: unknown key 'rulse'; allowed here: policy, description, extends, defaults, alerts, redact, rules; did you mean 'rules'?"
+            "<string>:2: $.rulse: unknown key 'rulse'; allowed here: policy, description, extends, defaults, alerts, redact, errors, rules; did you mean 'rules'?"
         ]
         with pytest.raises(referee.PolicyError) as exc_info:
             referee.load_policy_text("policy: x\nrulse: []\n")
@@ -579,6 +586,23 @@ class TestEmptyDocuments:
             referee.load_policy_text(text, fmt=fmt)
 
         assert [expected] == [str(p) for p in exc_info.value.problems]
+
+
+class TestLoneSurrogate:
+    def test_yaml_text_with_a_lone_surrogate(self):
+        """
+        A string holding a lone surrogate (no file can) is a PolicyError,
+        not libyaml's UnicodeEncodeError; found by the loader fuzz.
+        """
+        with pytest.raises(referee.PolicyError) as exc_info:
+            referee.load_policy_text("\ud800policy: a\nrules: []\n")
+
+        assert [
+            (
+                "<string>: this is not valid YAML: the text holds '\\ud800' at "
+                "character 1, a lone surrogate that no UTF-8 file can hold"
+            )
+        ] == [str(p) for p in exc_info.value.problems]
 
 
 class TestUnreadable:

@@ -17,6 +17,10 @@ The ``referee`` command: check policy files, explain decisions.
 - ``referee table POLICY [--format md|html]``: print a policy as a decision
   table, one row per rule.
 
+``check``, ``explain``, ``simulate`` and ``table`` take ``--import MODULE``
+(repeatable), for error classes registered in code; errors a policy file
+declares under ``errors:`` need none.
+
 Output goes to stdout, errors and notes to stderr.  ``main`` returns the exit
 code instead of exiting, so tests can call it in-process.
 """
@@ -24,6 +28,7 @@ code instead of exiting, so tests can call it in-process.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import random
@@ -31,6 +36,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from importlib import metadata
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._core.decisions import Abort, Accept, Poll, Retry
@@ -180,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print one JSON list of problems instead",
     )
+    _add_imports(check)
     check.set_defaults(run=_run_check)
 
     explain = sub.add_parser(
@@ -244,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument(
         "--json", action="store_true", help="print one JSON object"
     )
+    _add_imports(explain)
     explain.set_defaults(run=_run_explain, parser=explain)
 
     simulate = sub.add_parser(
@@ -290,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument(
         "--json", action="store_true", help="print one JSON object"
     )
+    _add_imports(simulate)
     simulate.set_defaults(run=_run_simulate, parser=simulate)
 
     demo = sub.add_parser(
@@ -351,8 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the JSON Schema of policy files",
         description="Print the JSON Schema (draft 2020-12) of policy "
         "documents, generated from referee's document model, for editors "
-        "and CI. Errors registered with referee.register_error are not in "
-        "it. The same schema ships as referee/policy.schema.json.",
+        "and CI. error: takes any name (the built-in ones are listed for "
+        "completion): a file may declare its own under errors:. The same "
+        "schema ships as referee/policy.schema.json.",
     )
     schema.set_defaults(run=_run_schema)
 
@@ -371,8 +381,39 @@ def build_parser() -> argparse.ArgumentParser:
         default="md",
         help="Markdown (default) or HTML",
     )
+    _add_imports(table)
     table.set_defaults(run=_run_table)
     return parser
+
+
+def _add_imports(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first (repeatable), for error classes it "
+        "registers with referee.register_error; the current directory is "
+        "searched too. Errors a policy declares under errors: need none",
+    )
+
+
+def _import_all(modules: Sequence[str]) -> str | None:
+    """
+    Import each of *modules*; the first failure, in words, or None.
+    """
+    # As `python -m` does, and uvicorn's --app-dir: a module beside the
+    # policy files, in the directory the command runs from, is found.
+    here = str(Path.cwd())
+    if modules and here not in sys.path:
+        sys.path.insert(0, here)
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - reported, exit 2
+            return f"--import {name}: {type(exc).__name__}: {exc}"
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -388,6 +429,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if args.command is None:
             parser.print_help(sys.stderr)
+            return 2
+        failed = _import_all(getattr(args, "imports", ()))
+        if failed is not None:
+            _out(f"referee: {failed}", err=True)
             return 2
         code: int = args.run(args)
     except SystemExit as exc:  # argparse: usage errors, --help, --version

@@ -11,6 +11,7 @@ raises for a document that ``_load`` validated.
 from __future__ import annotations
 
 import math
+import types
 from itertools import islice, repeat
 from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar
 
@@ -29,6 +30,7 @@ from .errors import (
     PermissionDenied,
     RateLimited,
     ServerError,
+    declare_error,
     error_class,
 )
 from .matchers import CompiledCondition, compile_condition, make_prefilter
@@ -322,6 +324,9 @@ class Policy:
         doc: The merged document.
         lines: For each source, path → line (0 where the format gives
             no lines: JSON and TOML).
+        errors: The error classes the policy's files declare under
+            ``errors:`` (its own and those of the policies it extends), by
+            name: ``except policy.errors["CardError"]``.  Read-only.
     """
 
     name: str
@@ -356,6 +361,9 @@ class Policy:
 
     lines: Mapping[str, Mapping[str, int]] = attrs.field(
         factory=dict, repr=False
+    )
+    errors: Mapping[str, type[Aborted]] = attrs.field(
+        factory=lambda: types.MappingProxyType({}), repr=False
     )
     breaker: BreakerSettings | None = None
     budget: BudgetSettings | None = None
@@ -566,7 +574,9 @@ def compile_policy(
     # are prefixed with its name (http-default/rule-2), so that default ids
     # never replace anything by accident.
     taken: set[str] = set()
+    scopes = _declared_errors(chain)
     for depth, (src, doc) in enumerate(chain):
+        scope = scopes[depth]
         prefix = "" if depth == 0 else f"{doc.policy}/"
         ids = [
             rd.id or f"{prefix}rule-{i + 1}" for i, rd in enumerate(doc.rules)
@@ -622,7 +632,7 @@ def compile_policy(
                     ),
                     needle=needle,
                     prefilter=prefilter,
-                    error=error_class(rd.error) if rd.error else None,
+                    error=_error(rd.error, scope) if rd.error else None,
                     retry=retry,
                     poll=poll,
                     alert=alert,
@@ -720,7 +730,55 @@ def compile_policy(
         doc=merged_doc,
         index=index,
         fallback=fallback,
+        errors=types.MappingProxyType(scopes[0]),
     )
+
+
+def _declared_errors(
+    chain: Sequence[tuple[str, s.PolicyDoc]],
+) -> list[dict[str, type[Aborted]]]:
+    """
+    For each document of *chain*, the classes declared in it and in the
+    policies it extends: a parent's rules never see what a child declares.
+    """
+    scopes: list[dict[str, type[Aborted]]] = []
+    scope: dict[str, type[Aborted]] = {}
+    for src, doc in reversed(chain):
+        scope = dict(scope)
+        todo = dict(doc.errors)
+        # Bases first: a declaration may name one declared below it.  The
+        # loader has ruled out cycles and unknown names; what is left
+        # unresolved is dropped rather than looped on.
+        while todo:
+            progress = False
+            for name, ed in list(todo.items()):
+                base = _error(ed.base, scope) if ed.base not in todo else None
+                if base is None:
+                    continue
+                scope[name] = declare_error(
+                    name,
+                    base,
+                    policy=doc.policy,
+                    source=src,
+                    description=ed.description,
+                )
+                del todo[name]
+                progress = True
+            if not progress:
+                break
+        scopes.append(scope)
+    scopes.reverse()
+    return scopes
+
+
+def _error(
+    name: str, scope: Mapping[str, type[Aborted]]
+) -> type[Aborted] | None:
+    """
+    The class *name* means in a policy: declared there, else built in or
+    registered.
+    """
+    return scope.get(name) or error_class(name)
 
 
 #: A key with more candidates than this is split by method.

@@ -22,11 +22,15 @@ The tree::
 
 A policy names its errors by class name (``error: InsufficientCredits``); a
 policy file never imports code.  Applications add their own classes with
-:func:`register_error` before loading the policies that name them.
+:func:`register_error` before loading the policies that name them; a policy
+file declares its own under ``errors:`` (:func:`declare_error` makes the
+class).  A declared class belongs to the policy that declares it, never to
+this registry: two policies may each declare their own ``CardError``.
 """
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
@@ -54,6 +58,7 @@ __all__ = [
     "RefereeError",
     "RetriesExhausted",
     "ServerError",
+    "declare_error",
     "error_class",
     "register_error",
     "registered_errors",
@@ -313,3 +318,51 @@ def registered_errors() -> list[str]:
     The names policies may use in ``error:``, sorted.
     """
     return sorted(_REGISTRY)
+
+
+#: Declared classes, by where and how they were declared: loading the same
+#: declaration again (a second load, a live reload) gives the same class,
+#: so an ``except`` written against the first load still catches.
+_DECLARED: weakref.WeakValueDictionary[
+    tuple[str, str, str, type[Aborted], str | None], type[Aborted]
+] = weakref.WeakValueDictionary()
+
+
+def declare_error(
+    name: str,
+    base: type[Aborted],
+    *,
+    policy: str,
+    source: str,
+    description: str | None = None,
+) -> type[Aborted]:
+    """
+    The error class a policy file declares under ``errors:``.
+
+    The class is a subclass of *base*, named *name*, documented by
+    *description*; it is not registered: only the policy that declares it
+    (and the policies that extend that one) can name it.
+
+    Args:
+        name: The class name (the loader has checked it).
+        base: The class it extends.
+        policy: The declaring policy's name (the class's ``policy``).
+        source: The declaring file (or bundled name).
+        description: What the error means, for its docstring.
+    """
+    key = (source, policy, name, base, description)
+    found = _DECLARED.get(key)
+    if found is not None:
+        return found
+    cls = type(
+        name,
+        (base,),
+        {
+            "__doc__": description or f"{name}, declared by policy {policy}.",
+            "__module__": "referee.declared",
+            "__qualname__": name,
+            "policy": policy,
+        },
+    )
+    _DECLARED[key] = cls
+    return cls

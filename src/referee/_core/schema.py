@@ -79,7 +79,8 @@ Methods = NewType("Methods", frozenset[str])
 Globs = NewType("Globs", tuple[str, ...])
 #: Transport failure words, from one word or a list.
 Failures = NewType("Failures", frozenset[str])
-#: A registered error class name.
+#: An error class name: built-in, registered, or declared under ``errors:``
+#: (resolved by the loader, per policy, along the ``extends`` chain).
 ErrorName = NewType("ErrorName", str)
 #: A policy or rule name.
 Name = NewType("Name", str)
@@ -259,6 +260,16 @@ class RuleDoc:
 
 
 @attrs.frozen
+class ErrorDoc:
+    """
+    One entry of ``errors:``: an error class the file declares.
+    """
+
+    base: ErrorName
+    description: str | None = None
+
+
+@attrs.frozen
 class PolicyDoc:
     policy: Name
     description: str | None = None
@@ -266,6 +277,7 @@ class PolicyDoc:
     defaults: DefaultsDoc | None = None
     alerts: AlertsDoc | None = None
     redact: RedactDoc | None = None
+    errors: dict[str, ErrorDoc] = attrs.Factory(dict)
     rules: list[RuleDoc] = attrs.Factory(list)
 
 

@@ -27,7 +27,6 @@ from cattrs.errors import (
 from cattrs.gen import make_dict_structure_fn, override
 
 from referee._core import schema as s
-from referee._core.errors import error_class, registered_errors
 from referee._core.hints import FORMATS, default_format
 from referee._core.matchers import compile_regex
 from referee._core.redact import compile_pattern
@@ -234,14 +233,14 @@ def _failures(value: Any, _: Any) -> frozenset[str]:
 
 
 def _error_name(value: Any, _: Any) -> str:
-    if isinstance(value, str) and error_class(value) is not None:
+    # Only the form: whether the name means a class depends on the policy
+    # (what it and the policies it extends declare), which the loader
+    # checks once the whole extends chain is read.
+    if isinstance(value, str) and value.strip():
         return value
-    names = registered_errors()
-    hint = suggest(value, names) if isinstance(value, str) else ""
     raise Invalid(
-        f"found {describe(value)}; expected a built-in or registered error "
-        f"class: {', '.join(names)}{hint} (register your own with "
-        f"referee.register_error)"
+        f"found {describe(value)}; expected the name of an error class "
+        f"(BadRequest, or one declared under errors:)"
     )
 
 
@@ -517,6 +516,7 @@ DOC_CLASSES: Final = (
     s.BreakerDoc,
     s.ConditionDoc,
     s.RuleDoc,
+    s.ErrorDoc,
     s.PolicyDoc,
 )
 
@@ -595,6 +595,14 @@ def _make_converter() -> cattrs.Converter:
     conv.register_structure_hook_func(
         lambda t: t == dict[str, s.ValueMatch],
         _dict_of(conv, s.ValueMatch, "names to value matchers"),
+    )
+    conv.register_structure_hook_func(
+        lambda t: t == dict[str, s.ErrorDoc],
+        _dict_of(
+            conv,
+            s.ErrorDoc,
+            "error class names to {base: ..., description: ...}",
+        ),
     )
     # The generated class hooks look their fields' hooks up once, when they
     # are made: leaves first.

@@ -31,6 +31,7 @@ from referee._core.errors import PolicyError, Problem
 from referee._run.runtime import attach
 
 from .convert import collect, describe, join_path, structure, suggest
+from .declared import chain_problems, file_problems
 
 
 if TYPE_CHECKING:
@@ -149,6 +150,21 @@ def _yaml_to_python(
                 None,
                 "",
                 f"this is not valid YAML: {_yaml_reason(exc)}",
+            )
+        )
+        return None, lines, problems
+    except UnicodeEncodeError as exc:
+        # Only a string passed in can hold a lone surrogate (files are
+        # decoded strictly); libyaml reads UTF-8, which cannot spell one.
+        bad = exc.object[exc.start : exc.end]
+        problems.append(
+            Problem(
+                source,
+                None,
+                "",
+                f"this is not valid YAML: the text holds {bad!r} at "
+                f"character {exc.start + 1}, a lone surrogate that no "
+                f"UTF-8 file can hold",
             )
         )
         return None, lines, problems
@@ -507,7 +523,7 @@ def _format_of(source: str) -> str:
 
 _KEYS_HINT: Final = (
     "a policy is a mapping with the keys policy, description, extends, "
-    "defaults, alerts, redact, rules"
+    "defaults, alerts, redact, errors, rules"
 )
 
 
@@ -662,7 +678,10 @@ def _validate_parts(
         if rule.id is None and isinstance(item, dict) and "id" in item:
             unnamed.add(i)  # its id is wrong: it takes part in no duplicate
         rules.append((i, rule))
-    return _validate(doc, source, lines, rules, unnamed)
+    # errors: that did not structure is dropped whole: then no name can be
+    # called unknown.
+    names_known = "errors" not in data or bool(doc.errors)
+    return _validate(doc, source, lines, rules, unnamed, names_known)
 
 
 #: Values for the required keys of a document part that does not
@@ -734,12 +753,14 @@ def _validate(
     lines: _Lines,
     rules: list[tuple[int, s.RuleDoc]] | None = None,
     unnamed: set[int] | frozenset[int] = frozenset(),
+    names_known: bool = True,
 ) -> list[Problem]:
     """
     What the types cannot say: unique ids, settings that belong to another
-    action, multipliers below one, templates.  *rules* are the rules that
-    structured, by index, when not all did; those in *unnamed* have an id
-    that did not.
+    action, multipliers below one, templates, declared errors and the
+    error names.  *rules* are the rules that structured, by index, when
+    not all did; those in *unnamed* have an id that did not; *names_known*
+    is False when ``errors:`` did not structure.
     """
     problems: list[Problem] = []
 
@@ -830,6 +851,9 @@ def _validate(
             err = _check_template(rule.alert.message)
             if err:
                 add(f"{path}.alert.message", err)
+    for path, msg in file_problems(doc, rules=rules, names_known=names_known):
+        add(path, msg)
+    problems.sort(key=lambda p: p.line or 0)
     return problems
 
 
@@ -935,6 +959,9 @@ def _chain(
         chain.append((source, doc))
         lines_of[source] = lines.lines
         if doc.extends is None:
+            problems = _names_along(chain, lines_of)
+            if problems:
+                raise PolicyError(problems)
             return chain
         line = lines.line("$.extends")
         base = Path(source).parent if _is_path(source) else None
@@ -964,6 +991,23 @@ def _chain(
                 ]
             )
         current = found
+
+
+def _names_along(
+    chain: list[tuple[str, s.PolicyDoc]], lines_of: dict[str, dict[str, int]]
+) -> list[Problem]:
+    """
+    The error names each file of *chain* could not resolve alone, now that
+    the declarations of the policies it extends are known: the extending
+    file's first, each in line order.
+    """
+    order = [src for src, _doc in chain]
+    found = [
+        Problem(src, nearest(lines_of[src], path) or None, path, msg)
+        for src, path, msg in chain_problems(chain)
+    ]
+    found.sort(key=lambda p: (order.index(p.file), p.line or 0))
+    return found
 
 
 def load_policy(

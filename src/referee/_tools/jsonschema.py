@@ -194,10 +194,14 @@ def _value_types(errors: list[str]) -> dict[Any, tuple[str, dict[str, Any]]]:
         s.ErrorName: (
             "ErrorName",
             {
-                "description": "A built-in error class.  Classes registered "
-                "with referee.register_error are accepted by the loader "
-                "but not by this schema.",
-                "enum": errors,
+                "description": "An error class: a built-in one (listed "
+                "here, for completion), one declared under errors: in "
+                "this file or a policy it extends, or one registered "
+                "with referee.register_error.",
+                "anyOf": [
+                    {"enum": errors},
+                    {"type": "string", "minLength": 1},
+                ],
             },
         ),
         s.Name: ("Name", name),
@@ -275,6 +279,14 @@ _DOCS: Final[dict[tuple[type, str], str]] = {
     "alert templates (any case).",
     (s.RedactDoc, "patterns"): "Regular expressions for values masked "
     "wherever referee renders text.",
+    (s.PolicyDoc, "errors"): "Error classes this policy declares, by "
+    "CamelCase name: each extends its base (catch it as the base, or as "
+    "referee.Aborted); rules name them in error:, and "
+    "policy.errors[name] is the class.",
+    (s.ErrorDoc, "base"): "The class it extends: a built-in error, one "
+    "declared here or in a policy this one extends, or a registered one.",
+    (s.ErrorDoc, "description"): "What the error means (the class's "
+    "docstring).",
     (s.PolicyDoc, "rules"): "Tried in order; the first match wins.",
     (s.RuleDoc, "id"): "The rule's name, unique in its file.",
     (s.RuleDoc, "description"): "Free text.",
@@ -399,10 +411,15 @@ class _Builder:
         if origin is list:
             return {"type": "array", "items": self.fragment(args[0], cls, "")}
         if origin is dict:
+            names = (
+                {"type": "string", "pattern": r"^[A-Z][A-Za-z0-9]*$"}
+                if args[1] is s.ErrorDoc
+                else {"type": "string", "minLength": 1}
+            )
             return {
                 "type": "object",
                 "minProperties": 1,
-                "propertyNames": {"type": "string", "minLength": 1},
+                "propertyNames": names,
                 "additionalProperties": self.fragment(args[1], cls, ""),
             }
         simple = {str: "string", bool: "boolean", float: "number"}

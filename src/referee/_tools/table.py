@@ -316,6 +316,19 @@ def summary(policy: Policy) -> list[tuple[str, str]]:
             f"least {b.min_calls} calls), open {_dur(b.open_for)}",
         )
     )
+    if policy.errors:
+        # Declared classes, each with the class it extends: the table is
+        # read without the file, and "CardError" alone says nothing of
+        # what catches it.
+        out.append(
+            (
+                "errors",
+                ", ".join(
+                    f"{name} ({cls.__mro__[1].__name__})"
+                    for name, cls in policy.errors.items()
+                ),
+            )
+        )
     return out
 
 
