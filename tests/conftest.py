@@ -17,6 +17,14 @@ SOAK_RAN = pytest.StashKey[bool]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # referee's own fixtures (referee_server, referee_no_sleep, ...): an
+    # install loads the plugin through its pytest11 entry point; a
+    # checkout that was installed before the entry point existed (or runs
+    # with plugin autoloading off) registers it here, once.
+    from referee import pytest_plugin
+
+    if not config.pluginmanager.is_registered(pytest_plugin):
+        config.pluginmanager.register(pytest_plugin, "referee")
     # The CI soak meets new faults on every run; the seed is printed in the
     # header and in every failure, and REFEREE_SOAK_SEED=N replays run N.
     given = os.environ.get("REFEREE_SOAK_SEED", "").strip()

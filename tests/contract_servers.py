@@ -28,7 +28,9 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 import attrs
-from tests.server import Recorded, Reply, ScriptedServer, _Handler
+from tests.server import Recorded, Reply, ScriptedServer
+
+from referee._tools.scripted_server import _Handler
 
 
 if TYPE_CHECKING:

@@ -217,3 +217,47 @@ class TestWheel:
 
         assert Path(where).is_relative_to(site)
         assert "enrow" == name
+
+    def test_pytest_plugin_entry_point(self, wheel, tmp_path):
+        """
+        The wheel declares the pytest plugin under pytest11; installed,
+        pytest loads it unasked and its fixtures serve a test.
+        """
+        site = tmp_path / "site"
+        subprocess.run(  # noqa: S603 - our own interpreter
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-deps",
+                "--target",
+                str(site),
+                str(wheel),
+            ],
+            check=True,
+            timeout=120,
+        )
+        (dist,) = metadata.distributions(path=[str(site)])
+        (ep,) = dist.entry_points.select(group="pytest11")
+        (tmp_path / "test_inner.py").write_text(
+            "def test_fixtures(referee_no_sleep, referee_alerts,"
+            " referee_server):\n"
+            "    assert [] == referee_no_sleep.delays\n"
+            "    assert [] == referee_alerts.alerts\n"
+            "    assert referee_server.url('/').startswith('http://127.')\n"
+        )
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+            env={**os.environ, "PYTHONPATH": str(site)},
+            cwd=tmp_path,
+        )
+
+        assert ("referee", "referee.pytest_plugin") == (ep.name, ep.value)
+        assert 0 == proc.returncode, proc.stdout + proc.stderr
+        assert "1 passed" in proc.stdout

@@ -6,13 +6,10 @@ server), and simulate() over scripted outcomes.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
-from typing import TYPE_CHECKING
 
 import httpx
 import pytest
-from tests.server import Reply, ScriptedServer
 
 import referee
 from referee import (
@@ -25,11 +22,14 @@ from referee import (
     Snapshot,
 )
 from referee.httpx import AsyncPolicyTransport, PolicyTransport
-from referee.testing import Simulation, SleepRecorder, no_sleep, simulate
-
-
-if TYPE_CHECKING:
-    from collections.abc import Iterator
+from referee.testing import (
+    Reply,
+    Simulation,
+    SleepRecorder,
+    assert_trail,
+    no_sleep,
+    simulate,
+)
 
 
 # Retries 503 with exactly 1, 2, 4, 8, 16 s; honours Retry-After up to
@@ -51,18 +51,6 @@ rules:
 
 
 @pytest.fixture
-def server() -> Iterator[ScriptedServer]:
-    srv = ScriptedServer()
-    # Workaround: ScriptedServer's serve_forever() polls for shutdown
-    # every 0.5 s; a short interval keeps teardown fast.
-    srv._thread = threading.Thread(
-        target=srv._httpd.serve_forever, args=(0.01,), daemon=True
-    )
-    with srv:
-        yield srv
-
-
-@pytest.fixture
 def patient() -> referee.Policy:
     return referee.load_policy_text(PATIENT)
 
@@ -73,51 +61,55 @@ def get(policy: referee.Policy, url: str) -> httpx.Response:
 
 
 class TestNoSleep:
-    def test_records_delays_in_order(self, patient, server):
+    def test_records_delays_in_order(
+        self, patient, referee_server, referee_no_sleep
+    ):
         """
-        The delays the driver was asked to sleep are recorded in order.
+        The delays the driver was asked to sleep are recorded in order (by
+        the plugin's no-sleep fixture, which holds for the whole test).
         """
-        server.script("/r", [Reply(503), Reply(503), Reply(503), Reply(200)])
+        referee_server.script(
+            "/r", [Reply(503), Reply(503), Reply(503), Reply(200)]
+        )
 
-        with no_sleep() as slept:
-            response = get(patient, server.url("/r"))
+        response = get(patient, referee_server.url("/r"))
 
-        assert isinstance(slept, SleepRecorder)
-        assert [1.0, 2.0, 4.0] == slept.delays
+        assert isinstance(referee_no_sleep, SleepRecorder)
+        assert [1.0, 2.0, 4.0] == referee_no_sleep.delays
         assert 200 == response.status_code
 
-    def test_does_not_really_sleep(self, patient, server):
+    def test_does_not_really_sleep(self, patient, referee_server):
         """
         Five retries after Retry-After: 30 each (150 s of sleeping) finish
         at once.
         """
-        server.script(
+        referee_server.script(
             "/r", [Reply(429, {"Retry-After": "30"})] * 5 + [Reply(200)]
         )
 
         began = time.monotonic()
         with no_sleep() as slept:
-            response = get(patient, server.url("/r"))
+            response = get(patient, referee_server.url("/r"))
         wall = time.monotonic() - began
 
         assert [30.0] * 5 == slept.delays
         assert 200 == response.status_code
-        assert 6 == server.count("/r")
+        assert 6 == referee_server.count("/r")
         # 150 s if the sleeps were taken; this is no speed assertion.
         assert wall < 5
 
-    def test_async_driver_does_not_sleep(self, patient, server):
+    def test_async_driver_does_not_sleep(self, patient, referee_server):
         """
         The async driver records instead of sleeping, too.
         """
-        server.script(
+        referee_server.script(
             "/r", [Reply(503, {"Retry-After": "30"})] * 2 + [Reply(200)]
         )
 
         async def go() -> httpx.Response:
             transport = AsyncPolicyTransport(patient)
             async with httpx.AsyncClient(transport=transport) as client:
-                return await client.get(server.url("/r"))
+                return await client.get(referee_server.url("/r"))
 
         began = time.monotonic()
         with no_sleep() as slept:
@@ -128,21 +120,23 @@ class TestNoSleep:
         assert 200 == response.status_code
         assert wall < 5
 
-    def test_nested(self, patient, server):
+    def test_nested(self, patient, referee_server):
         """
         An inner no_sleep records the delays of its own block; the outer
         one goes on recording (and not sleeping) after it.
         """
-        server.script("/a", [Reply(503), Reply(200)])
-        server.script("/b", [Reply(503), Reply(503), Reply(200)])
-        server.script("/c", [Reply(429, {"Retry-After": "20"}), Reply(200)])
+        referee_server.script("/a", [Reply(503), Reply(200)])
+        referee_server.script("/b", [Reply(503), Reply(503), Reply(200)])
+        referee_server.script(
+            "/c", [Reply(429, {"Retry-After": "20"}), Reply(200)]
+        )
 
         began = time.monotonic()
         with no_sleep() as outer:
-            get(patient, server.url("/a"))
+            get(patient, referee_server.url("/a"))
             with no_sleep() as inner:
-                get(patient, server.url("/b"))
-            get(patient, server.url("/c"))
+                get(patient, referee_server.url("/b"))
+            get(patient, referee_server.url("/c"))
         wall = time.monotonic() - began
 
         assert [1.0, 2.0] == inner.delays
@@ -160,7 +154,7 @@ class TestNoSleep:
 
         assert active_recorder() is None
 
-    def test_keeps_deadlines(self, server):
+    def test_keeps_deadlines(self, referee_server):
         """
         The virtual clock moves by the skipped sleeps: with a 10 s deadline
         and Retry-After: 4, two retries fit and the third would overrun.
@@ -177,16 +171,16 @@ rules:
     do: retry
 """
         )
-        server.script("/r", [Reply(503, {"Retry-After": "4"})])
+        referee_server.script("/r", [Reply(503, {"Retry-After": "4"})])
 
         with no_sleep() as slept, pytest.raises(DeadlineExceeded) as ei:
-            get(pol, server.url("/r"))
+            get(pol, referee_server.url("/r"))
 
         assert [4.0, 4.0] == slept.delays
-        assert 3 == server.count("/r")
-        assert ["retry", "retry", "abort"] == [
-            r.action for r in ei.value.trail
-        ]
+        assert 3 == referee_server.count("/r")
+        assert_trail(
+            ei.value, [("retry", 503), ("retry", 503), ("abort", 503)]
+        )
 
 
 class TestSimulate:

@@ -9,13 +9,22 @@ Helpers for testing code that uses referee — public API, like
   their virtual times out, with no HTTP at all.  An outcome is a status
   code, a failure word, a :class:`~referee.Snapshot`, or a mapping with
   headers, a body, request headers and the time it is seen at.
+- :class:`ScriptedServer`: a fake API on a loopback port, with scripted
+  replies per path, served in order, and every request recorded.
+- :class:`AlertCollector`: an alert sink that keeps what it receives.
+- :func:`assert_trail`: asserts the actions and statuses of a call's
+  trail, with a readable message when they differ.
+
+The pytest plugin (``referee.pytest_plugin``, registered through the
+``pytest11`` entry point) serves these as fixtures.
 """
 
 from __future__ import annotations
 
 import json
 import random
-from collections.abc import Mapping
+import threading
+from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -25,18 +34,21 @@ from ._core.flow import (
     CanResend,
     Finished,
     ReadBody,
-    Reply,
     Send,
     Sleep,
     Store,
     Wait,
     call_flow,
 )
+from ._core.flow import Reply as FlowReply
 from ._core.snapshot import FAILURES, Snapshot
+from ._core.state import AttemptRecord
 from ._core.units import parse_duration, round_seconds
+from ._run.alerts import Alert, flush_alerts
 from ._run.clock import SleepRecorder, recording
 from ._run.runner import next_step
 from ._tools.fake_enrow import FakeEnrow, FakeEnrowStats
+from ._tools.scripted_server import RESET, Recorded, Reply, ScriptedServer
 
 
 if TYPE_CHECKING:
@@ -47,11 +59,17 @@ if TYPE_CHECKING:
 
 
 __all__ = [
+    "RESET",
+    "AlertCollector",
     "FakeEnrow",
     "FakeEnrowStats",
+    "Recorded",
+    "Reply",
+    "ScriptedServer",
     "Simulation",
     "SleepRecorder",
     "Step",
+    "assert_trail",
     "no_sleep",
     "simulate",
 ]
@@ -367,9 +385,161 @@ def simulate(
                 value = step.op.fallback
             case ReadBody() | CanResend():
                 value = None  # the script's snapshots carry their bodies
-        step = next_step(flow, Reply(value, now))
+        step = next_step(flow, FlowReply(value, now))
     assert snap is not None  # noqa: S101 - nothing stops a simulated send
     steps.append(
         Step(round_seconds(now - start), snap, step.decision, *counters)
     )
     return Simulation(tuple(steps), True, round_seconds(now - start))
+
+
+class AlertCollector:
+    """
+    An alert sink that keeps every :class:`~referee.Alert` it receives:
+    pass it in ``alert_sinks=`` when loading the policy under test.
+
+    Alerts are delivered off the caller's thread, so reading
+    :attr:`alerts` first waits (up to *timeout* seconds) for the alerts
+    already raised to be delivered.
+
+    ::
+
+        alerts = AlertCollector()
+        policy = referee.load_policy("enrow", alert_sinks=[alerts])
+        ...
+        assert ["topup"] == [a.kind for a in alerts.alerts]
+    """
+
+    def __init__(self, timeout: float = 5.0) -> None:
+        self._lock = threading.Lock()
+        self._alerts: list[Alert] = []
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"<AlertCollector: {len(self._alerts)} alert(s)>"
+
+    def __call__(self, alert: Alert) -> None:
+        with self._lock:
+            self._alerts.append(alert)
+
+    @property
+    def alerts(self) -> list[Alert]:
+        """
+        The alerts received so far, oldest first, after those raised were
+        delivered.
+        """
+        flush_alerts(self.timeout)
+        with self._lock:
+            return list(self._alerts)
+
+    @property
+    def kinds(self) -> list[str]:
+        """
+        The ``kind`` of each alert in :attr:`alerts`.
+        """
+        return [a.kind for a in self.alerts]
+
+    def clear(self) -> None:
+        """
+        Forget the alerts received so far.
+        """
+        flush_alerts(self.timeout)
+        with self._lock:
+            self._alerts.clear()
+
+
+#: One expected step of a trail: an action, or an action and the status
+#: (or failure word) it answered.
+TrailStep = str | tuple[str, int | str | None]
+
+
+def _trail_of(source: object) -> list[tuple[str, int | str | None, str]]:
+    """
+    (action, status or failure, rule) per step of *source*.
+    """
+    if isinstance(source, Simulation):
+        return [
+            (
+                _ACTIONS.get(type(s.decision).__name__, "abort"),
+                s.snapshot.status
+                if s.snapshot.status is not None
+                else s.snapshot.failure,
+                s.decision.rule_id or "-",
+            )
+            for s in source.steps
+        ]
+    records = getattr(source, "trail", source)
+    if not isinstance(records, Sequence) or not all(
+        isinstance(r, AttemptRecord) for r in records
+    ):
+        msg = (
+            f"assert_trail: {source!r} has no trail; give a referee error "
+            f"(an Aborted), a Simulation or a sequence of its trail records"
+        )
+        raise TypeError(msg)
+    return [
+        (
+            r.action,
+            r.status if r.status is not None else r.failure,
+            r.rule_id or "-",
+        )
+        for r in records
+    ]
+
+
+_ACTIONS = {"Accept": "accept", "Retry": "retry", "Poll": "poll"}
+
+
+def _show(step: TrailStep) -> str:
+    if isinstance(step, str):
+        return step
+    return f"{step[0]} {step[1]}"
+
+
+def assert_trail(source: object, expected: Sequence[TrailStep]) -> None:
+    """
+    Assert the steps of a call's trail, oldest first.
+
+    Args:
+        source: A referee error (its ``trail``), a :class:`Simulation`,
+            or a sequence of trail records.
+        expected: One entry per step: an action (``"retry"``), or an
+            action and the status or failure word it answered
+            (``("retry", 503)``, ``("retry", "connect")``).
+
+    Raises:
+        AssertionError: The trail differs; the message lines up the
+            expected and the actual steps, with the rule of each.
+
+    ::
+
+        with pytest.raises(referee.RetriesExhausted) as ei:
+            client.get(url)
+        assert_trail(ei.value, [("retry", 503), ("abort", 503)])
+    """
+    actual = _trail_of(source)
+    got: list[TrailStep] = [
+        a if isinstance(e, str) else (a, what)
+        for (a, what, _), e in zip(actual, expected, strict=False)
+    ]
+    got += [(a, what) for a, what, _ in actual[len(expected) :]]
+    if len(actual) == len(expected) and got == list(expected):
+        return
+    n = len(actual)
+    width = max((len(_show(e)) for e in expected), default=0)
+    width = max(width, len("expected"))
+    lines = [
+        f"trail differs: expected {len(expected)} step(s), got {n}",
+        f"     {'expected':<{width}}  actual",
+    ]
+    for i in range(max(len(actual), len(expected))):
+        want = _show(expected[i]) if i < len(expected) else "(none)"
+        if i < len(actual):
+            a, what, rule = actual[i]
+            have = f"{a} {what} (rule {rule})"
+        else:
+            have = "(none)"
+        same = i < len(expected) and i < len(got) and got[i] == expected[i]
+        mark = "   " if same else ">> "
+        lines.append(f"{mark}{i + 1}. {want:<{width}}  {have}")
+    raise AssertionError("\n".join(lines))
