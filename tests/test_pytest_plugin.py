@@ -33,7 +33,7 @@ POLICY = '''
 POLICY = """
 policy: inner
 defaults:
-  retry: {attempts: 3, backoff: {initial: 2s, multiplier: 2, jitter: none}}
+  retry: {attempts: 3, backoff: {initial: 10s, multiplier: 2, max: 60s, jitter: none}}
 rules:
   - id: busy
     when: {status: 503}
@@ -61,7 +61,7 @@ class TestFixtures:
     def test_no_sleep_records_the_whole_test(self, pytester):
         """
         referee_no_sleep holds for the whole test: a call that would sleep
-        2 s and 4 s returns at once, and the delays are recorded.
+        10 s and 20 s returns at once, and the delays are recorded.
         """
         result = run_inner(
             pytester,
@@ -71,7 +71,7 @@ def test_retries(referee_no_sleep, referee_server):
     policy = referee.load_policy_text(POLICY)
     with httpx.Client(transport=PolicyTransport(policy)) as client:
         assert 200 == client.get(referee_server.url("/r")).status_code
-    assert [2.0, 4.0] == referee_no_sleep.delays
+    assert [10.0, 20.0] == referee_no_sleep.delays
 """,
         )
 
@@ -131,19 +131,23 @@ def test_server(referee_server):
 
     def test_server_stops_after_the_test(self, pytester):
         """
-        The server is stopped at teardown: its port no longer answers.
+        The server is stopped at teardown: its listening socket is closed
+        and its thread has ended.
         """
         result = run_inner(
             pytester,
             """
-PORTS = []
+SERVERS = []
 
 def test_one(referee_server):
-    PORTS.append(referee_server.url("/"))
+    SERVERS.append(referee_server)
+    assert 200 != httpx.get(referee_server.url("/")).status_code
 
 def test_two():
-    with pytest.raises(httpx.ConnectError):
-        httpx.get(PORTS[0])
+    (server,) = SERVERS
+    assert -1 == server._httpd.socket.fileno()
+    server._thread.join(5)
+    assert not server._thread.is_alive()
 """,
         )
 
