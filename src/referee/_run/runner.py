@@ -49,6 +49,7 @@ from referee._core.flow import (
     unmatched,
     with_read,
 )
+from referee._core.idempotency import mint
 
 from . import clock
 from .call import RNG, Call, close_failed
@@ -118,6 +119,21 @@ class _Twin(Generic[Req, Resp]):
     rng: random.Random
 
     exchange: Any
+
+    def _keyed(self, policy: Policy, request: Req) -> Req:
+        """
+        *request* with the idempotency key the policy mints for it, if it
+        mints one: once per call, before the first send, so that every
+        re-send (retry or poll) carries the same key.
+        """
+        if policy.idempotency is None:
+            return request
+        method, _url = self.exchange.method_url(request)
+        key = mint(policy.idempotency, method, self.rng)
+        if key is None:
+            return request
+        keyed: Req = self.exchange.with_header(request, *key)
+        return keyed
 
     def _start(
         self, policy: Policy, request: Req, started: float
@@ -211,6 +227,7 @@ class Runner(_Twin[Req, Resp]):
         again until the policy accepts or aborts.
         """
         exchange = self.exchange
+        request = self._keyed(policy, request)
         # The call's deadline counts from here, before the first send:
         # however long that send waits (for a pooled connection, say) is
         # the call's time.
@@ -384,6 +401,7 @@ class AsyncRunner(_Twin[Req, Resp]):
         As :meth:`Runner.call`, with awaited sends, reads and sleeps.
         """
         exchange = self.exchange
+        request = self._keyed(policy, request)
         started = clock.wall()
         if not policy.quiet and not _fast(policy, exchange, request):
             return await self._run(self._start(policy, request, started), send)
