@@ -7,6 +7,7 @@ unsafe-method gate; 409 is retried and 422 aborts (the implied rules).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import random
@@ -16,6 +17,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import aiohttp
 import httpx
 import pytest
 import requests
@@ -23,7 +25,8 @@ import requests
 import referee
 from referee import Abort, AttemptState, Retry, Snapshot, decide
 from referee._tools.check import check_policy
-from referee.httpx import PolicyTransport
+from referee.aiohttp import PolicyMiddleware
+from referee.httpx import AsyncPolicyTransport, PolicyTransport
 from referee.requests import PolicyAdapter
 from referee.testing import no_sleep, simulate
 
@@ -356,3 +359,68 @@ class TestDocs:
         pol = referee.load_policy_text(yaml.group(1))
 
         assert [] == check_policy(pol)
+
+
+class TestAsync:
+    def test_httpx_async_same_key_then_a_new_one(self, server):
+        """
+        The async runner mints as the sync one does.
+        """
+        server.script("/charges", [Reply(503), Reply(200)])
+
+        async def main() -> None:
+            transport = AsyncPolicyTransport(policy())
+            async with httpx.AsyncClient(transport=transport) as client:
+                await client.post(server.url("/charges"), json={})
+                server.script("/charges", [Reply(200)])
+                await client.post(server.url("/charges"), json={})
+
+        with no_sleep():
+            asyncio.run(main())
+
+        a, b, c = keys(server)
+        assert a is not None
+        assert a == b
+        assert c not in (None, a)
+
+    def test_aiohttp_same_key_on_every_attempt(self, server):
+        server.script("/charges", [Reply(503), Reply(200)])
+
+        async def main() -> int:
+            async with aiohttp.ClientSession(
+                middlewares=[PolicyMiddleware(policy())]
+            ) as session:
+                response = await session.post(server.url("/charges"), json={})
+                return response.status
+
+        with no_sleep():
+            status = asyncio.run(main())
+
+        assert 200 == status
+        a, b = keys(server)
+        assert a is not None
+        assert a == b
+
+
+class TestPoll:
+    def test_a_poll_that_resends_carries_the_same_key(self, server):
+        """
+        A POST polled by sending it again (202, no Location) carries the
+        key of its first send: the poll passes the gate.
+        """
+        server.script("/jobs", [Reply(202), Reply(202), Reply(200)])
+        pol = policy(
+            "policy: p\n"
+            "idempotency: {}\n"
+            "rules:\n"
+            "  - {id: pending, when: {status: 202}, do: poll,\n"
+            "     poll: {initial: 1s}}\n"
+        )
+
+        with no_sleep(), httpx.Client(transport=PolicyTransport(pol)) as c:
+            response = c.post(server.url("/jobs"), json={})
+
+        assert 200 == response.status_code
+        a, b, c2 = keys(server)
+        assert a is not None
+        assert a == b == c2
