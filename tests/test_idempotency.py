@@ -424,3 +424,21 @@ class TestPoll:
         a, b, c2 = keys(server)
         assert a is not None
         assert a == b == c2
+
+
+class TestEntropy:
+    def test_runners_seeded_alike_mint_different_keys(self, server):
+        """
+        The key comes from the OS, not the jitter rng: two clients seeded
+        alike (as tests and replays do) never send the same key.
+        """
+        server.script("/charges", [Reply(200)])
+
+        for _ in range(2):
+            transport = PolicyTransport(policy(), rng=random.Random(0))
+            with httpx.Client(transport=transport) as client:
+                client.post(server.url("/charges"), json={})
+
+        a, b = keys(server)
+        assert a is not None
+        assert a != b

@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 import time
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 from referee._core.bodies import event_ended
 from referee._core.flow import (
@@ -57,7 +58,6 @@ from .stateio import aanswer, answer
 
 
 if TYPE_CHECKING:
-    import random
     from collections.abc import Awaitable, Callable, Generator
 
     from referee._core.compile import Policy
@@ -105,6 +105,12 @@ def _limit(seconds: float) -> float | None:
     return None if seconds == math.inf else max(seconds, 0.001)
 
 
+#: Where minted idempotency keys come from: the OS's entropy, not the
+#: jitter rng, which a caller may seed (``rng=random.Random(0)``) -- two
+#: processes seeded alike would send the same keys, and a server would
+#: answer one's charge with the other's.
+KEYS: Final = random.SystemRandom()
+
 #: No answer ready for the flow's first send.
 NOTHING: Any = object()
 
@@ -129,7 +135,7 @@ class _Twin(Generic[Req, Resp]):
         if policy.idempotency is None:
             return request
         method, _url = self.exchange.method_url(request)
-        key = mint(policy.idempotency, method, self.rng)
+        key = mint(policy.idempotency, method, KEYS)
         if key is None:
             return request
         keyed: Req = self.exchange.with_header(request, *key)
