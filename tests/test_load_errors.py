@@ -223,8 +223,8 @@ EXPECTED = {
         "out-of-order-rule.yaml:5: $.rules[0].do: found 'retyr' (a string); expected one of accept, retry, poll, abort; did you mean 'retry'?",
     ],
     "out-of-order-top.yaml": [
-        "out-of-order-top.yaml:2: $.rulez: unknown key 'rulez'; allowed here: policy, description, extends, defaults, alerts, redact, errors, rules; did you mean 'rules'?",
-        "out-of-order-top.yaml:3: $.defualts: unknown key 'defualts'; allowed here: policy, description, extends, defaults, alerts, redact, errors, rules; did you mean 'defaults'?",
+        "out-of-order-top.yaml:2: $.rulez: unknown key 'rulez'; allowed here: policy, description, extends, defaults, idempotency, alerts, redact, errors, rules; did you mean 'rules'?",
+        "out-of-order-top.yaml:3: $.defualts: unknown key 'defualts'; allowed here: policy, description, extends, defaults, idempotency, alerts, redact, errors, rules; did you mean 'defaults'?",
     ],
     "out-of-order.json": [
         "out-of-order.json: $.rules[0].when.stauts: unknown key 'stauts'; allowed here: status, method, host, path, headers, request_headers, body, failure, attempt, any, all, not; did you mean 'status'?",
@@ -283,8 +283,8 @@ EXPECTED = {
         "unknown-retry-key.yaml:4: $.defaults.retry.attemps: unknown key 'attemps'; allowed here: attempts, backoff, unsafe_methods, delay_from, delay_min; did you mean 'attempts'?",
     ],
     "unknown-top-key.yaml": [
-        "unknown-top-key.yaml:2: $.descripton: unknown key 'descripton'; allowed here: policy, description, extends, defaults, alerts, redact, errors, rules; did you mean 'description'?",
-        "unknown-top-key.yaml:3: $.rulse: unknown key 'rulse'; allowed here: policy, description, extends, defaults, alerts, redact, errors, rules; did you mean 'rules'?",
+        "unknown-top-key.yaml:2: $.descripton: unknown key 'descripton'; allowed here: policy, description, extends, defaults, idempotency, alerts, redact, errors, rules; did you mean 'description'?",
+        "unknown-top-key.yaml:3: $.rulse: unknown key 'rulse'; allowed here: policy, description, extends, defaults, idempotency, alerts, redact, errors, rules; did you mean 'rules'?",
     ],
     "yaml-syntax.yaml": [
         "yaml-syntax.yaml:5: this is not valid YAML: while parsing a flow mapping, did not find expected ',' or '}'",
@@ -450,7 +450,7 @@ class TestCorpus:
         Text loaded without a source is reported as <string>.
         """
         expected = [
-            "<string>:2: $.rulse: unknown key 'rulse'; allowed here: policy, description, extends, defaults, alerts, redact, errors, rules; did you mean 'rules'?"
+            "<string>:2: $.rulse: unknown key 'rulse'; allowed here: policy, description, extends, defaults, idempotency, alerts, redact, errors, rules; did you mean 'rules'?"
         ]
         with pytest.raises(referee.PolicyError) as exc_info:
             referee.load_policy_text("policy: x\nrulse: []\n")

@@ -248,6 +248,15 @@ class FakeExchange:
     ) -> FakeRequest:
         return FakeRequest(poll.method, poll.url, request.headers)
 
+    def with_header(
+        self, request: FakeRequest, name: str, value: str
+    ) -> FakeRequest:
+        if name.lower() in {k.lower() for k, _v in request.headers}:
+            return request
+        return FakeRequest(
+            request.method, request.url, (*request.headers, (name, value))
+        )
+
     def replayable(self, request: FakeRequest) -> str | None:
         self.replay_checks.append(request)
         return self.unreplayable

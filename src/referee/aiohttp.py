@@ -192,6 +192,14 @@ class _Exchange:
     def poll_request(self, request: _Attempt, poll: PollRequest) -> _Attempt:
         return _Attempt(request.request, poll.method.upper(), URL(poll.url))
 
+    def with_header(
+        self, request: _Attempt, name: str, value: str
+    ) -> _Attempt:
+        headers = request.request.headers
+        if name not in headers:
+            headers[name] = value
+        return request
+
     def replayable(self, request: _Attempt) -> str | None:
         req = request.request
         if request.method != req.method:

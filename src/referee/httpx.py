@@ -162,6 +162,13 @@ class _Translate:
             extensions=request.extensions,
         )
 
+    def with_header(
+        self, request: httpx.Request, name: str, value: str
+    ) -> httpx.Request:
+        if name not in request.headers:
+            request.headers[name] = value
+        return request
+
     def replayable(self, request: httpx.Request) -> str | None:
         stream = request.stream
         if isinstance(stream, httpx.ByteStream) or _rewinds_itself(stream):

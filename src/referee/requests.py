@@ -293,6 +293,13 @@ class _Exchange:
             polled._body_position = None  # noqa: SLF001 - no body to rewind
         return polled
 
+    def with_header(
+        self, request: PreparedRequest, name: str, value: str
+    ) -> PreparedRequest:
+        if name not in request.headers:
+            request.headers[name] = value
+        return request
+
     def replayable(self, request: PreparedRequest) -> str | None:
         body = request.body
         if body is None or isinstance(body, bytes | str) or _rewinds(request):

@@ -41,6 +41,7 @@ from ._core.flow import (
     call_flow,
 )
 from ._core.flow import Reply as FlowReply
+from ._core.idempotency import mint
 from ._core.snapshot import FAILURES, Snapshot
 from ._core.state import AttemptRecord
 from ._core.units import parse_duration, round_seconds
@@ -338,9 +339,14 @@ def simulate(
     Raises:
         ValueError: An outcome is none of the above.
     """
-    flow = call_flow(
-        policy, method=method, url=url, started=start, rng=random.Random(seed)
-    )
+    rng = random.Random(seed)
+    key = mint(policy.idempotency, method, rng)
+    if key is not None and key[0].lower() not in {
+        name.lower() for name in request_headers or {}
+    }:
+        # As a runner does: the key minted once, on every send.
+        request_headers = {**(request_headers or {}), key[0]: key[1]}
+    flow = call_flow(policy, method=method, url=url, started=start, rng=rng)
     now = start
     steps: list[Step] = []
     script = iter(outcomes)

@@ -33,6 +33,8 @@ from .errors import (
     declare_error,
     error_class,
 )
+from .idempotency import IdempotencySettings, implied_rules
+from .idempotency import settings as idempotency_settings
 from .matchers import CompiledCondition, compile_condition, make_prefilter
 from .redact import DEFAULT, Redaction
 from .units import round_seconds
@@ -394,6 +396,9 @@ class Policy:
     #: built-in secrets, the ``redact:`` of the policy and of those it
     #: extends, and what ``load_policy(..., redact=...)`` adds.
     redaction: Redaction = attrs.field(default=DEFAULT, repr=False)
+    #: ``idempotency:``: which calls get a minted key, in which header
+    #: (None: none do).
+    idempotency: IdempotencySettings | None = None
 
     def line_of(self, source: str, path: str) -> int | None:
         """
@@ -550,6 +555,74 @@ def _needs_body(rule: s.RuleDoc) -> bool:
     return _uses_body(rule.when) or bool(message and "{body." in message)
 
 
+def _compile_rule(
+    rd: s.RuleDoc,
+    *,
+    rid: str,
+    index: int,
+    origin: str,
+    src: str,
+    path: str,
+    resolved: s.DefaultsDoc,
+    scope: Mapping[str, type[Aborted]],
+) -> CompiledRule:
+    assert resolved.retry is not None  # noqa: S101
+    assert resolved.poll is not None  # noqa: S101
+    retry = (
+        _retry_settings(merge(rd.retry, resolved.retry))  # type: ignore[arg-type]
+        if rd.do == "retry"
+        else None
+    )
+    poll = (
+        _poll_settings(merge(rd.poll, resolved.poll))  # type: ignore[arg-type]
+        if rd.do == "poll"
+        else None
+    )
+    alert = (
+        AlertSettings(
+            kind=rd.alert.kind,
+            severity=rd.alert.severity or "warning",
+            dedupe=rd.alert.dedupe,
+            message=rd.alert.message,
+        )
+        if rd.alert is not None
+        else None
+    )
+    breaker = (
+        BreakerSpec(rd.breaker.name, rd.breaker.open_for, rd.breaker.methods)
+        if rd.breaker is not None
+        else None
+    )
+    when = compile_condition(rd.when)
+    needle, prefilter = make_prefilter(when.needles)
+    return CompiledRule(
+        id=rid,
+        index=index,
+        origin=origin,
+        source=src,
+        path=path,
+        action=rd.do,
+        when=when,
+        reads_events=_names_event_stream(rd.when),
+        needs_body=_needs_body(rd)
+        or bool(
+            poll is not None
+            and poll.request_url
+            and "{body." in poll.request_url
+        ),
+        needle=needle,
+        prefilter=prefilter,
+        error=_error(rd.error, scope) if rd.error else None,
+        retry=retry,
+        poll=poll,
+        alert=alert,
+        breaker=breaker,
+        log=rd.log,
+        description=rd.description,
+        doc=rd,
+    )
+
+
 def compile_policy(
     chain: Sequence[tuple[str, s.PolicyDoc]],
 ) -> Policy:
@@ -575,6 +648,31 @@ def compile_policy(
     # never replace anything by accident.
     taken: set[str] = set()
     scopes = _declared_errors(chain)
+    idem_doc: s.IdempotencyDoc | None = None
+    for _src, doc in reversed(chain):
+        idem_doc = merge(doc.idempotency, idem_doc)
+    idem = idempotency_settings(idem_doc) if idem_doc is not None else None
+    if idem is not None:
+        # The rules draft-07 implies, ahead of the files' own (they match
+        # only requests that carried the key); a rule of the same id in
+        # any of the files replaces one.
+        own = {rd.id for _src, doc in chain for rd in doc.rules if rd.id}
+        for rd in implied_rules(idem):
+            assert rd.id is not None  # noqa: S101
+            if rd.id in own:
+                continue
+            rules.append(
+                _compile_rule(
+                    rd,
+                    rid=rd.id,
+                    index=len(rules),
+                    origin=head.policy,
+                    src=chain[0][0],
+                    path="$.idempotency",
+                    resolved=resolved,
+                    scope=scopes[0],
+                )
+            )
     for depth, (src, doc) in enumerate(chain):
         scope = scopes[depth]
         prefix = "" if depth == 0 else f"{doc.policy}/"
@@ -585,61 +683,16 @@ def compile_policy(
             rid = ids[i]
             if rid in taken:
                 continue
-            retry = (
-                _retry_settings(merge(rd.retry, resolved.retry))  # type: ignore[arg-type]
-                if rd.do == "retry"
-                else None
-            )
-            poll = (
-                _poll_settings(merge(rd.poll, resolved.poll))  # type: ignore[arg-type]
-                if rd.do == "poll"
-                else None
-            )
-            alert = (
-                AlertSettings(
-                    kind=rd.alert.kind,
-                    severity=rd.alert.severity or "warning",
-                    dedupe=rd.alert.dedupe,
-                    message=rd.alert.message,
-                )
-                if rd.alert is not None
-                else None
-            )
-            breaker = (
-                BreakerSpec(
-                    rd.breaker.name, rd.breaker.open_for, rd.breaker.methods
-                )
-                if rd.breaker is not None
-                else None
-            )
-            when = compile_condition(rd.when)
-            needle, prefilter = make_prefilter(when.needles)
             rules.append(
-                CompiledRule(
-                    id=rid,
+                _compile_rule(
+                    rd,
+                    rid=rid,
                     index=len(rules),
                     origin=doc.policy,
-                    source=src,
+                    src=src,
                     path=f"$.rules[{i}]",
-                    action=rd.do,
-                    when=when,
-                    reads_events=_names_event_stream(rd.when),
-                    needs_body=_needs_body(rd)
-                    or bool(
-                        poll is not None
-                        and poll.request_url
-                        and "{body." in poll.request_url
-                    ),
-                    needle=needle,
-                    prefilter=prefilter,
-                    error=_error(rd.error, scope) if rd.error else None,
-                    retry=retry,
-                    poll=poll,
-                    alert=alert,
-                    breaker=breaker,
-                    log=rd.log,
-                    description=rd.description,
-                    doc=rd,
+                    resolved=resolved,
+                    scope=scope,
                 )
             )
         taken.update(ids)
@@ -731,6 +784,7 @@ def compile_policy(
         index=index,
         fallback=fallback,
         errors=types.MappingProxyType(scopes[0]),
+        idempotency=idem,
     )
 
 

@@ -221,7 +221,7 @@ def _what(snap: Snapshot) -> tuple[str, str]:
     return snap.method, f"got {snap.status}"
 
 
-def _unsafe(snap: Snapshot) -> bool:
+def _unsafe(snap: Snapshot, policy: Policy) -> bool:
     """
     Whether sending *snap*'s request again could do its work twice: the
     gate every re-send passes, retry or poll.
@@ -229,10 +229,17 @@ def _unsafe(snap: Snapshot) -> bool:
     # RFC 9110 §9.2.2: a request that is not idempotent may have been
     # processed; only a connect failure proves it was not, and an
     # Idempotency-Key lets the server recognise the second send.
+    # The key's header is the policy's (``idempotency: {header: ...}``),
+    # or the draft's name when the caller sent one themselves.
+    idem = policy.idempotency
     return (
         snap.method not in IDEMPOTENT_METHODS
         and snap.failure != "connect"
         and snap.request_headers.get("idempotency-key") is None
+        and (
+            idem is None
+            or snap.request_headers.get(idem.header.lower()) is None
+        )
     )
 
 
@@ -308,7 +315,7 @@ def _retry(
 ) -> Decision:
     settings = rule.retry
     assert settings is not None  # noqa: S101 - retry rules have settings
-    if not settings.unsafe_methods and _unsafe(snap):
+    if not settings.unsafe_methods and _unsafe(snap, policy):
         return _give_up(
             rule,
             (_UNSAFE, *_what(snap), rule.id),
@@ -646,7 +653,7 @@ def _poll(
     if (
         request is None
         or (request.method == snap.method and request.url == snap.url)
-    ) and _unsafe(snap):
+    ) and _unsafe(snap, policy):
         return _give_up(
             rule,
             (_UNSAFE_POLL, *_what(snap), rule.id),

@@ -19,6 +19,7 @@ __all__ = [
     "ACTIONS",
     "JITTERS",
     "LOG_LEVELS",
+    "MINTS",
     "ON_EXCEED",
     "RENAMED",
     "RULE_RETRY_KEYS",
@@ -38,6 +39,7 @@ __all__ = [
     "Globs",
     "HeaderNames",
     "HintSource",
+    "IdempotencyDoc",
     "LimitDuration",
     "Methods",
     "Name",
@@ -62,6 +64,7 @@ JITTERS = ("full", "equal", "none")
 ON_EXCEED = ("cap", "fail")
 SEVERITIES = ("info", "warning", "error", "critical")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+MINTS = ("uuid4",)
 
 #: Seconds, from a number or a string with units (``250ms``, ``1m30s``).
 Duration = NewType("Duration", float)
@@ -270,11 +273,24 @@ class ErrorDoc:
 
 
 @attrs.frozen
+class IdempotencyDoc:
+    """
+    ``idempotency:``: an idempotency key minted for each call of the
+    methods given (draft-ietf-httpapi-idempotency-key-header-07).
+    """
+
+    header: str | None = None
+    mint: Word | None = None
+    methods: Methods | None = None
+
+
+@attrs.frozen
 class PolicyDoc:
     policy: Name
     description: str | None = None
     extends: str | None = None
     defaults: DefaultsDoc | None = None
+    idempotency: IdempotencyDoc | None = None
     alerts: AlertsDoc | None = None
     redact: RedactDoc | None = None
     errors: dict[str, ErrorDoc] = attrs.Factory(dict)

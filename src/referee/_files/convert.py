@@ -450,6 +450,18 @@ def _header_key(key: Any, _what: str) -> str:
     return key
 
 
+def _token_header(value: Any, _: Any) -> str | None:
+    # idempotency.header: a name the request can carry (RFC 9110 §5.1).
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _HEADER.fullmatch(value):
+        raise Invalid(
+            f"found {describe(value)}; expected a header name of letters, "
+            f"digits and !#$%&'*+.^_`|~- (Idempotency-Key)"
+        )
+    return value
+
+
 def _at_key(exc: Exception, k: Any, inner: Any) -> Exception:
     exc.__notes__ = [
         *getattr(exc, "__notes__", []),
@@ -497,6 +509,7 @@ _WORDS: Final = {
     (s.ServerDelayDoc, "on_exceed"): s.ON_EXCEED,
     (s.AlertDoc, "severity"): s.SEVERITIES,
     (s.WebhookDoc, "min_severity"): s.SEVERITIES,
+    (s.IdempotencyDoc, "mint"): s.MINTS,
 }
 
 DOC_CLASSES: Final = (
@@ -517,6 +530,7 @@ DOC_CLASSES: Final = (
     s.ConditionDoc,
     s.RuleDoc,
     s.ErrorDoc,
+    s.IdempotencyDoc,
     s.PolicyDoc,
 )
 
@@ -615,13 +629,17 @@ def _make_converter() -> cattrs.Converter:
         # "not set", as for every other key.
         return None if value is None else header_dict(value, t)
 
-    condition_hooks = {
+    condition_hooks: dict[str, Callable[[Any, Any], Any]] = {
         "attempt": _attempt_match,
         "headers": headers,
         "request_headers": headers,
     }
+    hooks: dict[type, dict[str, Callable[[Any, Any], Any]]] = {
+        s.ConditionDoc: condition_hooks,
+        s.IdempotencyDoc: {"header": _token_header},
+    }
     for cls in DOC_CLASSES:
-        extra = condition_hooks if cls is s.ConditionDoc else {}
+        extra = hooks.get(cls, {})
         conv.register_structure_hook(cls, _class_hook(conv, cls, **extra))
     return conv
 

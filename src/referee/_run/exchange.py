@@ -72,6 +72,15 @@ class _Translate(Protocol[Req, Resp_contra]):
         poll with another method sends no body.
         """
 
+    def with_header(self, request: Req, name: str, value: str) -> Req:
+        """
+        *request* carrying the header *name* with *value*, unless it
+        carries a header of that name already (the caller's own is kept).
+        May change *request* in place.  The flow decided the header and
+        its value; the runner applies it once, before the first send, so
+        every re-send carries it and snapshots show it.
+        """
+
     def replayable(self, request: Req) -> str | None:
         """
         None when *request* can be sent again (bytes are sent as they

@@ -93,6 +93,13 @@ class _Exchange:
     ) -> PollRequest | None:
         return poll
 
+    def with_header(
+        self, request: PollRequest | None, name: str, value: str
+    ) -> PollRequest | None:
+        # The caller sends and builds the snapshots: the request headers
+        # they carry are the caller's to set.
+        return request
+
     def replayable(self, request: PollRequest | None) -> str | None:
         return None
 

@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 import time
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 from referee._core.bodies import event_ended
 from referee._core.flow import (
@@ -49,6 +50,7 @@ from referee._core.flow import (
     unmatched,
     with_read,
 )
+from referee._core.idempotency import mint
 
 from . import clock
 from .call import RNG, Call, close_failed
@@ -56,7 +58,6 @@ from .stateio import aanswer, answer
 
 
 if TYPE_CHECKING:
-    import random
     from collections.abc import Awaitable, Callable, Generator
 
     from referee._core.compile import Policy
@@ -104,6 +105,12 @@ def _limit(seconds: float) -> float | None:
     return None if seconds == math.inf else max(seconds, 0.001)
 
 
+#: Where minted idempotency keys come from: the OS's entropy, not the
+#: jitter rng, which a caller may seed (``rng=random.Random(0)``) -- two
+#: processes seeded alike would send the same keys, and a server would
+#: answer one's charge with the other's.
+KEYS: Final = random.SystemRandom()
+
 #: No answer ready for the flow's first send.
 NOTHING: Any = object()
 
@@ -118,6 +125,21 @@ class _Twin(Generic[Req, Resp]):
     rng: random.Random
 
     exchange: Any
+
+    def _keyed(self, policy: Policy, request: Req) -> Req:
+        """
+        *request* with the idempotency key the policy mints for it, if it
+        mints one: once per call, before the first send, so that every
+        re-send (retry or poll) carries the same key.
+        """
+        if policy.idempotency is None:
+            return request
+        method, _url = self.exchange.method_url(request)
+        key = mint(policy.idempotency, method, KEYS)
+        if key is None:
+            return request
+        keyed: Req = self.exchange.with_header(request, *key)
+        return keyed
 
     def _start(
         self, policy: Policy, request: Req, started: float
@@ -211,6 +233,7 @@ class Runner(_Twin[Req, Resp]):
         again until the policy accepts or aborts.
         """
         exchange = self.exchange
+        request = self._keyed(policy, request)
         # The call's deadline counts from here, before the first send:
         # however long that send waits (for a pooled connection, say) is
         # the call's time.
@@ -384,6 +407,7 @@ class AsyncRunner(_Twin[Req, Resp]):
         As :meth:`Runner.call`, with awaited sends, reads and sleeps.
         """
         exchange = self.exchange
+        request = self._keyed(policy, request)
         started = clock.wall()
         if not policy.quiet and not _fast(policy, exchange, request):
             return await self._run(self._start(policy, request, started), send)

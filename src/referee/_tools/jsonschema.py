@@ -288,6 +288,16 @@ _DOCS: Final[dict[tuple[type, str], str]] = {
     (s.ErrorDoc, "description"): "What the error means (the class's "
     "docstring).",
     (s.PolicyDoc, "rules"): "Tried in order; the first match wins.",
+    (s.PolicyDoc, "idempotency"): "Mint an idempotency key for each call "
+    "of the methods given (draft-ietf-httpapi-idempotency-key-header-07): "
+    "the same key on every attempt, a new one per call; a key the caller "
+    "set is kept. Implies the rules idempotency-conflict (409: retry) and "
+    "idempotency-mismatch (422: abort).",
+    (s.IdempotencyDoc, "header"): "The header the key is sent in "
+    "(default: Idempotency-Key).",
+    (s.IdempotencyDoc, "mint"): "How a key is made: uuid4 (the default).",
+    (s.IdempotencyDoc, "methods"): "The methods whose calls get a key "
+    "(default: [POST, PATCH]).",
     (s.RuleDoc, "id"): "The rule's name, unique in its file.",
     (s.RuleDoc, "description"): "Free text.",
     (s.RuleDoc, "when"): "The conditions, all of which must hold (none: "
@@ -390,6 +400,8 @@ class _Builder:
             return _nullable(self.fragment(inner, cls, field))
         if tp is s.Word:
             return {"enum": list(_WORDS[cls, field])}
+        if cls is s.IdempotencyDoc and field == "header":
+            return {"type": "string", "pattern": f"^{_HEADER_NAME}$"}
         if cls is s.ConditionDoc and field == "attempt":
             return _value_match(attempt=True)
         if cls is s.ConditionDoc and field in ("headers", "request_headers"):
