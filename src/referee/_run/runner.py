@@ -233,7 +233,8 @@ class Runner(_Twin[Req, Resp]):
         again until the policy accepts or aborts.
         """
         exchange = self.exchange
-        request = self._keyed(policy, request)
+        if policy.idempotency is not None:
+            request = self._keyed(policy, request)
         # The call's deadline counts from here, before the first send:
         # however long that send waits (for a pooled connection, say) is
         # the call's time.
@@ -407,7 +408,8 @@ class AsyncRunner(_Twin[Req, Resp]):
         As :meth:`Runner.call`, with awaited sends, reads and sleeps.
         """
         exchange = self.exchange
-        request = self._keyed(policy, request)
+        if policy.idempotency is not None:
+            request = self._keyed(policy, request)
         started = clock.wall()
         if not policy.quiet and not _fast(policy, exchange, request):
             return await self._run(self._start(policy, request, started), send)
