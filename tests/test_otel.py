@@ -8,6 +8,7 @@ and the drivers' hook mechanism underneath it.
 from __future__ import annotations
 
 import asyncio
+import gc
 import subprocess
 import sys
 import textwrap
@@ -411,12 +412,21 @@ class TestMetrics:
         Three 402s in one de-dup window raise three alerts: the dispatcher
         sends one and holds two back.
         """
-        before = telemetry.metric("referee.alerts")
-        policy = referee.load_policy_text(RETRYING)
+        # The counter sums every dispatcher in the process, those of earlier
+        # tests included: collect their garbage first, and let no
+        # collection run between the two readings, so that only this
+        # test's alerts move them.
+        gc.collect()
+        gc.disable()
+        try:
+            before = telemetry.metric("referee.alerts")
+            policy = referee.load_policy_text(RETRYING)
 
-        for _ in range(3):
-            try_call(policy, [402])
-        after = telemetry.metric("referee.alerts")
+            for _ in range(3):
+                try_call(policy, [402])
+            after = telemetry.metric("referee.alerts")
+        finally:
+            gc.enable()
 
         def delta(outcome: str) -> int:
             key = attrs_(outcome=outcome)
