@@ -484,7 +484,7 @@ class TestFailures:
             run(main)
 
         assert not isinstance(ei.value, referee.RefereeError)
-        assert 1 == server.count("/r")
+        assert 1 == server.settled_count("/r", 1)
 
     def test_bad_status_line_is_a_protocol_failure(self):
         """

@@ -604,7 +604,7 @@ def _scripted(reply: Reply) -> Setup:
         server: ScriptedServer, raws: list[RawServer]
     ) -> tuple[str, Callable[[], int]]:
         server.script("/r", [reply])
-        return server.url("/r"), lambda: server.count("/r")
+        return server.url("/r"), lambda: server.settled_count("/r", 2)
 
     return setup
 

@@ -207,3 +207,18 @@ class ScriptedServer:
             return sum(
                 1 for r in self.requests if r.path.split("?")[0] == path
             )
+
+    def settled_count(
+        self, path: str, at_least: int, wait: float = 2.0
+    ) -> int:
+        """
+        :meth:`count`, once it has reached *at_least* or *wait* seconds
+        have passed: a client that gave up (a timeout) may return before
+        the server has read the request it sent.
+        """
+        deadline = time.monotonic() + wait
+        while (found := self.count(path)) < at_least:
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.01)
+        return found
