@@ -87,15 +87,12 @@ def next_step(
         return finished
 
 
-def _fast(policy: Policy, exchange: Any, request: Any) -> bool:
+def _fast(policy: Policy, method: str) -> bool:
     """
     Whether the first send may go before the flow starts: nothing must
     admit it and nothing must hear of a plain success.
     """
-    if policy.settles:
-        return False
-    method, _url = exchange.method_url(request)
-    return not needs_admission(policy, method)
+    return not policy.settles and not needs_admission(policy, method)
 
 
 def _limit(seconds: float) -> float | None:
@@ -142,13 +139,20 @@ class _Twin(Generic[Req, Resp]):
         return keyed
 
     def _start(
-        self, policy: Policy, request: Req, started: float
+        self,
+        policy: Policy,
+        request: Req,
+        started: float,
+        where: tuple[str, Callable[[], str]] | None = None,
     ) -> Call[Req, Resp]:
         """
         The call's bookkeeping; *started* is the :func:`clock.wall`
-        reading taken before its first send.
+        reading taken before its first send, *where* the request's method
+        and URL when the caller has asked the exchange for them already.
         """
-        method, url = self.exchange.method_url(request)
+        method, url = (
+            self.exchange.method_url(request) if where is None else where
+        )
         return Call(
             policy,
             self.exchange,
@@ -239,19 +243,23 @@ class Runner(_Twin[Req, Resp]):
         # however long that send waits (for a pooled connection, say) is
         # the call's time.
         started = clock.wall()
-        if not policy.quiet and not _fast(policy, exchange, request):
-            return self._run(self._start(policy, request, started), send)
+        # The request's method and URL, once, where something may need them.
+        where = None if policy.quiet else exchange.method_url(request)
+        if where is not None and not _fast(policy, where[0]):
+            return self._run(
+                self._start(policy, request, started, where), send
+            )
         try:
             first = send(request)
         except Exception as exc:  # noqa: BLE001 - the flow sorts it
-            call = self._start(policy, request, started)
+            call = self._start(policy, request, started, where)
             return self._run(call, send, call.observed(request, None, exc))
         status = exchange.status(first)
         if status is not None and not policy.index.get(
             status, policy.fallback
         ):
             return first
-        call = self._start(policy, request, started)
+        call = self._start(policy, request, started, where)
         snap = call.observed(request, first, None)
         read = first_read(policy, snap, call.started)
         if read is not None:
@@ -411,14 +419,17 @@ class AsyncRunner(_Twin[Req, Resp]):
         if policy.idempotency is not None:
             request = self._keyed(policy, request)
         started = clock.wall()
-        if not policy.quiet and not _fast(policy, exchange, request):
-            return await self._run(self._start(policy, request, started), send)
+        where = None if policy.quiet else exchange.method_url(request)
+        if where is not None and not _fast(policy, where[0]):
+            return await self._run(
+                self._start(policy, request, started, where), send
+            )
         # Even the first send answers to the deadline: a client may hold a
         # request for seconds before it reaches the wire (httpcore's pool
         # under load waits with no timeout of its own).
         got = await self._send(request, send, _limit(policy.deadline))
         if got is None or isinstance(got, Exception):
-            call = self._start(policy, request, started)
+            call = self._start(policy, request, started, where)
             if got is None:
                 call.sent = request
                 return await self._run(call, send, call.timed_out())
@@ -431,7 +442,7 @@ class AsyncRunner(_Twin[Req, Resp]):
             status, policy.fallback
         ):
             return first
-        call = self._start(policy, request, started)
+        call = self._start(policy, request, started, where)
         snap = call.observed(request, first, None)
         read = first_read(policy, snap, call.started)
         if read is not None:
