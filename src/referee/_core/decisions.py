@@ -107,8 +107,25 @@ class PollRequest:
     url: str
 
 
+class _Reasoned:
+    """
+    What every decision shares: *why*, a format string and its arguments,
+    rendered only when someone reads :attr:`reason`.
+    """
+
+    __slots__ = ()
+    why: tuple[Any, ...]
+
+    @property
+    def reason(self) -> str:
+        """
+        Why, in words.
+        """
+        return _render(self.why)
+
+
 @attrs.define(eq=True)
-class Accept:
+class Accept(_Reasoned):
     """
     Hand the outcome back as it is: return the response, or raise the
     transport failure as the client raised it.
@@ -123,16 +140,9 @@ class Accept:
     breaker: BreakerSpec | None = None
     log: str | None = None
 
-    @property
-    def reason(self) -> str:
-        """
-        Why, in words.
-        """
-        return _render(self.why)
-
 
 @attrs.define(eq=True)
-class Retry:
+class Retry(_Reasoned):
     """
     Send the same request again after *delay* seconds; the next send is
     attempt number *attempt*.
@@ -151,16 +161,9 @@ class Retry:
     breaker: BreakerSpec | None = None
     log: str | None = None
 
-    @property
-    def reason(self) -> str:
-        """
-        Why, in words.
-        """
-        return _render(self.why)
-
 
 @attrs.define(eq=True)
-class Poll:
+class Poll(_Reasoned):
     """
     The job is still running: ask again after *delay* seconds, with
     *request* (None: the same request).  This is poll number *poll* of the
@@ -177,16 +180,9 @@ class Poll:
     breaker: BreakerSpec | None = None
     log: str | None = None
 
-    @property
-    def reason(self) -> str:
-        """
-        Why, in words.
-        """
-        return _render(self.why)
-
 
 @attrs.define(eq=True)
-class Abort:
+class Abort(_Reasoned):
     """
     Stop and raise *error* (or return the response, when the caller asked
     for responses instead of exceptions).
@@ -198,13 +194,6 @@ class Abort:
     alert: AlertNotice | None = None
     breaker: BreakerSpec | None = None
     log: str | None = None
-
-    @property
-    def reason(self) -> str:
-        """
-        Why, in words.
-        """
-        return _render(self.why)
 
 
 Decision: TypeAlias = Accept | Retry | Poll | Abort
