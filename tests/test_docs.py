@@ -1,16 +1,19 @@
 """
 The policies in the docs load: every YAML block of the tutorial and the
-cookbook that is a policy document.
+cookbook that is a policy document; and the cookbook's `referee simulate`
+samples of the bundled vendor policies print what the command prints.
 """
 
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 
 import pytest
 
 import referee
+import referee.cli
 
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -57,3 +60,46 @@ class TestDocPolicies:
 
         assert policy.rules
         assert text.split()[1] == policy.name
+
+
+#: A script block of the cookbook: its first line names its file.
+_SCRIPT = re.compile(r"^# ([\w.-]+\.yaml): ")
+_SAMPLE = re.compile(
+    r"^```console\n\$ (referee simulate [^\n]*)\n(.*?)^```",
+    re.MULTILINE | re.DOTALL,
+)
+COOKBOOK = (DOCS / "cookbook.md").read_text(encoding="utf-8")
+SAMPLES = _SAMPLE.findall(COOKBOOK)
+
+
+class TestCookbookSimulations:
+    def test_there_are_samples(self):
+        """
+        The cookbook shows the anthropic, stripe and github policies at
+        work, so the test below tests something.
+        """
+        policies = {shlex.split(command)[2] for command, _ in SAMPLES}
+
+        assert {"anthropic", "stripe", "github"} <= policies
+
+    @pytest.mark.parametrize(
+        ("command", "output"),
+        SAMPLES,
+        ids=[shlex.split(c)[2] for c, _ in SAMPLES],
+    )
+    def test_sample_is_what_it_prints(
+        self, command, output, capsys, tmp_path, monkeypatch
+    ):
+        """
+        The command, run on the scripts the cookbook shows, prints the
+        sample exactly.
+        """
+        for block in _BLOCK.findall(COOKBOOK):
+            name = _SCRIPT.match(block)
+            if name is not None:
+                (tmp_path / name.group(1)).write_text(block, encoding="utf-8")
+        monkeypatch.chdir(tmp_path)
+
+        code = referee.cli.main(shlex.split(command)[1:])
+
+        assert (0, output) == (code, capsys.readouterr().out)
