@@ -625,6 +625,49 @@ class TestErrors:
         assert 3 == len(ei.value.trail)
         assert isinstance(ei.value.__cause__, harness.lib.ConnectError)
 
+    @pytest.mark.parametrize(
+        ("lib", "adapter"), LIBRARIES, ids=["httpx", "httpx2"]
+    )
+    def test_exception_tree_in_portable_words(self, lib, adapter):
+        """
+        Each library's own exception tree maps to the same failure words;
+        the other library's exceptions, and anything else, are no failure
+        of it (they propagate untouched).
+        """
+        other = httpx2 if lib is httpx else httpx
+        words = {
+            name: adapter._LIBRARY.failure_word(getattr(lib, name)("x"))
+            for name in (
+                "ConnectError",
+                "ConnectTimeout",
+                "PoolTimeout",
+                "ReadTimeout",
+                "WriteTimeout",
+                "RemoteProtocolError",
+                "LocalProtocolError",
+                "ReadError",
+                "WriteError",
+                "CloseError",
+            )
+        }
+        hang_up = lib.RemoteProtocolError("Server disconnected without ...")
+
+        assert {
+            "ConnectError": "connect",
+            "ConnectTimeout": "connect",
+            "PoolTimeout": "connect",
+            "ReadTimeout": "timeout",
+            "WriteTimeout": "timeout",
+            "RemoteProtocolError": "protocol",
+            "LocalProtocolError": "protocol",
+            "ReadError": "read",
+            "WriteError": "read",
+            "CloseError": "read",
+        } == words
+        assert "read" == adapter._LIBRARY.failure_word(hang_up)
+        assert None is adapter._LIBRARY.failure_word(other.ConnectError("x"))
+        assert None is adapter._LIBRARY.failure_word(ValueError("x"))
+
     def test_hang_up_is_a_read_failure(self, harness, server):
         """
         A server that drops the connection without answering is a 'read'
@@ -850,6 +893,28 @@ rules:
         outcome = response.extensions[OUTCOME_EXTENSION]
         assert isinstance(outcome.error, referee.NotReplayable)
         assert "stream" in outcome.error.reason
+
+    def test_httpx2_file_is_resent_from_where_it_stood(self, server, tmp_path):
+        """
+        httpx2 sends a file from where it stands (its Content-Length is
+        what remains): a PUT of a file already partly read that meets a
+        503 is sent again from that point, not from the file's start (which
+        would overrun the declared length).
+        """
+        server.script("/r", [Reply(503), Reply(204)])
+        path = tmp_path / "body.bin"
+        path.write_bytes(b"header:" + bytes(range(256)) * 300)
+
+        with no_sleep(), path.open("rb") as file:
+            file.read(7)
+            response = SyncHarness(httpx2, referee.httpx2).call(
+                policy(), "PUT", server.url("/r"), content=file
+            )
+
+        assert 204 == response.status_code
+        assert [bytes(range(256)) * 300] * 2 == [
+            r.body for r in server.requests
+        ]
 
     def test_bytes_body_is_resent_intact(self, harness, server):
         """

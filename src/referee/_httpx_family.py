@@ -15,6 +15,7 @@ the other's); the public transports give them their library's types.
 from __future__ import annotations
 
 import operator
+import os
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, Self, TypeVar
 
 from ._core.compile import Policy
@@ -256,6 +257,21 @@ def _kind(stream: object) -> str:
     return type(inner).__name__
 
 
+def _start(file: Any, headers: Any) -> int:
+    """
+    Where a file body starts: where the file stood when the request was
+    built.  httpx2 sends a file from there (its Content-Length is what
+    remains), httpx from its start (its Content-Length is the file's
+    size); either way, the end less the declared length.
+    """
+    try:
+        length = int(headers.get("content-length", ""))
+    except ValueError:  # no length declared: sent chunked, from the start
+        return 0
+    end: int = file.seek(0, os.SEEK_END)
+    return max(end - length, 0)
+
+
 def _rewound(request: _Request, time_left: float | None) -> _Request:
     """
     *request* ready to be sent again: a file body back at its start, and
@@ -265,7 +281,7 @@ def _rewound(request: _Request, time_left: float | None) -> _Request:
     """
     file = _file(request.stream)
     if file is not None:
-        file.seek(0)
+        file.seek(_start(file, request.headers))
     if time_left is None:
         return request
     own = request.extensions.get(_OWN_TIMEOUT)
