@@ -37,7 +37,6 @@ from referee import (
     RetriesExhausted,
     ServerError,
 )
-from referee.httpx import OUTCOME_EXTENSION
 from referee.testing import no_sleep
 
 
@@ -737,7 +736,7 @@ rules:
 
         assert 503 == response.status_code
         assert b"down" == response.content
-        outcome = response.extensions[OUTCOME_EXTENSION]
+        outcome = response.extensions[harness.adapter.OUTCOME_EXTENSION]
         assert isinstance(outcome, CallOutcome)
         assert isinstance(outcome.decision, Abort)
         assert 3 == len(outcome.trail)
@@ -890,7 +889,7 @@ rules:
             )
 
         assert 503 == response.status_code
-        outcome = response.extensions[OUTCOME_EXTENSION]
+        outcome = response.extensions[harness.adapter.OUTCOME_EXTENSION]
         assert isinstance(outcome.error, referee.NotReplayable)
         assert "stream" in outcome.error.reason
 
