@@ -365,13 +365,54 @@ _DOCS: Final[dict[tuple[type, str], str]] = {
     "(default: 120s).",
     (s.ServerDelayDoc, "on_exceed"): "fail: a longer hint aborts; cap: wait "
     "max instead (default: fail).",
-    (s.AlertDoc, "severity"): "default: warning",
+    (s.AlertDoc, "kind"): "What the alert is about (topup, config, ...): "
+    "alerts are de-duplicated by policy and kind.",
+    (s.AlertDoc, "severity"): "info, warning, error or critical (default: "
+    "warning).",
     (s.AlertDoc, "dedupe"): "At most one alert of this kind per window.",
     (s.AlertDoc, "message"): "A template such as '{status}: {body.message}'.",
     (s.BreakerDoc, "methods"): "The calls the open breaker stops "
     "(default: every call).",
     (s.WebhookDoc, "url"): "An environment variable reference: "
     "'${SLACK_WEBHOOK_URL}'.",
+    (s.WebhookDoc, "min_severity"): "Alerts less severe are not posted "
+    "(default: warning).",
+    (s.WebhookDoc, "timeout"): "How long one post may take (default: 5s).",
+    (s.AlertsDoc, "webhook"): "Post each alert as Slack-compatible JSON to "
+    "a URL read from the environment.",
+    (s.BreakerDoc, "name"): "The breaker's name: rules that name the same "
+    "breaker share it.",
+    (s.BreakerDoc, "open_for"): "How long the breaker stays open.",
+    (s.BreakerDefaultsDoc, "failure_ratio"): "The share of failed outcomes "
+    "in the window that opens it: above 0, at most 1 (default: 0.5).",
+    (s.BreakerDefaultsDoc, "window"): "The sliding window outcomes are "
+    "counted over (default: 30s).",
+    (s.BreakerDefaultsDoc, "min_calls"): "The fewest outcomes in the window "
+    "before the ratio is acted on (default: 20).",
+    (s.BreakerDefaultsDoc, "open_for"): "How long it stays open before it "
+    "lets one probe through (default: 30s).",
+    (s.BudgetDoc, "tokens"): "The size of the bucket, per policy and host; "
+    "retries are allowed while more than half is left (default: 10).",
+    (s.BudgetDoc, "refill"): "The tokens each success gives back (default: "
+    "0.1).",
+    (s.RateLimitDoc, "requests"): "The most sends per window (required).",
+    (s.RateLimitDoc, "per"): "The length of the window (required).",
+    (s.RateLimitDoc, "methods"): "The methods paced (default: every "
+    "method).",
+    (s.RateLimitDoc, "by_path"): "true: a separate limit for each request "
+    "path; false: one for the whole policy (default: false).",
+    (s.DefaultsDoc, "retry"): "The retry settings of every retry rule: "
+    "attempts, backoff, unsafe_methods, delay_from, delay_min.",
+    (s.DefaultsDoc, "poll"): "The poll schedule of every poll rule.",
+    (s.DefaultsDoc, "server_delay"): "The ceiling on delays that server "
+    "hints impose.",
+    (s.RetryDoc, "backoff"): "The delay schedule when no server hint "
+    "applies.",
+    (s.PollRequestDoc, "method"): "The poll's method (default: GET when url "
+    "is given, else the request's own).",
+    (s.PollRequestDoc, "url"): "A template over {request.url}, "
+    "{request.path}, {body.<path>} and {header.<Name>}; a relative URL is "
+    "resolved against the request's.",
 }
 
 
