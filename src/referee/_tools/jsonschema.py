@@ -71,19 +71,36 @@ def _value_match(*, attempt: bool = False) -> dict[str, Any]:
     # 'in' exclude each other.
     plain = {"type": "integer"} if attempt else _SCALAR
     ops: dict[str, Any] = {
-        "exists": {"type": "boolean"},
-        "equals": plain,
-        "in": {"type": "array", "items": plain},
-        "contains": _SCALAR,
+        "exists": {
+            "description": "true: the value is present; false: it is absent.",
+            "type": "boolean",
+        },
+        "equals": {"description": "The value equals this.", **plain},
+        "in": {
+            "description": "The value equals one of these.",
+            "type": "array",
+            "items": plain,
+        },
+        "contains": {
+            "description": "A substring of a string value, or a member of "
+            "a list value.",
+            **_SCALAR,
+        },
         "matches": {
             "type": "string",
             "description": "An RE2 regular expression, searched for in "
             "the value (no lookaround, no backreferences).",
         },
-        "gt": {"type": "number"},
-        "gte": {"type": "number"},
-        "lt": {"type": "number"},
-        "lte": {"type": "number"},
+        "gt": {"description": "The value is above this.", "type": "number"},
+        "gte": {
+            "description": "The value is this or above.",
+            "type": "number",
+        },
+        "lt": {"description": "The value is below this.", "type": "number"},
+        "lte": {
+            "description": "The value is this or below.",
+            "type": "number",
+        },
     }
     if attempt:
         del ops["contains"], ops["matches"]
@@ -397,8 +414,7 @@ _DOCS: Final[dict[tuple[type, str], str]] = {
     "0.1).",
     (s.RateLimitDoc, "requests"): "The most sends per window (required).",
     (s.RateLimitDoc, "per"): "The length of the window (required).",
-    (s.RateLimitDoc, "methods"): "The methods paced (default: every "
-    "method).",
+    (s.RateLimitDoc, "methods"): "The methods paced (default: every method).",
     (s.RateLimitDoc, "by_path"): "true: a separate limit for each request "
     "path; false: one for the whole policy (default: false).",
     (s.DefaultsDoc, "retry"): "The retry settings of every retry rule: "
@@ -406,8 +422,7 @@ _DOCS: Final[dict[tuple[type, str], str]] = {
     (s.DefaultsDoc, "poll"): "The poll schedule of every poll rule.",
     (s.DefaultsDoc, "server_delay"): "The ceiling on delays that server "
     "hints impose.",
-    (s.RetryDoc, "backoff"): "The delay schedule when no server hint "
-    "applies.",
+    (s.RetryDoc, "backoff"): "The delay schedule when no server hint applies.",
     (s.PollRequestDoc, "method"): "The poll's method (default: GET when url "
     "is given, else the request's own).",
     (s.PollRequestDoc, "url"): "A template over {request.url}, "
@@ -469,11 +484,18 @@ class _Builder:
                 if args[1] is s.ErrorDoc
                 else {"type": "string", "minLength": 1}
             )
+            value = self.fragment(args[1], cls, "")
+            if args[1] is s.ErrorDoc:
+                value = {
+                    "description": "An error class, by its name: a "
+                    "CamelCase Python identifier, not a built-in error's.",
+                    **value,
+                }
             return {
                 "type": "object",
                 "minProperties": 1,
                 "propertyNames": names,
-                "additionalProperties": self.fragment(args[1], cls, ""),
+                "additionalProperties": value,
             }
         simple = {str: "string", bool: "boolean", float: "number"}
         if tp in simple:
