@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
@@ -26,6 +28,9 @@ from referee._tools.docs import (
 )
 from referee._tools.docs import main as docs_main
 from referee._tools.jsonschema import policy_schema
+from referee.cli import main as cli_main
+from referee.httpx import PolicyTransport
+from referee.testing import Reply, simulate
 
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -318,3 +323,120 @@ class TestEveryConstruct:
 
         assert row is not None
         assert row.rstrip("| ").split("|")[-1].strip()
+
+
+# -- the tutorial's examples ---------------------------------------------------
+
+_SIMULATE = re.compile(
+    r"^```console\n\$ (referee simulate [^\n]*)\n(.*?)^```",
+    re.MULTILINE | re.DOTALL,
+)
+
+
+def page_files(page: str) -> dict[str, str]:
+    """
+    The files a page asks the reader to save, by name: each policy block
+    as ``<policy>.yaml``, each block that opens with ``# <name>.yaml:``
+    as that name.
+    """
+    text = (DOCS / page).read_text(encoding="utf-8")
+    files = {}
+    for block in _BLOCK.findall(text):
+        named = re.match(r"# ([\w.-]+\.yaml):", block)
+        if block.startswith("policy:"):
+            files[f"{block.split()[1]}.yaml"] = block
+        elif named:
+            files[named.group(1)] = block
+    return files
+
+
+class TestTutorialExamples:
+    def test_vendor_examples_are_there(self):
+        """
+        The tutorial has the GitHub and Stripe policies and the scripts
+        its runs use, so the tests below have them to check.
+        """
+        files = page_files("tutorial.md")
+
+        assert {
+            "github.yaml",
+            "busy.yaml",
+            "stripe.yaml",
+            "charge.yaml",
+        } <= set(files)
+
+    def test_simulate_samples_print_what_they_show(
+        self, tmp_path, monkeypatch, capsys
+    ):
+        """
+        Every `referee simulate` run shown in the tutorial prints, today,
+        the output shown under it, for the files the page has the reader
+        save.
+        """
+        text = (DOCS / "tutorial.md").read_text(encoding="utf-8")
+        for name, block in page_files("tutorial.md").items():
+            (tmp_path / name).write_text(block, encoding="utf-8")
+        monkeypatch.chdir(tmp_path)
+        samples = _SIMULATE.findall(text)
+        commands = " ".join(command for command, _ in samples)
+
+        assert "github.yaml busy.yaml" in commands
+        assert "github.yaml --url" in commands
+        assert "stripe.yaml charge.yaml" in commands
+        for command, shown in samples:
+            code = cli_main(shlex.split(command)[1:])
+
+            assert (0, shown) == (code, capsys.readouterr().out), command
+
+    def test_github_rules(self):
+        """
+        The GitHub policy: the limits and the poll are its own rules, the
+        primary limit with its own deadline and ceiling, the secondary
+        with a floor.
+        """
+        policy = referee.load_policy_text(
+            page_files("tutorial.md")["github.yaml"], source="github.yaml"
+        )
+        run = simulate(
+            policy,
+            [{"status": 403, "headers": {"retry-after": "5"}}, 200],
+        )
+
+        assert [60.0] == [s.decision.delay for s in run.steps[:1]]
+        assert "secondary-rate-limit" == run.steps[0].decision.rule_id
+
+    def test_stripe_over_http(self, referee_server, referee_no_sleep):
+        """
+        The Stripe policy over loopback HTTP: a POST is retried after a
+        lock timeout with the key minted for the call, the same on both
+        sends, and a declined card raises the declared CardError, a
+        BadRequest, with Stripe's body.
+        """
+        policy = referee.load_policy_text(
+            page_files("tutorial.md")["stripe.yaml"], source="stripe.yaml"
+        )
+        declined = {"error": {"type": "card_error", "decline_code": "x"}}
+        referee_server.script(
+            "/v1/payment_intents/pi_42/confirm",
+            [
+                Reply(429, body={"error": {"code": "lock_timeout"}}),
+                Reply(402, body=declined),
+            ],
+        )
+        with (
+            httpx.Client(transport=PolicyTransport(policy)) as client,
+            pytest.raises(policy.errors["CardError"]) as ei,
+        ):
+            client.post(
+                referee_server.url("/v1/payment_intents/pi_42/confirm")
+            )
+        keys = {
+            r.headers.get("idempotency-key") for r in referee_server.requests
+        }
+
+        assert isinstance(ei.value, referee.BadRequest)
+        assert declined == json.loads(ei.value.body)
+        assert 2 == len(referee_server.requests)
+        assert 1 == len(keys)
+        assert None not in keys
+        assert 1 == len(referee_no_sleep.delays)
