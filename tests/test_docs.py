@@ -101,11 +101,12 @@ def copy_repo(tmp_path: Path) -> Path:
 
 
 class TestGeneratedPages:
-    def test_pages_are_current(self):
+    def test_pages_are_current(self, monkeypatch):
         """
         docs/reference.md, docs/policies.md and docs/changelog.md hold what
         the generator makes from the code today.
         """
+        monkeypatch.delenv("REFEREE_POLICY_PATH", raising=False)
         stale = [str(p.relative_to(ROOT)) for p in stale_pages(ROOT)]
 
         assert [] == stale, STALE.format(pages=", ".join(stale))
@@ -187,13 +188,21 @@ class TestGeneratedPages:
 
         assert [] == write_pages(root)
 
-    def test_command_line(self, tmp_path, capsys):
+    def test_command_line(self, tmp_path, capsys, monkeypatch):
         """
         --check reports a stale page with the command and exits 1; without
         it the page is rewritten; a directory without docs/ is refused.
         """
         root = copy_repo(tmp_path)
         page = root / "docs" / "policies.md"
+        # A folder that shadows a bundled name is not read.
+        shadow = tmp_path / "shadow"
+        shadow.mkdir()
+        (shadow / "enrow.yaml").write_text(
+            "policy: enrow\nrules: [{id: mine, do: accept}]\n",
+            encoding="utf-8",
+        )
+        monkeypatch.setenv("REFEREE_POLICY_PATH", str(shadow))
         page.write_text(
             page.read_text(encoding="utf-8").replace("## enrow", "## e"),
             encoding="utf-8",
@@ -206,6 +215,9 @@ class TestGeneratedPages:
         )
         assert 0 == docs_main(["--root", str(root)])
         assert "docs/policies.md: regenerated\n" == capsys.readouterr().out
+        assert (DOCS / "policies.md").read_text(
+            encoding="utf-8"
+        ) == page.read_text(encoding="utf-8")
         assert 0 == docs_main(["--check", "--root", str(root)])
         assert 2 == docs_main(["--root", str(tmp_path / "nowhere")])
 

@@ -31,12 +31,15 @@ Rule 1: this module reads and writes only the files given to it; every
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
+
+from referee._files.load import PATH_VARIABLE
 
 
 if TYPE_CHECKING:
@@ -159,6 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     root: Path = args.root
+    # The bundled policies, not a folder of the caller's that shadows a
+    # name (their own enrow.yaml, an http-default that extends ours).
+    os.environ.pop(PATH_VARIABLE, None)
     if not (root / "docs").is_dir() or not (root / "CHANGELOG.md").exists():
         sys.stderr.write(f"{root}: not referee's repository (no docs/)\n")
         return 2
@@ -360,7 +366,8 @@ class _SchemaWalker:
 
 def render_policies() -> str:
     """
-    The decision table of every bundled policy, by name.
+    The decision table of every bundled policy, by name (unset
+    ``REFEREE_POLICY_PATH`` first: a name found there would win).
     """
     from referee._files.load import bundled_names, load_policy
     from referee._tools.table import render_table
