@@ -111,6 +111,17 @@ class TestGeneratedPages:
 
         assert [] == stale, STALE.format(pages=", ".join(stale))
 
+    def test_no_bare_angle_brackets(self):
+        """
+        A description that writes ``<path>`` is escaped in the reference:
+        a browser would take it for an HTML tag and show nothing.
+        """
+        text = render_reference()
+        outside_code = re.sub(r"`[^`]*`", "", text)
+
+        assert "{body.&lt;path&gt;}" in text
+        assert "<" not in outside_code
+
     @pytest.mark.parametrize(
         ("page", "name", "sign"),
         [

@@ -226,7 +226,13 @@ def render_reference() -> str:
 
 
 def _cell(text: str) -> str:
-    return " ".join(text.split()).replace("|", "\\|")
+    # One line, no column break, and no '<name>' read as an HTML tag
+    # (outside code spans: between backticks it shows as written).
+    parts = " ".join(text.split()).replace("|", "\\|").split("`")
+    return "`".join(
+        p if i % 2 else p.replace("<", "&lt;").replace(">", "&gt;")
+        for i, p in enumerate(parts)
+    )
 
 
 def keys_from_json_schema(schema: dict[str, Any]) -> list[Key]:
