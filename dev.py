@@ -51,7 +51,7 @@ def _setup() -> None:
             "install",
             quiet,
             "-e",
-            ".[httpx,requests,aiohttp,redis]",
+            ".[httpx,httpx2,requests,aiohttp,redis]",
             "--group",
             "dev",
         )
