@@ -187,6 +187,16 @@ class _Translate:
             OUTCOME_EXTENSION: outcome,
         }
 
+    def request_header(self, request: httpx.Request, name: str) -> str | None:
+        value: str | None = request.headers.get(name)
+        return value
+
+    def advise(
+        self, response: httpx.Response, headers: tuple[tuple[str, str], ...]
+    ) -> None:
+        for name, value in headers:
+            response.headers[name] = value
+
 
 def _rewinds_itself(stream: object) -> bool:
     # httpx's multipart forms seek every file back to its start each time
@@ -373,6 +383,14 @@ class PolicyTransport(httpx.BaseTransport):
         raise_on_abort: When False, an abort returns the last response
             instead of raising; ``response.extensions["referee.outcome"]``
             holds the outcome and the trail.
+        sdk: The client belongs to a vendor SDK that retries on its own
+            (openai, anthropic, stripe): make the policy the only retry
+            layer.  An error response is handed back to the SDK with
+            ``x-should-retry: false`` and ``Stripe-Should-Retry: false``
+            (the SDK raises its own status error, with the API's body, at
+            once; the outcome is attached as for *raise_on_abort*); the
+            SDK's own retry of a call referee gave up on is answered with
+            that call's error, without sending.  See the SDK guide.
         rng: The source of jitter.
     """
 
@@ -382,13 +400,14 @@ class PolicyTransport(httpx.BaseTransport):
         transport: httpx.BaseTransport | None = None,
         *,
         raise_on_abort: bool = True,
+        sdk: bool = False,
         rng: random.Random | None = None,
     ) -> None:
         self.policy = policy
         self.transport = transport or httpx.HTTPTransport()
         self._send = self.transport.handle_request
         self._runner: Runner[httpx.Request, httpx.Response] = Runner(
-            _Exchange(), raise_on_abort=raise_on_abort, rng=rng
+            _Exchange(), raise_on_abort=raise_on_abort, sdk=sdk, rng=rng
         )
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -428,13 +447,17 @@ class AsyncPolicyTransport(httpx.AsyncBaseTransport):
         transport: httpx.AsyncBaseTransport | None = None,
         *,
         raise_on_abort: bool = True,
+        sdk: bool = False,
         rng: random.Random | None = None,
     ) -> None:
         self.policy = policy
         self.transport = transport or httpx.AsyncHTTPTransport()
         self._send = self.transport.handle_async_request
         self._runner: AsyncRunner[httpx.Request, httpx.Response] = AsyncRunner(
-            _AsyncExchange(), raise_on_abort=raise_on_abort, rng=rng
+            _AsyncExchange(),
+            raise_on_abort=raise_on_abort,
+            sdk=sdk,
+            rng=rng,
         )
 
     async def handle_async_request(
