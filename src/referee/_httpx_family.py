@@ -229,6 +229,16 @@ class _Translate:
             OUTCOME_EXTENSION: outcome,
         }
 
+    def request_header(self, request: _Request, name: str) -> str | None:
+        value: str | None = request.headers.get(name)
+        return value
+
+    def advise(
+        self, response: _Response, headers: tuple[tuple[str, str], ...]
+    ) -> None:
+        for name, value in headers:
+            response.headers[name] = value
+
 
 def _rewinds_itself(stream: object) -> bool:
     # httpx's multipart forms seek every file back to its start each time
@@ -438,6 +448,7 @@ class Transport(Generic[Inner, Req, Resp]):
         transport: Inner | None = None,
         *,
         raise_on_abort: bool = True,
+        sdk: bool = False,
         rng: random.Random | None = None,
     ) -> None:
         self.policy = policy
@@ -445,7 +456,10 @@ class Transport(Generic[Inner, Req, Resp]):
         self.transport = inner
         self._send: Callable[[Req], Resp] = inner.handle_request
         self._runner: Runner[Req, Resp] = Runner(
-            _Exchange(self.library), raise_on_abort=raise_on_abort, rng=rng
+            _Exchange(self.library),
+            raise_on_abort=raise_on_abort,
+            sdk=sdk,
+            rng=rng,
         )
 
     def handle_request(self, request: Req) -> Resp:
@@ -489,6 +503,7 @@ class AsyncTransport(Generic[Inner, Req, Resp]):
         transport: Inner | None = None,
         *,
         raise_on_abort: bool = True,
+        sdk: bool = False,
         rng: random.Random | None = None,
     ) -> None:
         self.policy = policy
@@ -498,6 +513,7 @@ class AsyncTransport(Generic[Inner, Req, Resp]):
         self._runner: AsyncRunner[Req, Resp] = AsyncRunner(
             _AsyncExchange(self.library),
             raise_on_abort=raise_on_abort,
+            sdk=sdk,
             rng=rng,
         )
 
