@@ -279,6 +279,18 @@ class _Exchange:
         # outcome rides on an attribute of its own.
         setattr(response, OUTCOME_ATTRIBUTE, outcome)
 
+    def request_header(self, request: _Attempt, name: str) -> str | None:
+        return request.request.headers.get(name)
+
+    def advise(
+        self,
+        response: aiohttp.ClientResponse,
+        headers: tuple[tuple[str, str], ...],
+    ) -> None:
+        # aiohttp's response headers are read-only, and the aiohttp-based
+        # SDKs (slack_sdk) read no such advice: the outcome is attached.
+        return
+
 
 class _Unplugged(BaseProtocol):
     """
@@ -380,6 +392,14 @@ class PolicyMiddleware:
         raise_on_abort: When False, an abort returns the last response
             instead of raising; ``response.referee_outcome`` (or
             :func:`outcome`) holds the outcome and the trail.
+        sdk: The client belongs to a vendor SDK that retries on its own
+            (openai, anthropic, stripe): make the policy the only retry
+            layer.  An error response is handed back to the SDK with
+            ``x-should-retry: false`` and ``Stripe-Should-Retry: false``
+            (the SDK raises its own status error, with the API's body, at
+            once; the outcome is attached as for *raise_on_abort*); the
+            SDK's own retry of a call referee gave up on is answered with
+            that call's error, without sending.  See the SDK guide.
         rng: The source of jitter.
     """
 
@@ -388,11 +408,14 @@ class PolicyMiddleware:
         policy: Policy | PolicyWatcher,
         *,
         raise_on_abort: bool = True,
+        sdk: bool = False,
         rng: random.Random | None = None,
     ) -> None:
         self.policy = policy
         self._runner: AsyncRunner[_Attempt, aiohttp.ClientResponse] = (
-            AsyncRunner(_Exchange(), raise_on_abort=raise_on_abort, rng=rng)
+            AsyncRunner(
+                _Exchange(), raise_on_abort=raise_on_abort, sdk=sdk, rng=rng
+            )
         )
 
     async def __call__(

@@ -314,6 +314,18 @@ class _Exchange:
     def attach(self, response: Response, outcome: CallOutcome) -> None:
         setattr(response, OUTCOME_ATTRIBUTE, outcome)
 
+    def request_header(
+        self, request: PreparedRequest, name: str
+    ) -> str | None:
+        value = request.headers.get(name)
+        return value.decode("latin-1") if isinstance(value, bytes) else value
+
+    def advise(
+        self, response: Response, headers: tuple[tuple[str, str], ...]
+    ) -> None:
+        for name, value in headers:
+            response.headers[name] = value
+
     def prepare(
         self, request: PreparedRequest, *, time_left: float | None
     ) -> PreparedRequest:
@@ -577,6 +589,14 @@ class PolicyAdapter(HTTPAdapter):
         raise_on_abort: When False, an abort returns the last response
             instead of raising; ``response.referee_outcome`` holds the
             :class:`~referee.CallOutcome` and its trail.
+        sdk: The client belongs to a vendor SDK that retries on its own
+            (openai, anthropic, stripe): make the policy the only retry
+            layer.  An error response is handed back to the SDK with
+            ``x-should-retry: false`` and ``Stripe-Should-Retry: false``
+            (the SDK raises its own status error, with the API's body, at
+            once; the outcome is attached as for *raise_on_abort*); the
+            SDK's own retry of a call referee gave up on is answered with
+            that call's error, without sending.  See the SDK guide.
         rng: The source of jitter.
         pool_connections: As for :class:`~requests.adapters.HTTPAdapter`.
         pool_maxsize: Likewise.
@@ -590,6 +610,7 @@ class PolicyAdapter(HTTPAdapter):
         *HTTPAdapter.__attrs__,
         "policy",
         "raise_on_abort",
+        "sdk",
         "rng",
     ]
 
@@ -598,6 +619,7 @@ class PolicyAdapter(HTTPAdapter):
         policy: Policy | PolicyWatcher,
         *,
         raise_on_abort: bool = True,
+        sdk: bool = False,
         rng: random.Random | None = None,
         pool_connections: int = 10,
         pool_maxsize: int = 10,
@@ -611,12 +633,16 @@ class PolicyAdapter(HTTPAdapter):
         )
         self.policy = policy
         self.raise_on_abort = raise_on_abort
+        self.sdk = sdk
         self.rng = rng
         self._runner = self._new_runner()
 
     def _new_runner(self) -> Runner[PreparedRequest, Response]:
         return Runner(
-            _Exchange(), raise_on_abort=self.raise_on_abort, rng=self.rng
+            _Exchange(),
+            raise_on_abort=self.raise_on_abort,
+            sdk=getattr(self, "sdk", False),  # pickled before there was one
+            rng=self.rng,
         )
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -282,6 +282,22 @@ class Call(Generic[Req, Resp]):
         return snap.method, snap.url
 
 
+def outer_retry_refused(
+    policy: Policy, method: str, url: str, error: BaseException
+) -> None:
+    """
+    Log an SDK's retry of a call the policy gave up on, refused without
+    sending (SDK mode).
+    """
+    _log.info(
+        "referee.outer_retry_refused",
+        policy=policy.name,
+        method=method,
+        url=policy.redaction.url(url),
+        error=type(error).__name__,
+    )
+
+
 def close_failed(exc: BaseException) -> None:
     """
     Log a response that could not be released (closing is best effort).

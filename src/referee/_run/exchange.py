@@ -100,8 +100,24 @@ class _Translate(Protocol[Req, Resp_contra]):
     def attach(self, response: Resp_contra, outcome: CallOutcome) -> None:
         """
         Attach *outcome* to the response a call returns when the caller
-        asked for responses instead of exceptions (``raise_on_abort=False``):
-        an abort's, and an accept's after the flow ran.
+        asked for responses instead of exceptions (``raise_on_abort=False``,
+        or an error response handed back to an SDK): an abort's, and an
+        accept's after the flow ran.
+        """
+
+    def request_header(self, request: Req, name: str) -> str | None:
+        """
+        The value of the request's header *name* (lower case), or None.
+        """
+
+    def advise(
+        self, response: Resp_contra, headers: tuple[tuple[str, str], ...]
+    ) -> None:
+        """
+        Set *headers* on *response*, for the SDK the response goes back
+        to (``x-should-retry: false``).  A client whose response headers
+        cannot change, and that no SDK reads such headers from, may do
+        nothing.
         """
 
 

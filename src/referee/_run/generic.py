@@ -110,6 +110,17 @@ class _Exchange:
     def attach(self, response: Any, outcome: CallOutcome) -> None:
         return
 
+    def request_header(
+        self, request: PollRequest | None, name: str
+    ) -> str | None:
+        # The caller's requests are theirs: run/guard have no SDK mode.
+        return None
+
+    def advise(
+        self, response: Any, headers: tuple[tuple[str, str], ...]
+    ) -> None:
+        return
+
     def prepare(
         self, request: PollRequest | None, *, time_left: float | None
     ) -> PollRequest | None:

@@ -29,12 +29,13 @@ What a call ends with:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import math
 import random
 import time
-from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, NamedTuple, TypeVar
 
-from referee._core.bodies import event_ended
+from referee._core.bodies import event_ended, is_event_stream
 from referee._core.flow import (
     CanResend,
     Finished,
@@ -51,9 +52,10 @@ from referee._core.flow import (
     with_read,
 )
 from referee._core.idempotency import mint
+from referee._core.sdk import KEY_HEADER, STOP, hands_back, is_outer_retry
 
 from . import clock
-from .call import RNG, Call, close_failed
+from .call import RNG, Call, close_failed, outer_retry_refused
 from .stateio import aanswer, answer
 
 
@@ -112,6 +114,26 @@ KEYS: Final = random.SystemRandom()
 NOTHING: Any = object()
 
 
+class _GaveUp(NamedTuple):
+    """
+    A call that ended with an exception in SDK mode: what an SDK's retry
+    of it is answered with.
+    """
+
+    method: str
+    url: str
+    key: str | None
+    error: BaseException
+
+
+#: The last call this thread (or asyncio task) gave up on in SDK mode.  An
+#: SDK retries in the thread or task that made the call, so its retry
+#: finds it here; any other call clears it.
+_GAVE_UP: contextvars.ContextVar[_GaveUp | None] = contextvars.ContextVar(
+    "referee_gave_up", default=None
+)
+
+
 class _Twin(Generic[Req, Resp]):
     """
     What the two runners share: their settings, how a call starts once the
@@ -119,9 +141,53 @@ class _Twin(Generic[Req, Resp]):
     """
 
     raise_on_abort: bool
+    sdk: bool
     rng: random.Random
 
     exchange: Any
+
+    def _outer_retry(
+        self, policy: Policy, request: Req
+    ) -> BaseException | None:
+        """
+        In SDK mode, the error to answer *request* with when it is the
+        SDK's own retry of the call this thread or task last gave up on
+        (nothing is sent); None otherwise, and the memory is cleared.
+        """
+        gave_up = _GAVE_UP.get()
+        if gave_up is None:
+            return None
+        _GAVE_UP.set(None)
+        method, url = self.exchange.method_url(request)
+        if method != gave_up.method or url() != gave_up.url:
+            return None
+        if not is_outer_retry(
+            lambda name: self.exchange.request_header(request, name),
+            gave_up.key,
+        ):
+            return None
+        _GAVE_UP.set(gave_up)  # the SDK may retry again
+        outer_retry_refused(policy, method, gave_up.url, gave_up.error)
+        return gave_up.error
+
+    def _gave_up(self, request: Req, error: BaseException) -> None:
+        """
+        Remember, in SDK mode, that the call of *request* ended with
+        *error*.
+        """
+        method, url = self.exchange.method_url(request)
+        key = self.exchange.request_header(request, KEY_HEADER)
+        _GAVE_UP.set(_GaveUp(method, url(), key, error))
+
+    def _handed(self, response: Resp) -> Resp:
+        """
+        *response*, returned to an SDK: told not to retry it when it is an
+        error (the policy has decided).
+        """
+        status = self.exchange.status(response)
+        if status is not None and status >= 400:
+            self.exchange.advise(response, STOP)
+        return response
 
     def _keyed(self, policy: Policy, request: Req) -> Req:
         """
@@ -188,6 +254,16 @@ class _Twin(Generic[Req, Resp]):
             if not self.raise_on_abort:
                 call.outcome(finished, None)
             return call.exc, False
+        snap = finished.snap
+        if (
+            self.sdk
+            and response is not None
+            and snap is not None
+            and hands_back(snap.status, is_event_stream(snap.headers))
+        ):
+            call.outcome(finished, error)
+            self.exchange.advise(response, STOP)
+            return None, False
         if self.raise_on_abort or response is None:
             if call.exc is not None:
                 # As `raise error from call.exc`, raised outside any except
@@ -207,6 +283,8 @@ class Runner(_Twin[Req, Resp]):
         exchange: The client, translated.
         raise_on_abort: When False, an abort returns the last response
             (with the outcome attached) instead of raising.
+        sdk: The client belongs to an SDK that retries on its own: make
+            the policy its only retry layer (:mod:`referee._core.sdk`).
         rng: The source of jitter.
         sleep: How to sleep (``time.sleep``).
     """
@@ -218,11 +296,13 @@ class Runner(_Twin[Req, Resp]):
         exchange: Exchange[Req, Resp],
         *,
         raise_on_abort: bool = True,
+        sdk: bool = False,
         rng: random.Random | None = None,
         sleep: Callable[[float], Any] = time.sleep,
     ) -> None:
         self.exchange = exchange
         self.raise_on_abort = raise_on_abort
+        self.sdk = sdk
         self.rng = rng or RNG
         self.sleep = sleep
 
@@ -236,6 +316,23 @@ class Runner(_Twin[Req, Resp]):
         Send *request* with *send* as *policy* says: once, or again and
         again until the policy accepts or aborts.
         """
+        if self.sdk:
+            refused = self._outer_retry(policy, request)
+            if refused is not None:
+                raise refused
+            try:
+                return self._handed(self._call(policy, request, send))
+            except Exception as exc:
+                self._gave_up(request, exc)
+                raise
+        return self._call(policy, request, send)
+
+    def _call(
+        self,
+        policy: Policy,
+        request: Req,
+        send: Callable[[Req], Resp],
+    ) -> Resp:
         exchange = self.exchange
         if policy.idempotency is not None:
             request = self._keyed(policy, request)
@@ -387,6 +484,7 @@ class AsyncRunner(_Twin[Req, Resp]):
     Args:
         exchange: The client, translated.
         raise_on_abort: As for :class:`Runner`.
+        sdk: As for :class:`Runner`.
         rng: The source of jitter.
         sleep: How to sleep (``asyncio.sleep``).
     """
@@ -398,11 +496,13 @@ class AsyncRunner(_Twin[Req, Resp]):
         exchange: AsyncExchange[Req, Resp],
         *,
         raise_on_abort: bool = True,
+        sdk: bool = False,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     ) -> None:
         self.exchange = exchange
         self.raise_on_abort = raise_on_abort
+        self.sdk = sdk
         self.rng = rng or RNG
         self.sleep = sleep
 
@@ -415,6 +515,23 @@ class AsyncRunner(_Twin[Req, Resp]):
         """
         As :meth:`Runner.call`, with awaited sends, reads and sleeps.
         """
+        if self.sdk:
+            refused = self._outer_retry(policy, request)
+            if refused is not None:
+                raise refused
+            try:
+                return self._handed(await self._call(policy, request, send))
+            except Exception as exc:
+                self._gave_up(request, exc)
+                raise
+        return await self._call(policy, request, send)
+
+    async def _call(
+        self,
+        policy: Policy,
+        request: Req,
+        send: Callable[[Req], Awaitable[Resp]],
+    ) -> Resp:
         exchange = self.exchange
         if policy.idempotency is not None:
             request = self._keyed(policy, request)
