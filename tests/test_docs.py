@@ -1,7 +1,9 @@
 """
 The docs hold what the code does: every policy in the tutorial and the
-cookbook loads, and the generated pages (the reference, the bundled
-policies, the changelog) are what `python3 dev.py docs` makes today.
+cookbook loads, the generated pages (the reference, the bundled
+policies, the changelog) are what `python3 dev.py docs` makes today, and
+the `referee simulate` samples of the tutorial and of the cookbook (the
+bundled vendor policies at work) print what the command prints.
 """
 
 from __future__ import annotations
@@ -463,3 +465,33 @@ class TestTutorialExamples:
         assert 1 == len(keys)
         assert None not in keys
         assert 1 == len(referee_no_sleep.delays)
+
+
+# -- the cookbook's bundled vendor policies ------------------------------------
+
+
+class TestCookbookSimulations:
+    def test_there_are_samples(self):
+        """
+        The cookbook shows the bundled anthropic, stripe and github
+        policies at work, so the test below tests something.
+        """
+        text = (DOCS / "cookbook.md").read_text(encoding="utf-8")
+        policies = {shlex.split(c)[2] for c, _ in _SIMULATE.findall(text)}
+
+        assert {"anthropic", "stripe", "github"} <= policies
+
+    def test_samples_print_what_they_show(self, tmp_path, monkeypatch, capsys):
+        """
+        Every `referee simulate` run shown in the cookbook prints, today,
+        the output shown under it, for the scripts the page shows.
+        """
+        text = (DOCS / "cookbook.md").read_text(encoding="utf-8")
+        for name, block in page_files("cookbook.md").items():
+            (tmp_path / name).write_text(block, encoding="utf-8")
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.delenv("REFEREE_POLICY_PATH", raising=False)
+        for command, shown in _SIMULATE.findall(text):
+            code = cli_main(shlex.split(command)[1:])
+
+            assert (0, shown) == (code, capsys.readouterr().out), command
