@@ -497,11 +497,54 @@ class TestAnthropic:
             ANTHROPIC.on_exceed,
         )
 
-    def test_stream_error_rule_is_left_to_the_lead(self):
+    def test_overloaded_error_first_in_a_200_stream_is_retried(self):
         """
-        The place of the streaming `event: error` rule is marked, and no
-        rule matches a 200 yet: a stream is never read for it.
+        A8: a 200 event stream whose first event is an overloaded_error
+        (the flow reads that event and decides on its data) is retried,
+        POST included, and runs out as Overloaded.
         """
-        expected = ()
+        snap = Snapshot.response(
+            200,
+            method="POST",
+            url="http://127.0.0.1:8080/v1/messages",
+            headers={"content-type": "text/event-stream; charset=utf-8"},
+            body=json.dumps(
+                {
+                    "type": "error",
+                    "error": {"type": "overloaded_error", "message": "x"},
+                }
+            ),
+        )
 
-        assert expected == tuple(ANTHROPIC.candidates(200, "POST"))
+        decision = decide(ANTHROPIC, snap, AttemptState(started=NOW))
+
+        assert isinstance(decision, referee.Retry)
+        assert "overloaded-in-stream" == decision.rule_id
+
+    @pytest.mark.parametrize(
+        "headers",
+        [
+            {"content-type": "application/json"},
+            {"content-type": "text/event-stream"},
+        ],
+        ids=["json", "stream"],
+    )
+    def test_a_plain_200_is_not_held_back(self, headers):
+        """
+        A JSON 200 is never read for the stream rule (it can match event
+        streams only), and a stream's first event is read only: the fast
+        path's first step asks for no body, or for the first event.
+        """
+        from referee._core.flow import first_read
+
+        snap = Snapshot.response(
+            200, method="POST", url="http://h/v1/messages", headers=headers
+        )
+
+        read = first_read(ANTHROPIC, snap, 0.0)
+
+        if headers["content-type"] == "application/json":
+            assert read is None
+        else:
+            assert read is not None
+            assert read.event

@@ -47,7 +47,18 @@ def server() -> Iterator[DripServer]:
 
 
 def run(code: str) -> None:
-    exec(compile(code, "<docs>", "exec"), {"__name__": "__docs__"})  # noqa: S102 - the docs' own code
+    """
+    Run a page's block; then close the client it made, as a program that
+    ends would (the page keeps it open, as a long-lived client is).
+    """
+    scope: dict[str, object] = {"__name__": "__docs__"}
+    exec(compile(code, "<docs>", "exec"), scope)  # noqa: S102 - the docs' own code
+    client = scope.get("client")
+    close = getattr(client, "close", None)
+    if close is not None and not isinstance(client, type):
+        result = close()
+        if hasattr(result, "close"):  # an async client's close(): unawaited
+            result.close()
 
 
 def openai_chunk(text: str) -> dict[str, object]:

@@ -288,6 +288,10 @@ class CompiledRule:
     #: names ``content-type: text/event-stream`` beside its body
     #: condition, which then looks at the stream's first event.
     reads_events: bool = attrs.field(default=False, kw_only=True)
+    #: Whether the rule can match an event stream only (its content-type
+    #: condition admits nothing else): no other response's body is read
+    #: for it.
+    only_events: bool = attrs.field(default=False, kw_only=True)
     prefilter: Callable[[bytes], bool] | None = attrs.field(
         eq=False, repr=False
     )
@@ -550,6 +554,28 @@ def _names_event_stream(cond: s.ConditionDoc | None) -> bool:
     return any(_names_event_stream(c) for c in cond.all or ())
 
 
+def _only_event_stream(cond: s.ConditionDoc | None) -> bool:
+    """
+    Whether *cond* (or a condition all of whose parts must hold) admits an
+    event stream only: its content-type must contain ``event-stream``, or
+    be one of values that all do.  (A pattern is not taken to exclude
+    anything.)
+    """
+    if cond is None:
+        return False
+    for name, vm in (cond.headers or {}).items():
+        if name.lower() != "content-type":
+            continue
+        if isinstance(vm.contains, str) and "event-stream" in vm.contains:
+            return True
+        values = vm.one_of or ()
+        if values and all(
+            isinstance(v, str) and "event-stream" in v for v in values
+        ):
+            return True
+    return any(_only_event_stream(c) for c in cond.all or ())
+
+
 def _needs_body(rule: s.RuleDoc) -> bool:
     message = rule.alert.message if rule.alert else None
     return _uses_body(rule.when) or bool(message and "{body." in message)
@@ -604,6 +630,7 @@ def _compile_rule(
         action=rd.do,
         when=when,
         reads_events=_names_event_stream(rd.when),
+        only_events=_only_event_stream(rd.when),
         needs_body=_needs_body(rd)
         or bool(
             poll is not None

@@ -367,6 +367,9 @@ def _reads_body(policy: Policy, snap: Snapshot) -> bool | None:
         return None
     if is_event_stream(headers):
         return True if any(r.reads_events for r in rules) else None
+    # A rule that can match an event stream only reads no other body.
+    if all(r.only_events for r in rules if r.needs_body):
+        return None
     return False
 
 
