@@ -315,6 +315,9 @@ class TestJSON:
             "poll": None,
             "error": None,
             "alert": None,
+            "pause": None,
+            "paused": 0.0,
+            "sent": True,
             "reason": "GET got 429: rule 'rate-limited' retries in 3s "
             "(attempt 2 of 4, delay from Retry-After)",
         } == first

@@ -44,7 +44,7 @@ from ._core.engine import decide
 from ._core.errors import PolicyError, Problem, RetriesExhausted
 from ._core.snapshot import FAILURES, Snapshot
 from ._core.state import AttemptState
-from ._core.units import format_duration
+from ._core.units import format_duration, round_seconds
 from ._files.load import load_policy
 from ._tools.check import check_policy
 
@@ -963,7 +963,27 @@ def _step_json(
         "poll": poll,
         "error": d.error.__name__ if isinstance(d, Abort) else None,
         "alert": _alert_json(d),
+        "pause": _pause_json(d, script.start if script is not None else 0.0),
+        "paused": step.paused,
+        "sent": step.sent,
         "reason": d.reason,
+    }
+
+
+def _pause_json(decision: Decision, start: float) -> dict[str, Any] | None:
+    """
+    The pause a decision sets: until when (seconds from the call's start,
+    as ``at``), its scope, what later calls do, and the header it came
+    from.
+    """
+    pause = decision.pause
+    if pause is None:
+        return None
+    return {
+        "until": round_seconds(pause.until - start),
+        "scope": "policy" if pause.scope == "*" else pause.scope,
+        "then": pause.then,
+        "source": pause.source,
     }
 
 
@@ -1040,7 +1060,7 @@ def _run_simulate(args: argparse.Namespace) -> int:
         _step_json(policy, n, step, script)
         for n, step in enumerate(sim.steps, 1)
     ]
-    unused = len(outcomes) - len(sim.steps)
+    unused = len(outcomes) - sum(step.sent for step in sim.steps)
     result = None
     if sim.finished:
         last = steps[-1]
@@ -1105,7 +1125,9 @@ def _print_trail(
     table += [
         (
             _clock(step["at"]),
-            str(step["status"] or step["failure"]),
+            str(step["status"] or step["failure"])
+            if step["sent"]
+            else "not sent",
             step["action"],
             step["rule"] or "-",
             "-" if step["delay"] is None else format_duration(step["delay"]),
@@ -1121,6 +1143,25 @@ def _print_trail(
         cells = [at.rjust(widths[0])]
         cells += [c.ljust(w) for c, w in zip(middle, widths[1:], strict=True)]
         _out("  " + "  ".join([*cells, reason]))
+    for step in steps:
+        pause = step["pause"]
+        if step["paused"]:
+            _out(
+                f"{'note':<11} the send of outcome {step['step']} waited "
+                f"{format_duration(step['paused'])} for a pause the API "
+                f"asked for"
+            )
+        if pause is not None:
+            scope = (
+                "the policy"
+                if pause["scope"] == "policy"
+                else f"host {pause['scope']}"
+            )
+            _out(
+                f"{'pause':<11} outcome {step['step']} pauses {scope} until "
+                f"{_clock(pause['until'])} (from {pause['source']}); later "
+                f"calls {pause['then']}"
+            )
     if script is None:
         return
     for step in steps:
@@ -1148,7 +1189,7 @@ def _simulate_result(
     unused: int,
     noun: str = "response",
 ) -> str:
-    n = _plural(len(steps), "outcome")
+    n = _plural(sum(step["sent"] for step in steps), "outcome")
     if not sim.finished:
         last = steps[-1]["action"] if steps else None
         wanted = "" if last is None else f" (the last was a {last})"
@@ -1157,7 +1198,9 @@ def _simulate_result(
             f"policy would send again at {_clock(sim.elapsed)}"
         )
     last = steps[-1]
-    if last["action"] == "abort":
+    if not last["sent"]:
+        text = f"abort before sending: raises {last['error']}"
+    elif last["action"] == "abort":
         text = f"abort: raises {last['error']}"
     elif last["failure"] is not None:
         text = "accept: the failure propagates"
