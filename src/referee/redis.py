@@ -355,19 +355,26 @@ return {1, held}
 )
 
 # A pause the server asked for: one hash per scope (until, rule, then)
-# that expires on its own a minute after the pause ends (PEXPIREAT, in
-# the callers' clock: the minute absorbs their skew from Redis's), so an
-# ended pause leaves nothing behind.
-# KEYS: the scope's pause.  ARGV: until, rule id, then, expire-at (ms).
-_SET_PAUSE: Final = """
+# that expires on its own a minute after the pause ends (its lifetime is
+# reckoned on Redis's clock, as open_breaker's: the minute absorbs the
+# callers' skew), so an ended pause leaves nothing behind.
+# KEYS: the scope's pause.  ARGV: until, rule id, then.
+_SET_PAUSE: Final = (
+    _PRELUDE
+    + f"""
+if redis.replicate_commands then redis.replicate_commands() end
 local old = redis.call('HGET', KEYS[1], 'until')
 if (not old) or tonumber(ARGV[1]) > tonumber(old) then
   redis.call('HSET', KEYS[1], 'until', ARGV[1], 'rule', ARGV[2],
     'then', ARGV[3])
-  redis.call('PEXPIREAT', KEYS[1], ARGV[4])
+  local t = redis.call('TIME')
+  local left = tonumber(ARGV[1]) - (tonumber(t[1]) + tonumber(t[2]) / 1e6)
+  if left < 0 then left = 0 end
+  redis.call('PEXPIRE', KEYS[1], life(left + {MIN_TTL}))
 end
 return 1
 """
+)
 
 # KEYS: the pauses of the scopes a send is held by.  ARGV: now, then the
 # scopes' names.  Returns false or {scope, until, rule, then}: the pause
@@ -677,7 +684,6 @@ class RedisState:
                 _num(pause.until),
                 pause.rule_id or "",
                 pause.then,
-                _ms(pause.until + MIN_TTL),
             ),
             _none,
             lambda local: local.set_pause(policy, pause),

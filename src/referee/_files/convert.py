@@ -281,7 +281,13 @@ def _pause_source(value: Any) -> tuple[tuple[str, str], ...]:
         return HINT_SOURCES
     if isinstance(value, Mapping):
         extra = sorted(str(k) for k in value if k not in ("header", "format"))
-        if extra or not isinstance(value.get("header"), str):
+        if extra:
+            raise Invalid(
+                f"unknown key {extra[0]!r} in {describe(value)}; allowed "
+                f"here: header, format"
+                f"{suggest(extra[0], ['header', 'format'])}"
+            )
+        if not isinstance(value.get("header"), str):
             raise Invalid(
                 f"found {describe(value)}; expected {{header: Name, format: "
                 f"epoch|delta|...}} (format optional)"
