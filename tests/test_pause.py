@@ -582,3 +582,41 @@ class TestCalls:
         (waited,) = slept.delays
         assert 28.0 < waited <= 30.0
         assert 2 == server.count("/r")
+
+
+class TestExplain:
+    def test_explain_shows_the_pause(self, capsys, tmp_path):
+        """
+        ``referee explain`` says what pause a response sets, as text and
+        as JSON.
+        """
+        import json
+
+        from referee.cli import main
+
+        path = tmp_path / "gh.yaml"
+        path.write_text(GITHUB.format(then="fail", deadline="2m"))
+        args = [
+            "explain",
+            str(path),
+            "--status",
+            "429",
+            "--header",
+            'RateLimit: "default";r=0;t=40',
+        ]
+
+        assert 0 == main(args)
+        text = capsys.readouterr().out
+        assert 0 == main([*args, "--json"])
+        report = json.loads(capsys.readouterr().out)
+
+        assert (
+            "pause       holds the policy for 40s (from RateLimit); later "
+            "calls fail"
+        ) in text
+        assert {
+            "for": 40.0,
+            "scope": "policy",
+            "then": "fail",
+            "source": "RateLimit",
+        } == report["pause"]

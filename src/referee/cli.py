@@ -564,7 +564,7 @@ def _run_explain(args: argparse.Namespace) -> int:
     decision = decide(
         policy, snap, state, now=now, rng=random.Random(args.seed)
     )
-    report = _report(policy, snap, state, decision)
+    report = _report(policy, snap, state, decision, now)
     if args.json:
         _out(json.dumps(report, indent=2))
     else:
@@ -671,7 +671,11 @@ def _seconds(value: float) -> float | None:
 
 
 def _report(
-    policy: Policy, snap: Snapshot, state: AttemptState, decision: Decision
+    policy: Policy,
+    snap: Snapshot,
+    state: AttemptState,
+    decision: Decision,
+    now: float = 0.0,
 ) -> dict[str, Any]:
     rule = None if decision.rule_id is None else policy.rule(decision.rule_id)
     delay = decision.delay if isinstance(decision, Retry | Poll) else None
@@ -748,6 +752,16 @@ def _report(
         "breaker": None
         if breaker is None
         else {"name": breaker.name, "open_for": breaker.open_for},
+        "pause": None
+        if decision.pause is None
+        else {
+            "for": round_seconds(decision.pause.until - now),
+            "scope": "policy"
+            if decision.pause.scope == "*"
+            else decision.pause.scope,
+            "then": decision.pause.then,
+            "source": decision.pause.source,
+        },
         "log": decision.log,
         "reason": decision.reason,
     }
@@ -830,6 +844,14 @@ def _print_report(policy: Policy, r: dict[str, Any]) -> None:
             "breaker",
             f"opens {breaker['name']!r} for "
             f"{format_duration(breaker['open_for'])}",
+        )
+    pause = r["pause"]
+    if pause is not None:
+        scope = "the policy" if pause["scope"] == "policy" else pause["scope"]
+        row(
+            "pause",
+            f"holds {scope} for {format_duration(pause['for'])} (from "
+            f"{pause['source']}); later calls {pause['then']}",
         )
     row("reason", r["reason"])
 

@@ -146,6 +146,12 @@ class MemoryState:
     only the last two windows.  So the guarantee holds for any
     interleaving.
 
+    **Pauses** the server asked for are kept per policy and scope (``*``
+    or a host) with their *until*; setting one keeps a later *until*.
+    :meth:`check_pause` returns, of the scopes asked, the pause that ends
+    last, dropping those whose time is up; with nothing paused it takes
+    no lock.
+
     **Alert gates**, per key: with no window every alert goes out,
     ``(True, 0)``.  With a window, the first alert goes out, ``(True,
     0)``; repeats inside the window are held, ``(False, held so far)``;
