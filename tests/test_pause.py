@@ -556,6 +556,82 @@ class TestCalls:
         assert [None, pytest.approx(waited, abs=1e-3), None] == paused
         assert 3 == server.count("/r")
 
+    def test_requests_and_aiohttp_wait_too(self, server):
+        """
+        The other adapters run the same flow: a requests session's second
+        call, and an aiohttp session's, wait for the pause the first
+        call's 200 set.
+        """
+        import asyncio
+
+        import aiohttp
+        import requests
+
+        from referee.aiohttp import PolicyMiddleware
+        from referee.requests import PolicyAdapter
+
+        policy = github()
+        now = time.time()
+        server.script(
+            "/r",
+            [
+                Reply(200, headers=spent(now, 30)),
+                Reply(200),
+                Reply(200, headers=spent(now, 40)),
+                Reply(200),
+            ],
+        )
+        with requests.Session() as session, no_sleep() as slept:
+            session.mount("http://", PolicyAdapter(policy))
+            codes = [session.get(server.url("/r")).status_code for _ in "ab"]
+
+        async def main() -> list[int]:
+            async with aiohttp.ClientSession(
+                middlewares=[PolicyMiddleware(policy)]
+            ) as session:
+                out = []
+                for _ in "ab":
+                    async with session.get(server.url("/r")) as response:
+                        out.append(response.status)
+                return out
+
+        with no_sleep() as aslept:
+            codes += asyncio.run(main())
+
+        assert [200] * 4 == codes
+        assert 1 == len(slept.delays) == len(aslept.delays)
+        assert 4 == server.count("/r")
+
+    def test_a_backend_without_pauses_never_fails_a_call(self, server):
+        """
+        A state backend written before pauses (no set_pause, no
+        check_pause): the calls go on unpaused, and the log says why.
+        """
+
+        class Older(referee.MemoryState):
+            def __getattribute__(self, name: str) -> Any:
+                if "pause" in name:
+                    raise AttributeError(name)
+                return super().__getattribute__(name)
+
+        policy = referee.load_policy_text(
+            GITHUB.format(then="fail", deadline="2m"), state=Older()
+        )
+        server.script("/r", [Reply(200, headers=spent(time.time(), 30))])
+        with (
+            httpx.Client(transport=PolicyTransport(policy)) as client,
+            structlog.testing.capture_logs() as logs,
+        ):
+            codes = [client.get(server.url("/r")).status_code for _ in "ab"]
+
+        assert [200, 200] == codes
+        failed = {
+            e["operation"]
+            for e in logs
+            if e["event"] == "referee.state_failed"
+        }
+        assert {"CheckPause", "SetPause"} == failed
+
     def test_async_calls_wait_too(self, server):
         """
         The async runner awaits the backend's twins: the second call
