@@ -8,20 +8,30 @@ pause on Redis is in tests/test_pause_redis.py.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import httpx
 import pytest
+import requests
 import structlog
+from hypothesis import given
+from hypothesis import strategies as st
 
 import referee
 from referee import Accept, DeadlineExceeded, RateLimited, Snapshot
 from referee._core.backend import PauseState
 from referee._core.engine import decide
-from referee._core.hints import parse_pause
+from referee._core.hints import FORMATS, parse_pause
 from referee._core.state import AttemptState
+from referee.aiohttp import PolicyMiddleware
+from referee.cli import main
 from referee.httpx import AsyncPolicyTransport, PolicyTransport
+from referee.requests import PolicyAdapter
 from referee.testing import no_sleep, simulate
 
 from .server import Reply, ScriptedServer
@@ -98,6 +108,15 @@ class TestParsePause:
         until its t; a malformed field is ignored.
         """
         assert expected == parse_pause(value, "ratelimit", 1000.0)
+
+    @given(st.text(max_size=80), st.sampled_from(sorted(FORMATS)))
+    def test_total(self, value, fmt):
+        """
+        Any string, in any format, gives a finite number or None.
+        """
+        got = parse_pause(value, fmt, 1000.0)
+
+        assert got is None or math.isfinite(got)
 
     @pytest.mark.parametrize(
         ("value", "fmt", "expected"),
@@ -562,14 +581,6 @@ class TestCalls:
         call, and an aiohttp session's, wait for the pause the first
         call's 200 set.
         """
-        import asyncio
-
-        import aiohttp
-        import requests
-
-        from referee.aiohttp import PolicyMiddleware
-        from referee.requests import PolicyAdapter
-
         policy = github()
         now = time.time()
         server.script(
@@ -637,8 +648,6 @@ class TestCalls:
         The async runner awaits the backend's twins: the second call
         waits for the pause the first one's 200 set.
         """
-        import asyncio
-
         policy = github()
         server.script(
             "/r", [Reply(200, headers=spent(time.time(), 30)), Reply(200)]
@@ -666,10 +675,6 @@ class TestExplain:
         ``referee explain`` says what pause a response sets, as text and
         as JSON.
         """
-        import json
-
-        from referee.cli import main
-
         path = tmp_path / "gh.yaml"
         path.write_text(GITHUB.format(then="fail", deadline="2m"))
         args = [
