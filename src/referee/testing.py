@@ -324,7 +324,10 @@ def simulate(
     """
     Run the policy's attempt loop over scripted outcomes, on a virtual
     clock: each outcome is seen at the time the previous delays add up to,
-    or later, at its own ``at``.
+    or later, at its own ``at``.  There is no state across calls, except
+    that a pause an outcome's rule sets (``pause:``) holds the call's later
+    sends: they wait for it (:attr:`Step.paused`), or the call stops
+    before sending (the last step's :attr:`Step.sent` is False).
 
     Args:
         policy: The compiled policy.
