@@ -8,10 +8,12 @@ holding another process's call before it sends (sync and async).
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
@@ -153,8 +155,12 @@ WORKER = textwrap.dedent(
 
 
 def run_worker(redis_url: str, url: str, policy: str) -> str:
+    # The worker imports the referee under test, wherever it came from.
+    here = str(Path(referee.__file__).resolve().parent.parent)
+    path = os.pathsep.join([here, os.environ.get("PYTHONPATH", "")])
     done = subprocess.run(  # noqa: S603 - our own interpreter and script
         [sys.executable, "-c", WORKER, redis_url, url, policy],
+        env={**os.environ, "PYTHONPATH": path},
         capture_output=True,
         text=True,
         timeout=60,
