@@ -705,6 +705,7 @@ class TestPause:
         assert {
             "until": 45.0,
             "scope": "policy",
+            "methods": None,
             "then": "wait",
             "source": "x-ratelimit-reset",
         } == first["pause"]

@@ -51,7 +51,7 @@ EXPECTED = {
         "bad-pause.yaml:14: $.rules[2].pause.until: found 'X-RateLimit-Reset:epoc' (a string); expected 'Header-Name' or 'Header-Name:format' with a format among auto, date, delta, duration, epoch, ms, ratelimit, retry-after; did you mean 'epoch'?",
         "bad-pause.yaml:18: $.rules[3].pause.until: unknown key 'fmt' in {'header': 'X-RateLimit-Reset', 'fmt': 'epoch'} (a mapping); allowed here: header, format",
         "bad-pause.yaml:22: $.rules[4].pause.max: found 0.0; expected a duration above 0 (the longest pause a header may set)",
-        "bad-pause.yaml:22: $.rules[4].pause.for: unknown key 'for'; allowed here: until, scope, then, max",
+        "bad-pause.yaml:22: $.rules[4].pause.for: unknown key 'for'; allowed here: until, scope, then, max, methods",
         "bad-pause.yaml:26: $.rules[5].pause.until: found 42 (an integer); expected 'hint', a header with a format ('X-RateLimit-Reset:epoch' or {header: X-RateLimit-Reset, format: epoch}), or a list of those",
     ],
     "bad-durations.yaml": [

@@ -169,7 +169,7 @@ class TestLoad:
             "x-ratelimit-reset",
         ] == [name for _lower, _fmt, name in limited.pause.sources]
         assert 120.0 == limited.pause.max
-        assert frozenset({"policy"}) == policy.pause_scopes
+        assert frozenset({("policy", None)}) == policy.pause_scopes
         assert not policy.quiet
 
     def test_a_policy_without_pauses_checks_none(self):
@@ -303,6 +303,26 @@ class TestDecide:
             decision.pause.source,
         )
 
+    def test_methods_narrow_the_scope(self):
+        """
+        ``methods:`` holds those calls only: the scope says which.
+        """
+        policy = referee.load_policy_text(
+            "policy: p\nrules:\n"
+            "  - when: {status: 429}\n    do: abort\n"
+            "    pause: {until: Retry-After, methods: [post, PUT]}\n"
+        )
+        decision = decide(
+            policy, snap(429, {"Retry-After": "7"}), AttemptState(), now=0.0
+        )
+
+        assert decision.pause is not None
+        assert "*|POST,PUT" == decision.pause.scope
+        assert (
+            frozenset({("policy", frozenset({"POST", "PUT"}))})
+            == policy.pause_scopes
+        )
+
     def test_a_host_scope_names_the_response_host(self):
         """
         ``scope: host`` pauses the host of the response's URL.
@@ -324,7 +344,7 @@ class TestDecide:
             decision.pause.scope,
             decision.pause.then,
         )
-        assert frozenset({"host"}) == policy.pause_scopes
+        assert frozenset({("host", None)}) == policy.pause_scopes
 
 
 # --- The flow, on the virtual clock ------------------------------------------
@@ -613,6 +633,33 @@ class TestCalls:
         assert 1 == len(slept.delays) == len(aslept.delays)
         assert 4 == server.count("/r")
 
+    def test_a_pause_of_some_methods_holds_those_only(self, server):
+        """
+        A pause of POSTs on one host stops the next POST to it
+        (``then: fail``), while a GET goes.
+        """
+        policy = referee.load_policy_text(
+            "policy: p\nrules:\n"
+            "  - when: {status: 429}\n    do: abort\n    pause:\n"
+            "      {until: Retry-After, scope: host, then: fail, "
+            "methods: POST}\n"
+        )
+        server.script(
+            "/r", [Reply(429, headers={"Retry-After": "60"}), Reply(200)]
+        )
+        with httpx.Client(transport=PolicyTransport(policy)) as client:
+            with pytest.raises(RateLimited):
+                client.post(server.url("/r"))
+            with pytest.raises(RateLimited) as ei:
+                client.post(server.url("/r"))
+            get = client.get(server.url("/r")).status_code
+
+        assert 200 == get
+        assert 2 == server.count("/r")
+        assert (
+            "the API asked for a pause of host 127.0.0.1 (POST calls)"
+        ) in str(ei.value)
+
     def test_a_backend_without_pauses_never_fails_a_call(self, server):
         """
         A state backend written before pauses (no set_pause, no
@@ -698,6 +745,7 @@ class TestExplain:
         assert {
             "for": 40.0,
             "scope": "policy",
+            "methods": None,
             "then": "fail",
             "source": "RateLimit",
         } == report["pause"]

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._core.decisions import Abort, Accept, Poll, Retry
-from ._core.engine import decide
+from ._core.engine import decide, scope_parts
 from ._core.errors import PolicyError, Problem, RetriesExhausted
 from ._core.snapshot import FAILURES, Snapshot
 from ._core.state import AttemptState
@@ -756,9 +756,8 @@ def _report(
         if decision.pause is None
         else {
             "for": round_seconds(decision.pause.until - now),
-            "scope": "policy"
-            if decision.pause.scope == "*"
-            else decision.pause.scope,
+            "scope": scope_parts(decision.pause.scope)[0],
+            "methods": scope_parts(decision.pause.scope)[1],
             "then": decision.pause.then,
             "source": decision.pause.source,
         },
@@ -847,11 +846,11 @@ def _print_report(policy: Policy, r: dict[str, Any]) -> None:
         )
     pause = r["pause"]
     if pause is not None:
-        scope = "the policy" if pause["scope"] == "policy" else pause["scope"]
         row(
             "pause",
-            f"holds {scope} for {format_duration(pause['for'])} (from "
-            f"{pause['source']}); later calls {pause['then']}",
+            f"holds {_scope_text(pause)} for "
+            f"{format_duration(pause['for'])} (from {pause['source']}); "
+            f"later calls {pause['then']}",
         )
     row("reason", r["reason"])
 
@@ -992,6 +991,18 @@ def _step_json(
     }
 
 
+def _scope_text(pause: dict[str, Any]) -> str:
+    """
+    The scope of a reported pause in words: ``the policy``, ``host
+    api.example.com``, ``the policy (POST calls)``.
+    """
+    scope = pause["scope"]
+    text = "the policy" if scope == "policy" else f"host {scope}"
+    if pause["methods"] is not None:
+        text += f" ({', '.join(pause['methods'])} calls)"
+    return text
+
+
 def _pause_json(decision: Decision, start: float) -> dict[str, Any] | None:
     """
     The pause a decision sets: until when (seconds from the call's start,
@@ -1003,7 +1014,8 @@ def _pause_json(decision: Decision, start: float) -> dict[str, Any] | None:
         return None
     return {
         "until": round_seconds(pause.until - start),
-        "scope": "policy" if pause.scope == "*" else pause.scope,
+        "scope": scope_parts(pause.scope)[0],
+        "methods": scope_parts(pause.scope)[1],
         "then": pause.then,
         "source": pause.source,
     }
@@ -1174,13 +1186,9 @@ def _print_trail(
                 f"asked for"
             )
         if pause is not None:
-            scope = (
-                "the policy"
-                if pause["scope"] == "policy"
-                else f"host {pause['scope']}"
-            )
             _out(
-                f"{'pause':<11} outcome {step['step']} pauses {scope} until "
+                f"{'pause':<11} outcome {step['step']} pauses "
+                f"{_scope_text(pause)} until "
                 f"{_clock(pause['until'])} (from {pause['source']}); later "
                 f"calls {pause['then']}"
             )

@@ -387,9 +387,10 @@ class Policy:
     #: breaker, rate limit, ratio breaker or budget): the runners' fast
     #: path then needs not even the request's method.
     quiet: bool = False
-    #: The scopes rules pause (``policy``, ``host``): a send is checked
-    #: against the pauses of these (none: no check).
-    pause_scopes: frozenset[str] = frozenset()
+    #: The scopes rules pause: (``policy`` or ``host``, the methods held
+    #: or None for every call); a send is checked against the pauses of
+    #: those that hold its method (none: no check).
+    pause_scopes: frozenset[tuple[str, frozenset[str] | None]] = frozenset()
     #: For each named breaker, the methods it stops (None: every call).
     breaker_scopes: Mapping[str, frozenset[str] | None] = attrs.field(
         factory=dict, repr=False
@@ -609,6 +610,7 @@ def _compile_rule(
             p.scope or "policy",
             p.then or "wait",
             ceiling,
+            p.methods,
         )
     when = compile_condition(rd.when)
     needle, prefilter = make_prefilter(when.needles)
@@ -776,7 +778,9 @@ def compile_policy(
         webhook=webhook,
         breakers=ratio_breaker is not None or any(r.breaker for r in rules),
         breaker_scopes=_scopes(rules),
-        pause_scopes=frozenset(r.pause.scope for r in rules if r.pause),
+        pause_scopes=frozenset(
+            (r.pause.scope, r.pause.methods) for r in rules if r.pause
+        ),
         rule_deadlines={
             r.id: r.retry.deadline
             for r in rules

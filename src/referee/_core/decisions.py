@@ -104,21 +104,24 @@ class PauseSpec:
     """
     A rule's ``pause:``: read the pause's end from *sources* (``(lower-case
     header, format, header as written)``, the first that parses wins),
-    hold later calls in *scope* (``policy`` or ``host``) until then, no
-    longer than *max* seconds; they wait or fail fast, as *then* says.
+    hold later calls in *scope* (``policy`` or ``host``) with one of
+    *methods* (None: every call) until then, no longer than *max*
+    seconds; they wait or fail fast, as *then* says.
     """
 
     sources: tuple[tuple[str, str, str], ...]
     scope: str
     then: str
     max: float
+    methods: frozenset[str] | None = None
 
 
 @attrs.frozen
 class PauseNotice:
     """
     The pause a decision asks for: calls in *scope* (``*`` for the
-    policy, else a host) are held until *until* (the runner's clock);
+    policy, else a host; with ``|POST,PUT`` after it when the pause holds
+    those methods only) are held until *until* (the runner's clock);
     they wait or fail fast, as *then* says.  *source* is the header it
     came from (``capped`` when the rule's max cut it).
     """

@@ -50,7 +50,15 @@ if TYPE_CHECKING:
     from .state import AttemptState
 
 
-__all__ = ["NO_MATCH", "decide", "host_of", "pause_notice"]
+__all__ = [
+    "NO_MATCH",
+    "decide",
+    "host_of",
+    "pause_key",
+    "pause_notice",
+    "scope_parts",
+    "scope_words",
+]
 
 NO_MATCH: Final = Accept(rule_id=None, why=("no rule matched",))
 _RNG: Final = random.Random()
@@ -161,9 +169,44 @@ def pause_notice(
         source = name
         if delay > spec.max:
             delay, source = spec.max, f"{name} (capped)"
-        scope = "*" if spec.scope == "policy" else host_of(snap.url)
+        base = "*" if spec.scope == "policy" else host_of(snap.url)
+        scope = pause_key(base, spec.methods)
         return PauseNotice(now + delay, scope, spec.then, source)
     return None
+
+
+def pause_key(base: str, methods: frozenset[str] | None) -> str:
+    """
+    A pause's scope as the state keeps it: *base* (``*``, or a host),
+    then ``|`` and the methods it holds, when it holds some only.
+    """
+    if methods is None:
+        return base
+    return f"{base}|{','.join(sorted(methods))}"
+
+
+def scope_parts(key: str) -> tuple[str, list[str] | None]:
+    """
+    ``policy`` or the host of a pause's scope, and the methods it holds
+    (None: every call).
+    """
+    base, bar, methods = key.partition("|")
+    return (
+        "policy" if base == "*" else base,
+        methods.split(",") if bar else None,
+    )
+
+
+def scope_words(key: str) -> str:
+    """
+    A pause's scope in words: ``the policy``, ``host api.example.com``,
+    ``the policy's POST calls``.
+    """
+    base, methods = scope_parts(key)
+    where = "the policy" if base == "policy" else f"host {base}"
+    if methods is None:
+        return where
+    return f"{where} ({', '.join(methods)} calls)"
 
 
 def host_of(url: str) -> str:

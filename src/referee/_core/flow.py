@@ -52,7 +52,15 @@ import attrs
 from .backend import PauseState
 from .bodies import declared_too_long, event_data, is_event_stream
 from .decisions import Abort, Accept, Poll, PollRequest, Retry
-from .engine import NO_MATCH, call_end, decide, host_of, poll_deadline
+from .engine import (
+    NO_MATCH,
+    call_end,
+    decide,
+    host_of,
+    pause_key,
+    poll_deadline,
+    scope_words,
+)
 from .errors import (
     CircuitOpen,
     DeadlineExceeded,
@@ -540,7 +548,7 @@ def needs_admission(policy: Policy, method: str) -> bool:
         return cached[1]
     limit = policy.rate_limit
     found = (
-        bool(policy.pause_scopes)
+        any(m is None or method in m for _k, m in policy.pause_scopes)
         or policy.breaker is not None
         or len(_skips(policy, method)) < len(policy.breaker_scopes)
         or (
@@ -614,8 +622,8 @@ def _admit(
             now = reply.now
             if reply.value is not None:
                 return _breaker_open(state, method, reply.value, now)
-        if policy.pause_scopes:
-            scopes = _pause_scopes(policy, url)
+        scopes = _pause_scopes(policy, method, url)
+        if scopes:
             reply = yield Store(CheckPause(policy.name, scopes, now))
             now = reply.now
             found: PauseState | None = reply.value
@@ -665,16 +673,27 @@ def _admit(
 _PAUSE_SLACK: Final = 0.001
 
 
-def _pause_scopes(policy: Policy, url: Url) -> tuple[str, ...]:
+def _pause_scopes(policy: Policy, method: str, url: Url) -> tuple[str, ...]:
     """
-    The pause scopes a send to *url* is held by: the policy's (``*``) and
-    its host's, as far as the policy's rules pause them.
+    The pause scopes a send of *method* to *url* is held by: the policy's
+    (``*``) and its host's, those of every call and those of *method*, as
+    far as the policy's rules pause them.
     """
-    scopes = policy.pause_scopes
-    if "host" not in scopes:
-        return ("*",)
-    host = host_of(url if isinstance(url, str) else url())
-    return ("*", host) if "policy" in scopes else (host,)
+    keys: list[str] = []
+    host: str | None = None
+    for kind, methods in sorted(
+        policy.pause_scopes, key=lambda s: (s[0], sorted(s[1] or ()))
+    ):
+        if methods is not None and method not in methods:
+            continue
+        if kind == "policy":
+            base = "*"
+        else:
+            if host is None:
+                host = host_of(url if isinstance(url, str) else url())
+            base = host
+        keys.append(pause_key(base, methods))
+    return tuple(keys)
 
 
 def _paused(
@@ -690,7 +709,7 @@ def _paused(
     its wait would overrun the deadline.
     """
     until = datetime.fromtimestamp(found.until, UTC).strftime("%H:%M:%S")
-    where = "the policy" if found.scope == "*" else f"host {found.scope}"
+    where = scope_words(found.scope)
     left = found.until - now
     if found.then == "fail":
         decision = Abort(

@@ -255,6 +255,7 @@ class PauseDoc:
     scope: Word | None = None
     then: Word | None = None
     max: Duration | None = None
+    methods: Methods | None = None
 
 
 @attrs.frozen

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from referee._core.engine import scope_parts
 from referee._core.ops import (
     Acquire,
     CheckBreakers,
@@ -174,7 +175,8 @@ def _pause_set(op: SetPause) -> None:
     _log.info(
         "referee.pause_set",
         policy=op.policy,
-        scope="policy" if pause.scope == "*" else pause.scope,
+        scope=scope_parts(pause.scope)[0],
+        methods=scope_parts(pause.scope)[1],
         until=pause.until,
         rule=pause.rule_id,
         then=pause.then,

@@ -348,6 +348,8 @@ _DOCS: Final[dict[tuple[type, str], str]] = {
     (s.PauseDoc, "then"): "wait: later calls wait for the end (never past "
     "their deadline); fail: they raise RateLimited without sending "
     "(default: wait).",
+    (s.PauseDoc, "methods"): "The calls the pause holds (default: every "
+    "call).",
     (s.PauseDoc, "max"): "The longest pause a header may set; a later "
     "time is cut to it (default: defaults.server_delay.max).",
     (s.ConditionDoc, "status"): "The response's status is one of these.",
