@@ -387,10 +387,11 @@ class Policy:
     #: breaker, rate limit, ratio breaker or budget): the runners' fast
     #: path then needs not even the request's method.
     quiet: bool = False
-    #: The scopes rules pause: (``policy`` or ``host``, the methods held
-    #: or None for every call); a send is checked against the pauses of
-    #: those that hold its method (none: no check).
-    pause_scopes: frozenset[tuple[str, frozenset[str] | None]] = frozenset()
+    #: The scopes rules pause, each once, in a fixed order: (``policy`` or
+    #: ``host``, the methods held or None for every call); a send is
+    #: checked against the pauses of those that hold its method (none: no
+    #: check).
+    pause_scopes: tuple[tuple[str, frozenset[str] | None], ...] = ()
     #: For each named breaker, the methods it stops (None: every call).
     breaker_scopes: Mapping[str, frozenset[str] | None] = attrs.field(
         factory=dict, repr=False
@@ -778,8 +779,11 @@ def compile_policy(
         webhook=webhook,
         breakers=ratio_breaker is not None or any(r.breaker for r in rules),
         breaker_scopes=_scopes(rules),
-        pause_scopes=frozenset(
-            (r.pause.scope, r.pause.methods) for r in rules if r.pause
+        pause_scopes=tuple(
+            sorted(
+                {(r.pause.scope, r.pause.methods) for r in rules if r.pause},
+                key=lambda s: (s[0], sorted(s[1] or ())),
+            )
         ),
         rule_deadlines={
             r.id: r.retry.deadline

@@ -681,9 +681,7 @@ def _pause_scopes(policy: Policy, method: str, url: Url) -> tuple[str, ...]:
     """
     keys: list[str] = []
     host: str | None = None
-    for kind, methods in sorted(
-        policy.pause_scopes, key=lambda s: (s[0], sorted(s[1] or ()))
-    ):
+    for kind, methods in policy.pause_scopes:
         if methods is not None and method not in methods:
             continue
         if kind == "policy":
