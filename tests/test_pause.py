@@ -28,6 +28,7 @@ from referee._core.backend import PauseState
 from referee._core.engine import decide
 from referee._core.hints import FORMATS, parse_pause
 from referee._core.state import AttemptState
+from referee._tools.check import check_policy
 from referee.aiohttp import PolicyMiddleware
 from referee.cli import main
 from referee.httpx import AsyncPolicyTransport, PolicyTransport
@@ -711,6 +712,29 @@ class TestCalls:
         (waited,) = slept.delays
         assert 28.0 < waited <= 30.0
         assert 2 == server.count("/r")
+
+
+class TestCheck:
+    def test_a_pause_without_a_ceiling_is_flagged(self):
+        """
+        ``referee check`` warns about a pause no max bounds (the policy's
+        server_delay.max is none, the rule sets none).
+        """
+        text = (
+            "policy: p\ndefaults:\n  server_delay: {max: none}\nrules:\n"
+            "  - id: spent\n    when: {status: 200}\n    do: accept\n"
+            "    pause: {until: hint}\n"
+            "  - id: bounded\n    when: {status: 429}\n    do: abort\n"
+            "    pause: {until: hint, max: 1h}\n"
+        )
+
+        (problem,) = check_policy(referee.load_policy_text(text))
+
+        assert ("$.rules[0].pause", "warning") == (
+            problem.path,
+            problem.severity,
+        )
+        assert "rule 'spent''s pause has no ceiling" in problem.message
 
 
 class TestExplain:
