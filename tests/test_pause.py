@@ -531,12 +531,19 @@ class TestCalls:
         with (
             httpx.Client(transport=PolicyTransport(policy)) as client,
             no_sleep() as slept,
+            structlog.testing.capture_logs() as logs,
         ):
             client.get(server.url("/r"))
             with pytest.raises(RateLimited) as ei:
                 client.get(server.url("/r"))
 
         assert float(reset) == ei.value.resume_at
+        last = decisions(logs)[-1]
+        assert ("abort", False, float(reset)) == (
+            last["action"],
+            last["sent"],
+            last["resume_at"],
+        )
         assert ("quota-spent", ()) == (ei.value.rule_id, ei.value.trail)
         assert [] == slept.delays
         assert 1 == server.count("/r")

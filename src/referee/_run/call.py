@@ -173,6 +173,7 @@ class Call(Generic[Req, Resp]):
                 finished.sent,
                 finished.breaker,
                 finished.paused,
+                None if finished.pause is None else finished.pause.until,
             )
         elif hooks.hooks():
             self.notify(decision, snap, now)
@@ -217,12 +218,14 @@ class Call(Generic[Req, Resp]):
         sent: bool = True,
         breaker: str | None = None,
         paused: float = 0.0,
+        resume_at: float | None = None,
     ) -> None:
         """
         One ``referee.decision`` event (and the hooks' event); a call an
         open breaker stopped says ``sent=False`` and names the breaker; a
         call whose sends waited for a pause the API asked for says how
-        long (``paused``, seconds).
+        long (``paused``, seconds), one a pause stopped when it ends
+        (``resume_at``, Unix seconds).
         """
         action = _ACTION[type(decision)]
         level = decision.log or ("warning" if action == "abort" else "info")
@@ -244,6 +247,7 @@ class Call(Generic[Req, Resp]):
             alert=None if decision.alert is None else decision.alert.kind,
             **({} if sent else {"sent": False, "breaker": breaker}),
             **({"paused": round(paused, 6)} if paused else {}),
+            **({} if resume_at is None else {"resume_at": resume_at}),
         )
         if hooks.hooks():
             self.notify(decision, snap, now, suppressed, sent)
