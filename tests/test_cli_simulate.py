@@ -195,6 +195,9 @@ class TestJSON:
             "poll": None,
             "error": None,
             "alert": None,
+            "pause": None,
+            "paused": 0.0,
+            "sent": True,
         } == {k: retry[k] for k in retry if k not in ("delay", "reason")}
         assert retry["delay"] > 0
         assert (

@@ -315,6 +315,9 @@ class TestJSON:
             "poll": None,
             "error": None,
             "alert": None,
+            "pause": None,
+            "paused": 0.0,
+            "sent": True,
             "reason": "GET got 429: rule 'rate-limited' retries in 3s "
             "(attempt 2 of 4, delay from Retry-After)",
         } == first
@@ -645,3 +648,98 @@ class TestDocs:
         data["steps"] = data["steps"][:1]
 
         assert shown == data
+
+
+class TestPause:
+    """
+    A rule's ``pause:`` in a simulation: the call's later sends wait for
+    the pause its own outcomes set, or it stops before sending.
+    """
+
+    @staticmethod
+    def recipe() -> tuple[str, str, str]:
+        """
+        The policy, the script and the output of the cookbook's GitHub
+        recipe.
+        """
+        page = (
+            Path(__file__).resolve().parent.parent / "docs" / "cookbook.md"
+        ).read_text(encoding="utf-8")
+        section = page[page.index("## GitHub: hold every call") :]
+        policy, script = re.findall(r"```yaml\n(.*?)```", section, re.DOTALL)[
+            :2
+        ]
+        shown = re.search(
+            r"```console\n\$ referee simulate github.yaml quota.yaml\n"
+            r"(.*?)```",
+            section,
+            re.DOTALL,
+        )
+        assert shown is not None
+        return policy, script, shown.group(1)
+
+    def test_the_cookbook_recipe(self, capsys, tmp_path, monkeypatch):
+        """
+        The GitHub recipe prints what the cookbook shows: the 403 pauses
+        the policy until the reset, and the retry's send waits for it.
+        """
+        policy, script, shown = self.recipe()
+        monkeypatch.chdir(tmp_path)
+        write(tmp_path, policy, "github.yaml")
+        write(tmp_path, script, "quota.yaml")
+
+        code, out, err = run(capsys, "github.yaml", "quota.yaml")
+
+        assert (0, "", shown) == (code, err, out)
+        assert "waited 44s for a pause" in out
+
+    def test_json_says_what_paused(self, capsys, tmp_path):
+        """
+        --json: the step that sets a pause says until when (seconds from
+        the start), its scope, what later calls do and its header; the
+        step whose send waited says how long.
+        """
+        policy, script, _shown = self.recipe()
+        data = run_json(
+            capsys,
+            write(tmp_path, policy, "github.yaml"),
+            write(tmp_path, script, "quota.yaml"),
+        )
+        first, second = data["steps"]
+
+        assert {
+            "until": 45.0,
+            "scope": "policy",
+            "methods": None,
+            "then": "wait",
+            "source": "x-ratelimit-reset",
+        } == first["pause"]
+        assert (0.0, None, 44.0, True) == (
+            first["paused"],
+            second["pause"],
+            second["paused"],
+            second["sent"],
+        )
+
+    def test_a_pause_that_fails_stops_before_sending(self, capsys, tmp_path):
+        """
+        ``then: fail``: the retry is stopped before its send, the step
+        says "not sent", the script's next outcome is left unused.
+        """
+        policy, script, _shown = self.recipe()
+        policy = policy.replace(
+            '"x-ratelimit-reset:epoch"], then: wait',
+            '"x-ratelimit-reset:epoch"], then: fail',
+        )
+        code, out, err = run(
+            capsys,
+            write(tmp_path, policy, "github.yaml"),
+            write(tmp_path, script, "quota.yaml"),
+        )
+
+        assert (0, "") == (code, err)
+        assert ["1s", "not sent", "abort", "rate-limited"] == rows(out)[1][:4]
+        assert (
+            "result      abort before sending: raises RateLimited after 1 "
+            "outcome, at 1s (1 outcome left unused)"
+        ) in out

@@ -44,6 +44,16 @@ EXPECTED = {
     "bad-delay-from.yaml": [
         "bad-delay-from.yaml:7: $.rules[0].retry.delay_from[1]: found 'X-Reset:epoc' (a string); expected 'Header-Name' or 'Header-Name:format' with a format among auto, date, delta, duration, epoch, ms, ratelimit, retry-after; did you mean 'epoch'?",
     ],
+    "bad-pause.yaml": [
+        "bad-pause.yaml:6: $.rules[0].pause.until: missing required key 'until'",
+        "bad-pause.yaml:10: $.rules[1].pause.scope: found 'fleet' (a string); expected one of policy, host",
+        "bad-pause.yaml:10: $.rules[1].pause.then: found 'sleep' (a string); expected one of wait, fail",
+        "bad-pause.yaml:14: $.rules[2].pause.until: found 'X-RateLimit-Reset:epoc' (a string); expected 'Header-Name' or 'Header-Name:format' with a format among auto, date, delta, duration, epoch, ms, ratelimit, retry-after; did you mean 'epoch'?",
+        "bad-pause.yaml:18: $.rules[3].pause.until: unknown key 'fmt' in {'header': 'X-RateLimit-Reset', 'fmt': 'epoch'} (a mapping); allowed here: header, format",
+        "bad-pause.yaml:22: $.rules[4].pause.max: found 0.0; expected a duration above 0 (the longest pause a header may set)",
+        "bad-pause.yaml:22: $.rules[4].pause.for: unknown key 'for'; allowed here: until, scope, then, max, methods",
+        "bad-pause.yaml:26: $.rules[5].pause.until: found 42 (an integer); expected 'hint', a header with a format ('X-RateLimit-Reset:epoch' or {header: X-RateLimit-Reset, format: epoch}), or a list of those",
+    ],
     "bad-durations.yaml": [
         "bad-durations.yaml:5: $.defaults.retry.backoff.initial: found '5 minutes'; expected a duration: a number of seconds or a string with units such as '250ms', '2s', '10m', '1h', '1m30s' (not negative)",
         "bad-durations.yaml:6: $.defaults.retry.backoff.max: found -1; expected a duration: a number of seconds or a string with units such as '250ms', '2s', '10m', '1h', '1m30s' (not negative)",

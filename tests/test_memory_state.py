@@ -18,6 +18,7 @@ from referee._core.backend import (
     BreakerSettings,
     BreakerState,
     BudgetSettings,
+    PauseState,
     RateLimitSettings,
     StateBackend,
 )
@@ -712,8 +713,9 @@ class TestHousekeeping:
         """
         state = MemoryState()
         state.open_breaker("p", "a", 10.0, "r")
+        state.set_pause("p", PauseState("*", 10.0, "r", "wait"))
 
         assert (
-            "<MemoryState breakers=1 budgets=0 rate_limits=0 alert_gates=0>"
-            == repr(state)
+            "<MemoryState breakers=1 budgets=0 rate_limits=0 alert_gates=0"
+            " pauses=1>" == repr(state)
         )

@@ -40,11 +40,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._core.decisions import Abort, Accept, Poll, Retry
-from ._core.engine import decide
+from ._core.engine import decide, scope_parts
 from ._core.errors import PolicyError, Problem, RetriesExhausted
 from ._core.snapshot import FAILURES, Snapshot
 from ._core.state import AttemptState
-from ._core.units import format_duration
+from ._core.units import format_duration, round_seconds
 from ._files.load import load_policy
 from ._tools.check import check_policy
 
@@ -564,7 +564,7 @@ def _run_explain(args: argparse.Namespace) -> int:
     decision = decide(
         policy, snap, state, now=now, rng=random.Random(args.seed)
     )
-    report = _report(policy, snap, state, decision)
+    report = _report(policy, snap, state, decision, now)
     if args.json:
         _out(json.dumps(report, indent=2))
     else:
@@ -671,7 +671,11 @@ def _seconds(value: float) -> float | None:
 
 
 def _report(
-    policy: Policy, snap: Snapshot, state: AttemptState, decision: Decision
+    policy: Policy,
+    snap: Snapshot,
+    state: AttemptState,
+    decision: Decision,
+    now: float = 0.0,
 ) -> dict[str, Any]:
     rule = None if decision.rule_id is None else policy.rule(decision.rule_id)
     delay = decision.delay if isinstance(decision, Retry | Poll) else None
@@ -748,6 +752,15 @@ def _report(
         "breaker": None
         if breaker is None
         else {"name": breaker.name, "open_for": breaker.open_for},
+        "pause": None
+        if decision.pause is None
+        else {
+            "for": round_seconds(decision.pause.until - now),
+            "scope": scope_parts(decision.pause.scope)[0],
+            "methods": scope_parts(decision.pause.scope)[1],
+            "then": decision.pause.then,
+            "source": decision.pause.source,
+        },
         "log": decision.log,
         "reason": decision.reason,
     }
@@ -830,6 +843,14 @@ def _print_report(policy: Policy, r: dict[str, Any]) -> None:
             "breaker",
             f"opens {breaker['name']!r} for "
             f"{format_duration(breaker['open_for'])}",
+        )
+    pause = r["pause"]
+    if pause is not None:
+        row(
+            "pause",
+            f"holds {_scope_text(pause)} for "
+            f"{format_duration(pause['for'])} (from {pause['source']}); "
+            f"later calls {pause['then']}",
         )
     row("reason", r["reason"])
 
@@ -963,7 +984,40 @@ def _step_json(
         "poll": poll,
         "error": d.error.__name__ if isinstance(d, Abort) else None,
         "alert": _alert_json(d),
+        "pause": _pause_json(d, script.start if script is not None else 0.0),
+        "paused": step.paused,
+        "sent": step.sent,
         "reason": d.reason,
+    }
+
+
+def _scope_text(pause: dict[str, Any]) -> str:
+    """
+    The scope of a reported pause in words: ``the policy``, ``host
+    api.example.com``, ``the policy (POST calls)``.
+    """
+    scope = pause["scope"]
+    text = "the policy" if scope == "policy" else f"host {scope}"
+    if pause["methods"] is not None:
+        text += f" ({', '.join(pause['methods'])} calls)"
+    return text
+
+
+def _pause_json(decision: Decision, start: float) -> dict[str, Any] | None:
+    """
+    The pause a decision sets: until when (seconds from the call's start,
+    as ``at``), its scope, what later calls do, and the header it came
+    from.
+    """
+    pause = decision.pause
+    if pause is None:
+        return None
+    return {
+        "until": round_seconds(pause.until - start),
+        "scope": scope_parts(pause.scope)[0],
+        "methods": scope_parts(pause.scope)[1],
+        "then": pause.then,
+        "source": pause.source,
     }
 
 
@@ -1040,7 +1094,7 @@ def _run_simulate(args: argparse.Namespace) -> int:
         _step_json(policy, n, step, script)
         for n, step in enumerate(sim.steps, 1)
     ]
-    unused = len(outcomes) - len(sim.steps)
+    unused = len(outcomes) - sum(step.sent for step in sim.steps)
     result = None
     if sim.finished:
         last = steps[-1]
@@ -1105,7 +1159,9 @@ def _print_trail(
     table += [
         (
             _clock(step["at"]),
-            str(step["status"] or step["failure"]),
+            str(step["status"] or step["failure"])
+            if step["sent"]
+            else "not sent",
             step["action"],
             step["rule"] or "-",
             "-" if step["delay"] is None else format_duration(step["delay"]),
@@ -1121,6 +1177,21 @@ def _print_trail(
         cells = [at.rjust(widths[0])]
         cells += [c.ljust(w) for c, w in zip(middle, widths[1:], strict=True)]
         _out("  " + "  ".join([*cells, reason]))
+    for step in steps:
+        pause = step["pause"]
+        if step["paused"]:
+            _out(
+                f"{'note':<11} the send of outcome {step['step']} waited "
+                f"{format_duration(step['paused'])} for a pause the API "
+                f"asked for"
+            )
+        if pause is not None:
+            _out(
+                f"{'pause':<11} outcome {step['step']} pauses "
+                f"{_scope_text(pause)} until "
+                f"{_clock(pause['until'])} (from {pause['source']}); later "
+                f"calls {pause['then']}"
+            )
     if script is None:
         return
     for step in steps:
@@ -1148,7 +1219,7 @@ def _simulate_result(
     unused: int,
     noun: str = "response",
 ) -> str:
-    n = _plural(len(steps), "outcome")
+    n = _plural(sum(step["sent"] for step in steps), "outcome")
     if not sim.finished:
         last = steps[-1]["action"] if steps else None
         wanted = "" if last is None else f" (the last was a {last})"
@@ -1157,7 +1228,9 @@ def _simulate_result(
             f"policy would send again at {_clock(sim.elapsed)}"
         )
     last = steps[-1]
-    if last["action"] == "abort":
+    if not last["sent"]:
+        text = f"abort before sending: raises {last['error']}"
+    elif last["action"] == "abort":
         text = f"abort: raises {last['error']}"
     elif last["failure"] is not None:
         text = "accept: the failure propagates"

@@ -1,6 +1,7 @@
 """
 Fleet-wide state on Redis: every worker that shares an API key shares its
-breakers, retry budgets, rate limits and alert de-duplication, so the fleet
+breakers, retry budgets, rate limits, the pauses the API asked for and
+alert de-duplication, so the fleet
 behaves as one client.
 
 ::
@@ -47,7 +48,7 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 import structlog
 
-from ._core.backend import BreakerState
+from ._core.backend import BreakerState, PauseState
 from ._run.memory import BUCKETS, HELD_FOR, RATIO_BREAKER, MemoryState
 
 
@@ -353,6 +354,44 @@ return {1, held}
 """
 )
 
+# A pause the server asked for: one hash per scope (until, rule, then)
+# that expires on its own a minute after the pause ends (its lifetime is
+# reckoned on Redis's clock, as open_breaker's: the minute absorbs the
+# callers' skew), so an ended pause leaves nothing behind.
+# KEYS: the scope's pause.  ARGV: until, rule id, then.
+_SET_PAUSE: Final = (
+    _PRELUDE
+    + f"""
+if redis.replicate_commands then redis.replicate_commands() end
+local old = redis.call('HGET', KEYS[1], 'until')
+if (not old) or tonumber(ARGV[1]) > tonumber(old) then
+  redis.call('HSET', KEYS[1], 'until', ARGV[1], 'rule', ARGV[2],
+    'then', ARGV[3])
+  local t = redis.call('TIME')
+  local left = tonumber(ARGV[1]) - (tonumber(t[1]) + tonumber(t[2]) / 1e6)
+  if left < 0 then left = 0 end
+  redis.call('PEXPIRE', KEYS[1], life(left + {MIN_TTL}))
+end
+return 1
+"""
+)
+
+# KEYS: the pauses of the scopes a send is held by.  ARGV: now, then the
+# scopes' names.  Returns false or {scope, until, rule, then}: the pause
+# that ends last among those still on.
+_CHECK_PAUSE: Final = """
+local now = tonumber(ARGV[1])
+local best = false
+for i = 1, #KEYS do
+  local p = redis.call('HMGET', KEYS[i], 'until', 'rule', 'then')
+  if p[1] and tonumber(p[1]) > now
+      and ((not best) or tonumber(p[1]) > tonumber(best[2])) then
+    best = {ARGV[i + 1], p[1], p[2] or '', p[3] or 'wait'}
+  end
+end
+return best
+"""
+
 _SCRIPTS: Final = {
     "open_breaker": _OPEN_BREAKER,
     "check_breakers": _CHECK_BREAKERS,
@@ -361,6 +400,8 @@ _SCRIPTS: Final = {
     "refund": _REFUND,
     "acquire": _ACQUIRE,
     "alert_gate": _ALERT_GATE,
+    "set_pause": _SET_PAUSE,
+    "check_pause": _CHECK_PAUSE,
 }
 
 
@@ -414,7 +455,8 @@ class RedisState:
     The sync runner calls the synchronous methods; the async runner (httpx's
     ``AsyncClient``, aiohttp) awaits the ``a``-twins (``aopen_breaker``,
     ``acheck_breakers``, ``arecord_outcome``, ``atake_retry_token``,
-    ``arefund``, ``aacquire``, ``aalert_gate``), which do the same without
+    ``arefund``, ``aacquire``, ``aalert_gate``, ``aset_pause``,
+    ``acheck_pause``), which do the same without
     blocking the event loop.
     """
 
@@ -616,7 +658,47 @@ class RedisState:
             return True, 0
         return await self._arun(self._alert_gate(key, window, now))
 
+    def set_pause(self, policy: str, pause: PauseState) -> None:
+        return self._run(self._set_pause(policy, pause))
+
+    async def aset_pause(self, policy: str, pause: PauseState) -> None:
+        return await self._arun(self._set_pause(policy, pause))
+
+    def check_pause(
+        self, policy: str, scopes: tuple[str, ...], now: float
+    ) -> PauseState | None:
+        return self._run(self._check_pause(policy, scopes, now))
+
+    async def acheck_pause(
+        self, policy: str, scopes: tuple[str, ...], now: float
+    ) -> PauseState | None:
+        return await self._arun(self._check_pause(policy, scopes, now))
+
     # Plans
+
+    def _set_pause(self, policy: str, pause: PauseState) -> _Op[None]:
+        return _Op(
+            "set_pause",
+            (self._key(policy, "pause", pause.scope),),
+            (
+                _num(pause.until),
+                pause.rule_id or "",
+                pause.then,
+            ),
+            _none,
+            lambda local: local.set_pause(policy, pause),
+        )
+
+    def _check_pause(
+        self, policy: str, scopes: tuple[str, ...], now: float
+    ) -> _Op[PauseState | None]:
+        return _Op(
+            "check_pause",
+            tuple(self._key(policy, "pause", scope) for scope in scopes),
+            (_num(now), *scopes),
+            _pause,
+            lambda local: local.check_pause(policy, scopes, now),
+        )
 
     def _open_breaker(
         self, policy: str, name: str, until: float, rule_id: str | None
@@ -882,6 +964,15 @@ def _breaker(answer: Any) -> BreakerState | None:
         return None
     rule = _text(answer[2]) if len(answer) > 2 else None
     return BreakerState(_text(answer[0]), float(answer[1]), rule)
+
+
+def _pause(answer: Any) -> PauseState | None:
+    if answer is None:
+        return None
+    rule = _text(answer[2])
+    return PauseState(
+        _text(answer[0]), float(answer[1]), rule or None, _text(answer[3])
+    )
 
 
 if TYPE_CHECKING:

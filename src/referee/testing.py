@@ -42,11 +42,13 @@ from ._core.flow import (
 )
 from ._core.flow import Reply as FlowReply
 from ._core.idempotency import mint
+from ._core.ops import CheckPause, SetPause
 from ._core.snapshot import FAILURES, Snapshot
 from ._core.state import AttemptRecord
 from ._core.units import parse_duration, round_seconds
 from ._run.alerts import Alert, flush_alerts
 from ._run.clock import SleepRecorder, recording
+from ._run.memory import MemoryState
 from ._run.runner import next_step
 from ._tools.fake_enrow import FakeEnrow, FakeEnrowStats
 from ._tools.scripted_server import RESET, Recorded, Reply, ScriptedServer
@@ -106,6 +108,12 @@ class Step:
         attempt: The attempt the outcome answered (1: the first send;
             polls do not count).
         polls: How many polls the call had made before it.
+        paused: The seconds its send waited for a pause the API asked
+            for (an earlier outcome's rule set it).
+        sent: False for the last step of a call a pause stopped before
+            its send (``then: fail``, or a wait past the deadline): then
+            *snapshot* is the previous outcome's, and no outcome of the
+            script was used.
     """
 
     at: float
@@ -113,6 +121,8 @@ class Step:
     decision: Decision
     attempt: int = 1
     polls: int = 0
+    paused: float = 0.0
+    sent: bool = True
 
 
 @attrs.frozen
@@ -314,7 +324,10 @@ def simulate(
     """
     Run the policy's attempt loop over scripted outcomes, on a virtual
     clock: each outcome is seen at the time the previous delays add up to,
-    or later, at its own ``at``.
+    or later, at its own ``at``.  There is no state across calls, except
+    that a pause an outcome's rule sets (``pause:``) holds the call's later
+    sends: they wait for it (:attr:`Step.paused`), or the call stops
+    before sending (the last step's :attr:`Step.sent` is False).
 
     Args:
         policy: The compiled policy.
@@ -352,6 +365,10 @@ def simulate(
     script = iter(outcomes)
     snap: Snapshot | None = None
     counters = (1, 0)
+    # The pauses the call's own outcomes ask for hold its later sends.
+    pauses = MemoryState()
+    waited = 0.0
+    paused = 0.0
     step = next_step(flow, None)
     while not isinstance(step, Finished):
         value: Any = None
@@ -371,6 +388,7 @@ def simulate(
                 if seen is not None:
                     now = max(now, start + seen)
                 counters = (step.attempt, step.poll)
+                paused, waited = waited, 0.0
             case Sleep():
                 assert snap is not None  # noqa: S101 - a send came first
                 steps.append(
@@ -379,22 +397,50 @@ def simulate(
                         snap,
                         step.decision,
                         *counters,
+                        round_seconds(paused),
                     )
                 )
                 now += step.seconds
             case Wait():
                 now += step.seconds
+                waited += step.seconds
             case Store():
                 # No fleet state in a simulation: every operation answers
                 # as a backend that knows nothing (no breaker open, no
-                # wait, budget left).
-                value = step.op.fallback
+                # wait, budget left) -- except the pauses the call's own
+                # outcomes set, which hold its later sends.
+                op = step.op
+                if isinstance(op, SetPause):
+                    pauses.set_pause(op.policy, op.pause)
+                elif isinstance(op, CheckPause):
+                    value = pauses.check_pause(op.policy, op.scopes, op.now)
+                else:
+                    value = op.fallback
             case ReadBody() | CanResend():
                 value = None  # the script's snapshots carry their bodies
         step = next_step(flow, FlowReply(value, now))
-    assert snap is not None  # noqa: S101 - nothing stops a simulated send
+    assert snap is not None  # noqa: S101 - only its own pauses stop a send
+    if not step.sent:
+        # A pause stopped the next send: the step shows the last outcome.
+        steps.append(
+            Step(
+                round_seconds(now - start),
+                snap,
+                step.decision,
+                *counters,
+                round_seconds(waited),
+                sent=False,
+            )
+        )
+        return Simulation(tuple(steps), True, round_seconds(now - start))
     steps.append(
-        Step(round_seconds(now - start), snap, step.decision, *counters)
+        Step(
+            round_seconds(now - start),
+            snap,
+            step.decision,
+            *counters,
+            round_seconds(paused),
+        )
     )
     return Simulation(tuple(steps), True, round_seconds(now - start))
 

@@ -14,7 +14,8 @@ policies' state.
 
 The settings these operations take come from the policy file (see
 ``docs/policy-language.md``): ``defaults.breaker``, ``defaults.budget``,
-``defaults.rate_limit`` and the rules' ``breaker:`` and ``alert:``.
+``defaults.rate_limit`` and the rules' ``breaker:``, ``pause:`` and
+``alert:``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ __all__ = [
     "BreakerSettings",
     "BreakerState",
     "BudgetSettings",
+    "PauseState",
     "RateLimitSettings",
     "StateBackend",
 ]
@@ -85,6 +87,20 @@ class BreakerState:
     name: str
     until: float
     rule_id: str | None
+
+
+@attrs.frozen
+class PauseState:
+    """
+    A pause the server asked for: calls in *scope* (``*``: the whole
+    policy, else a host) are held until *until*; they wait or fail fast,
+    as *then* says (``wait`` or ``fail``); *rule_id* set it.
+    """
+
+    scope: str
+    until: float
+    rule_id: str | None
+    then: str
 
 
 class StateBackend(Protocol):
@@ -162,6 +178,32 @@ class StateBackend(Protocol):
         Whether an alert with *key* goes out now, and how many with that
         key were held back since the last one that went out.  With a
         *window*, one goes out per key per window.
+        """
+
+    def set_pause(self, policy: str, pause: PauseState) -> None:
+        """
+        Hold calls in ``pause.scope`` until ``pause.until`` (keeping a
+        later pause of the scope if there is one).
+        """
+
+    def check_pause(
+        self, policy: str, scopes: tuple[str, ...], now: float
+    ) -> PauseState | None:
+        """
+        The pause of one of *scopes* that holds a call now (the one that
+        ends last), or None.
+        """
+
+    async def aset_pause(self, policy: str, pause: PauseState) -> None:
+        """
+        The async twin of :meth:`set_pause`.
+        """
+
+    async def acheck_pause(
+        self, policy: str, scopes: tuple[str, ...], now: float
+    ) -> PauseState | None:
+        """
+        The async twin of :meth:`check_pause`.
         """
 
     async def aopen_breaker(

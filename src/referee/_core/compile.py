@@ -20,7 +20,7 @@ import backoff
 
 from . import schema as s
 from .backend import BreakerSettings, BudgetSettings, RateLimitSettings
-from .decisions import BreakerSpec
+from .decisions import BreakerSpec, PauseSpec
 from .errors import (
     Aborted,
     AuthenticationError,
@@ -271,6 +271,7 @@ class CompiledRule:
         poll: Resolved poll settings (``poll`` rules only).
         alert: The alert it raises, or None.
         breaker: The breaker it opens, or None.
+        pause: The pause it sets, or None.
         log: The log level it asks for, or None.
         doc: The rule as written.
     """
@@ -302,6 +303,7 @@ class CompiledRule:
     breaker: BreakerSpec | None
     log: str | None
     description: str | None
+    pause: PauseSpec | None = attrs.field(default=None, kw_only=True)
     doc: s.RuleDoc = attrs.field(eq=False, repr=False)
 
     @property
@@ -389,6 +391,11 @@ class Policy:
     #: breaker, rate limit, ratio breaker or budget): the runners' fast
     #: path then needs not even the request's method.
     quiet: bool = False
+    #: The scopes rules pause, each once, in a fixed order: (``policy`` or
+    #: ``host``, the methods held or None for every call); a send is
+    #: checked against the pauses of those that hold its method (none: no
+    #: check).
+    pause_scopes: tuple[tuple[str, frozenset[str] | None], ...] = ()
     #: For each named breaker, the methods it stops (None: every call).
     breaker_scopes: Mapping[str, frozenset[str] | None] = attrs.field(
         factory=dict, repr=False
@@ -619,6 +626,19 @@ def _compile_rule(
         if rd.breaker is not None
         else None
     )
+    pause = None
+    if rd.pause is not None:
+        p = rd.pause
+        assert resolved.server_delay is not None  # noqa: S101
+        ceiling = resolved.server_delay.max if p.max is None else p.max
+        assert ceiling is not None  # noqa: S101 - BUILTIN fills it
+        pause = PauseSpec(
+            _sources(p.until),
+            p.scope or "policy",
+            p.then or "wait",
+            ceiling,
+            p.methods,
+        )
     when = compile_condition(rd.when)
     needle, prefilter = make_prefilter(when.needles)
     return CompiledRule(
@@ -644,6 +664,7 @@ def _compile_rule(
         poll=poll,
         alert=alert,
         breaker=breaker,
+        pause=pause,
         log=rd.log,
         description=rd.description,
         doc=rd,
@@ -785,6 +806,12 @@ def compile_policy(
         webhook=webhook,
         breakers=ratio_breaker is not None or any(r.breaker for r in rules),
         breaker_scopes=_scopes(rules),
+        pause_scopes=tuple(
+            sorted(
+                {(r.pause.scope, r.pause.methods) for r in rules if r.pause},
+                key=lambda s: (s[0], sorted(s[1] or ())),
+            )
+        ),
         rule_deadlines={
             r.id: r.retry.deadline
             for r in rules
@@ -795,7 +822,7 @@ def compile_policy(
             ratio_breaker is None
             and budget is None
             and rate_limit is None
-            and not any(r.breaker for r in rules)
+            and not any(r.breaker or r.pause for r in rules)
         ),
         name=head.policy,
         description=head.description,

@@ -58,6 +58,8 @@ __all__ = [
     "AlertNotice",
     "BreakerSpec",
     "Decision",
+    "PauseNotice",
+    "PauseSpec",
     "Poll",
     "PollRequest",
     "Retry",
@@ -95,6 +97,39 @@ class BreakerSpec:
     name: str
     open_for: float
     methods: frozenset[str] | None = None
+
+
+@attrs.frozen
+class PauseSpec:
+    """
+    A rule's ``pause:``: read the pause's end from *sources* (``(lower-case
+    header, format, header as written)``, the first that parses wins),
+    hold later calls in *scope* (``policy`` or ``host``) with one of
+    *methods* (None: every call) until then, no longer than *max*
+    seconds; they wait or fail fast, as *then* says.
+    """
+
+    sources: tuple[tuple[str, str, str], ...]
+    scope: str
+    then: str
+    max: float
+    methods: frozenset[str] | None = None
+
+
+@attrs.frozen
+class PauseNotice:
+    """
+    The pause a decision asks for: calls in *scope* (``*`` for the
+    policy, else a host; with ``|POST,PUT`` after it when the pause holds
+    those methods only) are held until *until* (the runner's clock);
+    they wait or fail fast, as *then* says.  *source* is the header it
+    came from (``capped`` when the rule's max cut it).
+    """
+
+    until: float
+    scope: str
+    then: str
+    source: str
 
 
 @attrs.frozen
@@ -139,6 +174,7 @@ class Accept(_Reasoned):
     alert: AlertNotice | None = None
     breaker: BreakerSpec | None = None
     log: str | None = None
+    pause: PauseNotice | None = None
 
 
 @attrs.define(eq=True)
@@ -160,6 +196,7 @@ class Retry(_Reasoned):
     alert: AlertNotice | None = None
     breaker: BreakerSpec | None = None
     log: str | None = None
+    pause: PauseNotice | None = None
 
 
 @attrs.define(eq=True)
@@ -179,6 +216,7 @@ class Poll(_Reasoned):
     alert: AlertNotice | None = None
     breaker: BreakerSpec | None = None
     log: str | None = None
+    pause: PauseNotice | None = None
 
 
 @attrs.define(eq=True)
@@ -194,6 +232,7 @@ class Abort(_Reasoned):
     alert: AlertNotice | None = None
     breaker: BreakerSpec | None = None
     log: str | None = None
+    pause: PauseNotice | None = None
 
 
 Decision: TypeAlias = Accept | Retry | Poll | Abort

@@ -23,10 +23,20 @@ import re
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote, urljoin, urlsplit
 
+import attrs
+
 from .compile import Gated, default_error
-from .decisions import Abort, Accept, AlertNotice, Poll, PollRequest, Retry
+from .decisions import (
+    Abort,
+    Accept,
+    AlertNotice,
+    PauseNotice,
+    Poll,
+    PollRequest,
+    Retry,
+)
 from .errors import Aborted, DeadlineExceeded, RetriesExhausted
-from .hints import parse_hint
+from .hints import parse_hint, parse_pause
 from .matchers import MISSING, Context, path_getter
 from .redact import REDACTED
 from .snapshot import IDEMPOTENT_METHODS
@@ -35,12 +45,20 @@ from .units import format_duration, round_seconds
 
 if TYPE_CHECKING:
     from .compile import Candidates, CompiledRule, Policy
-    from .decisions import Decision
+    from .decisions import Decision, PauseSpec
     from .snapshot import Snapshot
     from .state import AttemptState
 
 
-__all__ = ["NO_MATCH", "decide"]
+__all__ = [
+    "NO_MATCH",
+    "decide",
+    "host_of",
+    "pause_key",
+    "pause_notice",
+    "scope_parts",
+    "scope_words",
+]
 
 NO_MATCH: Final = Accept(rule_id=None, why=("no rule matched",))
 _RNG: Final = random.Random()
@@ -121,8 +139,81 @@ def decide(
                 ctx = Context(snap, state, policy.body_limit)
             if not test(ctx):
                 continue
-        return _act(policy, rule, snap, state, ctx, now, rng or _RNG)
+        decision = _act(policy, rule, snap, state, ctx, now, rng or _RNG)
+        if rule.pause is not None:
+            notice = pause_notice(rule.pause, snap, now)
+            if notice is not None:
+                decision = attrs.evolve(decision, pause=notice)
+        return decision
     return NO_MATCH
+
+
+def pause_notice(
+    spec: PauseSpec, snap: Snapshot, now: float
+) -> PauseNotice | None:
+    """
+    The pause *spec* sets on *snap*: until the time its first source that
+    parses gives (no later than ``now + spec.max``), or None when no
+    header asks for a pause still to come.
+    """
+    headers = snap.headers
+    for lower, fmt, name in spec.sources:
+        value = headers.get(lower)
+        if value is None:
+            continue
+        delay = parse_pause(value, fmt, now)
+        if delay is None:
+            continue  # malformed: the next source may say
+        if delay <= 0:
+            return None
+        source = name
+        if delay > spec.max:
+            delay, source = spec.max, f"{name} (capped)"
+        base = "*" if spec.scope == "policy" else host_of(snap.url)
+        scope = pause_key(base, spec.methods)
+        return PauseNotice(now + delay, scope, spec.then, source)
+    return None
+
+
+def pause_key(base: str, methods: frozenset[str] | None) -> str:
+    """
+    A pause's scope as the state keeps it: *base* (``*``, or a host),
+    then ``|`` and the methods it holds, when it holds some only.
+    """
+    if methods is None:
+        return base
+    return f"{base}|{','.join(sorted(methods))}"
+
+
+def scope_parts(key: str) -> tuple[str, list[str] | None]:
+    """
+    ``policy`` or the host of a pause's scope, and the methods it holds
+    (None: every call).
+    """
+    base, bar, methods = key.partition("|")
+    return (
+        "policy" if base == "*" else base,
+        methods.split(",") if bar else None,
+    )
+
+
+def scope_words(key: str) -> str:
+    """
+    A pause's scope in words: ``the policy``, ``host api.example.com``,
+    ``the policy's POST calls``.
+    """
+    base, methods = scope_parts(key)
+    where = "the policy" if base == "policy" else f"host {base}"
+    if methods is None:
+        return where
+    return f"{where} ({', '.join(methods)} calls)"
+
+
+def host_of(url: str) -> str:
+    try:
+        return (urlsplit(url).hostname or "").lower()
+    except ValueError:
+        return ""
 
 
 def _act(

@@ -139,6 +139,10 @@ class Aborted(RefereeError):
             (``error.message``, ``message``, ``detail`` and the like), cut
             to a line; None when the body has none.  It ends the
             exception's text.
+        resume_at: For a call a pause the API asked for stopped before it
+            sent (``RateLimited`` with ``then: fail``, or
+            ``DeadlineExceeded`` when the wait would overrun the
+            deadline): when the pause ends, in Unix seconds; else None.
     """
 
     rule_id: str | None
@@ -149,6 +153,7 @@ class Aborted(RefereeError):
     reason: str
     body: bytes | None
     detail: str | None
+    resume_at: float | None
 
     def __init__(
         self,
@@ -161,8 +166,10 @@ class Aborted(RefereeError):
         trail: Sequence[Any] = (),
         body: bytes | None = None,
         detail: str | None = None,
+        resume_at: float | None = None,
     ) -> None:
         self.reason = reason
+        self.resume_at = resume_at
         self.rule_id = rule_id
         self.status = status
         self.failure = failure

@@ -49,22 +49,34 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from .backend import PauseState
 from .bodies import declared_too_long, event_data, is_event_stream
 from .decisions import Abort, Accept, Poll, PollRequest, Retry
-from .engine import NO_MATCH, call_end, decide, poll_deadline
+from .engine import (
+    NO_MATCH,
+    call_end,
+    decide,
+    host_of,
+    pause_key,
+    poll_deadline,
+    scope_words,
+)
 from .errors import (
     CircuitOpen,
     DeadlineExceeded,
     NotReplayable,
+    RateLimited,
     RetriesExhausted,
 )
 from .ops import (
     Acquire,
     CheckBreakers,
+    CheckPause,
     OpenBreaker,
     RaiseAlert,
     RecordOutcome,
     Refund,
+    SetPause,
     StateOp,
     TakeRetryToken,
 )
@@ -239,6 +251,10 @@ class Finished:
             was open, or a rate-limit wait would overrun the deadline).
         suppressed: The retry budget refused the last retry.
         breaker: The open breaker that stopped the call, or None.
+        paused: The seconds the call's sends waited for pauses the
+            server asked for (0.0: none).
+        pause: The pause that stopped the call (it fails fast, or would
+            wait past the deadline), or None.
     """
 
     decision: Accept | Abort
@@ -247,6 +263,8 @@ class Finished:
     sent: bool = True
     suppressed: bool = False
     breaker: str | None = None
+    paused: float = 0.0
+    pause: PauseState | None = None
 
 
 def call_flow(
@@ -271,15 +289,19 @@ def call_flow(
     state = AttemptState(started=started)
     request: PollRequest | None = None
     now = started
+    paused = 0.0  # the call's waits for pauses, all sends together
     while True:
         send_method = method if request is None else request.method
         target = url if request is None else request.url
+        waited = 0.0
         if needs_admission(policy, send_method):
             stopped = yield from _admit(
-                policy, state, send_method, target, now
+                policy, state, send_method, target, now, paused
             )
-            if stopped is not None:
+            if isinstance(stopped, Finished):
                 return stopped
+            waited, now = stopped
+            paused += waited
         first = state.attempt == 1 and state.polls == 0
         timeout = None if first else _left(policy, state, now)
         if timeout == math.inf:
@@ -305,6 +327,8 @@ def call_flow(
             # client exception to let through.
             decision = _out_of_time(snap)
         state = advance(state, snap, decision, now=now)
+        if waited:
+            state = _waited(state, waited)
         suppressed = False
         if isinstance(decision, Retry | Poll):
             nxt = request
@@ -338,7 +362,9 @@ def call_flow(
                     policy, sent, snap, now, False, most=ERROR_BODY_WAIT
                 )
             yield from _settle(policy, decision, snap, now)
-            return Finished(decision, state, snap, suppressed=suppressed)
+            return Finished(
+                decision, state, snap, suppressed=suppressed, paused=paused
+            )
         yield from _settle(policy, decision, snap, now)
         if isinstance(decision, Poll) and decision.request is not None:
             request = decision.request
@@ -502,66 +528,84 @@ def _left(policy: Policy, state: AttemptState, now: float) -> float:
     return math.inf if end == math.inf else max(end - now, 0.001)
 
 
-# --- Admission: breakers and rate limits -------------------------------------
+# --- Admission: breakers, pauses and rate limits -----------------------------
 
 
 def needs_admission(policy: Policy, method: str) -> bool:
     """
     Whether a send of *method* may have to wait or be stopped: a breaker
-    that can stop it, or a rate limit that counts it.  Computed once per
-    (policy, method); False for a policy with no state attached.
+    that can stop it, a pause a rule may set, or a rate limit that counts
+    it.  Computed once per (policy, method); False for a policy with no
+    state attached.
     """
     if policy.runtime is None or (
-        not policy.breakers and policy.rate_limit is None
+        not policy.breakers
+        and policy.rate_limit is None
+        and not policy.pause_scopes
     ):
         return False
-    key = (id(policy.breaker_scopes), method)
-    found = _ADMITS.get(key)
-    if found is None:
-        limit = policy.rate_limit
-        found = (
-            policy.breaker is not None
-            or len(_skips(policy, method)) < len(policy.breaker_scopes)
-            or (
-                limit is not None
-                and (limit.methods is None or method in limit.methods)
-            )
+    scopes = policy.breaker_scopes
+    key = (id(scopes), method)
+    cached = _ADMITS.get(key)
+    if cached is not None and cached[0] is scopes:
+        return cached[1]
+    limit = policy.rate_limit
+    found = (
+        any(m is None or method in m for _k, m in policy.pause_scopes)
+        or policy.breaker is not None
+        or len(_skips(policy, method)) < len(policy.breaker_scopes)
+        or (
+            limit is not None
+            and (limit.methods is None or method in limit.methods)
         )
-        if len(_ADMITS) > 4096:
-            _ADMITS.clear()
-        _ADMITS[key] = found
+    )
+    if len(_ADMITS) > 4096:
+        _ADMITS.clear()
+    # The entry keeps the mapping it was computed for: while it is
+    # cached, no other policy's mapping can take its id.
+    _ADMITS[key] = (scopes, found)
     return found
 
 
-_ADMITS: dict[tuple[int, str], bool] = {}
-_SKIPS: dict[tuple[int, str], frozenset[str]] = {}
+_ADMITS: dict[tuple[int, str], tuple[object, bool]] = {}
+_SKIPS: dict[tuple[int, str], tuple[object, frozenset[str]]] = {}
 
 
 def _skips(policy: Policy, method: str) -> frozenset[str]:
     # The breakers scoped to other methods than *method*: computed once per
     # (policy, method).  Keyed by the scopes mapping's identity, which lives
     # as long as the compiled policy (and its reloads share nothing).
-    key = (id(policy.breaker_scopes), method)
-    found = _SKIPS.get(key)
-    if found is None:
-        found = frozenset(
-            name
-            for name, scope in policy.breaker_scopes.items()
-            if scope is not None and method not in scope
-        )
-        if len(_SKIPS) > 4096:
-            _SKIPS.clear()
-        _SKIPS[key] = found
+    scopes = policy.breaker_scopes
+    key = (id(scopes), method)
+    cached = _SKIPS.get(key)
+    if cached is not None and cached[0] is scopes:
+        return cached[1]
+    found = frozenset(
+        name
+        for name, scope in scopes.items()
+        if scope is not None and method not in scope
+    )
+    if len(_SKIPS) > 4096:
+        _SKIPS.clear()
+    _SKIPS[key] = (scopes, found)
     return found
 
 
 def _admit(
-    policy: Policy, state: AttemptState, method: str, url: Url, now: float
-) -> Generator[Action, Reply, Finished | None]:
+    policy: Policy,
+    state: AttemptState,
+    method: str,
+    url: Url,
+    now: float,
+    paused: float,
+) -> Generator[Action, Reply, Finished | tuple[float, float]]:
     """
-    Ask until the send may go: None, or how the call ends instead (an
-    open breaker, or a rate-limit wait past the deadline).
+    Ask until the send may go: the seconds it waited for a pause and the
+    clock then, or how the call ends instead (an open breaker, a pause
+    that fails fast, or a wait past the deadline).  *paused* is what the
+    call's earlier sends waited for pauses.
     """
+    waited = 0.0
     skip = _skips(policy, method)
     check = policy.breaker is not None or len(skip) < len(
         policy.breaker_scopes
@@ -581,15 +625,30 @@ def _admit(
             now = reply.now
             if reply.value is not None:
                 return _breaker_open(state, method, reply.value, now)
+        scopes = _pause_scopes(policy, method, url)
+        if scopes:
+            reply = yield Store(CheckPause(policy.name, scopes, now))
+            now = reply.now
+            found: PauseState | None = reply.value
+            if found is not None and found.until - now > _PAUSE_SLACK:
+                held = found.until - now
+                if found.then == "fail" or now + held > end:
+                    return _paused(
+                        state, method, found, now, end, paused + waited
+                    )
+                reply = yield Wait(held)
+                waited += reply.now - now
+                now = reply.now
+                continue  # another pause may have come meanwhile
         if not counted or limit is None:
-            return None
+            return waited, now
         text = url if isinstance(url, str) else url()
         bucket = _path(text) if limit.by_path else "*"
         reply = yield Store(Acquire(policy.name, bucket, now, limit))
         now = reply.now
         wait: float = reply.value
         if wait <= 0:
-            return None
+            return waited, now
         if now + wait > end:
             decision = Abort(
                 None,
@@ -605,9 +664,101 @@ def _admit(
                 ),
                 DeadlineExceeded,
             )
-            return Finished(decision, state, None, sent=False)
+            return Finished(
+                decision, state, None, sent=False, paused=paused + waited
+            )
         reply = yield Wait(wait)
         now = reply.now
+
+
+#: A pause that ends within this many seconds holds nothing: the call
+#: that set it, retrying on the same hint, meets it as it ends.
+_PAUSE_SLACK: Final = 0.001
+
+
+def _pause_scopes(policy: Policy, method: str, url: Url) -> tuple[str, ...]:
+    """
+    The pause scopes a send of *method* to *url* is held by: the policy's
+    (``*``) and its host's, those of every call and those of *method*, as
+    far as the policy's rules pause them.
+    """
+    keys: list[str] = []
+    host: str | None = None
+    for kind, methods in policy.pause_scopes:
+        if methods is not None and method not in methods:
+            continue
+        if kind == "policy":
+            base = "*"
+        else:
+            if host is None:
+                host = host_of(url if isinstance(url, str) else url())
+            base = host
+        keys.append(pause_key(base, methods))
+    return tuple(keys)
+
+
+def _paused(
+    state: AttemptState,
+    method: str,
+    found: PauseState,
+    now: float,
+    end: float,
+    paused: float,
+) -> Finished:
+    """
+    The end of a call a pause holds: it fails fast (``then: fail``), or
+    its wait would overrun the deadline.
+    """
+    until = datetime.fromtimestamp(found.until, UTC).strftime("%H:%M:%S")
+    where = scope_words(found.scope)
+    left = found.until - now
+    if found.then == "fail":
+        decision = Abort(
+            found.rule_id,
+            (
+                (
+                    "{0}: the API asked for a pause of {1} until {2} UTC "
+                    "({3!d} more; set by rule {4!r}, then: fail); nothing "
+                    "was sent"
+                ),
+                method,
+                where,
+                until,
+                left,
+                found.rule_id,
+            ),
+            RateLimited,
+        )
+    else:
+        decision = Abort(
+            found.rule_id,
+            (
+                (
+                    "{0}: the API asked for a pause of {1} until {2} UTC "
+                    "(set by rule {3!r}); waiting {4!d} would overrun the "
+                    "call's deadline ({5!d} left); nothing was sent"
+                ),
+                method,
+                where,
+                until,
+                found.rule_id,
+                left,
+                max(end - now, 0.0),
+            ),
+            DeadlineExceeded,
+        )
+    return Finished(
+        decision, state, None, sent=False, paused=paused, pause=found
+    )
+
+
+def _waited(state: AttemptState, waited: float) -> AttemptState:
+    """
+    *state* whose last record says its send waited *waited* seconds for a
+    pause.
+    """
+    last = attrs.evolve(state.history[-1], paused=round(waited, 6))
+    return attrs.evolve(state, history=(*state.history[:-1], last))
 
 
 def _breaker_open(
@@ -691,6 +842,16 @@ def _settle(
                 snap.status,
                 snap.failure,
                 now,
+            )
+        )
+    pause = decision.pause
+    if pause is not None:
+        yield Store(
+            SetPause(
+                policy.name,
+                PauseState(
+                    pause.scope, pause.until, decision.rule_id, pause.then
+                ),
             )
         )
     spec = decision.breaker

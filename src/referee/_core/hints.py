@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 
-__all__ = ["FORMATS", "default_format", "parse_hint"]
+__all__ = ["FORMATS", "default_format", "parse_hint", "parse_pause"]
 
 FORMATS: Final[frozenset[str]] = frozenset(
     {
@@ -139,6 +139,56 @@ def parse_hint(value: str, fmt: str, now: float) -> float | None:
     if parse is None:
         return None
     return parse(value.strip(), now)
+
+
+def parse_pause(value: str, fmt: str, now: float) -> float | None:
+    """
+    How long a header value asks the client to stop sending, for a
+    rule's ``pause:``: as :func:`parse_hint`, except that a ``RateLimit``
+    field pauses only when a policy in it is exhausted (``r=0``): its
+    ``t`` (the largest, when several are), else None.  A field that does
+    not parse is ignored (None), as the draft asks.
+    """
+    if fmt != "ratelimit":
+        return parse_hint(value, fmt, now)
+    if len(value) > _MAX_FIELD or not value.isascii():
+        return None
+    return _exhausted(value)
+
+
+def _exhausted(text: str) -> float | None:
+    """
+    The largest ``t`` among the ``r=0`` members of a ``RateLimit`` field
+    (``"default";r=0;t=30``), or the ``reset`` of an older draft's
+    dictionary whose ``remaining`` is 0; None when nothing is exhausted.
+    """
+    found: float | None = None
+    remaining: float | None = None
+    reset: float | None = None
+    for member in text.split(","):
+        item, *params = member.split(";")
+        item = item.strip()
+        key, equals, raw = item.partition("=")
+        if equals and not item.startswith('"'):
+            name = key.rstrip()
+            if name == "remaining":
+                remaining = _number(raw.strip())
+            elif name == "reset":
+                reset = _number(raw.strip())
+            continue
+        r: float | None = None
+        t: float | None = None
+        for param in params:
+            name, _, param_value = param.strip().partition("=")
+            if name == "t":
+                t = _number(param_value.strip())
+            elif name == "r":
+                r = _number(param_value.strip())
+        if r == 0 and t is not None and (found is None or t > found):
+            found = t
+    if found is None and remaining == 0:
+        return reset
+    return found
 
 
 def _number(text: str) -> float | None:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         BreakerSettings,
         BreakerState,
         BudgetSettings,
+        PauseState,
         RateLimitSettings,
     )
     from .decisions import AlertNotice
@@ -32,10 +33,12 @@ if TYPE_CHECKING:
 __all__ = [
     "Acquire",
     "CheckBreakers",
+    "CheckPause",
     "OpenBreaker",
     "RaiseAlert",
     "RecordOutcome",
     "Refund",
+    "SetPause",
     "StateOp",
     "TakeRetryToken",
 ]
@@ -136,8 +139,34 @@ class RaiseAlert:
     fallback: None = None
 
 
+@attrs.frozen
+class SetPause:
+    """
+    Hold later calls in ``pause.scope`` until ``pause.until``.
+    """
+
+    policy: str
+    pause: PauseState
+    fallback: None = None
+
+
+@attrs.frozen
+class CheckPause:
+    """
+    The pause of one of *scopes* that holds a send now (a
+    ``PauseState``), or None.
+    """
+
+    policy: str
+    scopes: tuple[str, ...]
+    now: float
+    fallback: PauseState | None = None
+
+
 StateOp: TypeAlias = (
     CheckBreakers
+    | CheckPause
+    | SetPause
     | Acquire
     | TakeRetryToken
     | Refund

@@ -21,6 +21,8 @@ __all__ = [
     "LOG_LEVELS",
     "MINTS",
     "ON_EXCEED",
+    "PAUSE_SCOPES",
+    "PAUSE_THEN",
     "RENAMED",
     "RULE_RETRY_KEYS",
     "SEVERITIES",
@@ -45,6 +47,8 @@ __all__ = [
     "Name",
     "ParamNames",
     "Patterns",
+    "PauseDoc",
+    "PauseUntil",
     "PolicyDoc",
     "PollDoc",
     "PollRequestDoc",
@@ -60,6 +64,8 @@ __all__ = [
 ]
 
 ACTIONS = ("accept", "retry", "poll", "abort")
+PAUSE_SCOPES = ("policy", "host")
+PAUSE_THEN = ("wait", "fail")
 JITTERS = ("full", "equal", "none")
 ON_EXCEED = ("cap", "fail")
 SEVERITIES = ("info", "warning", "error", "critical")
@@ -91,6 +97,11 @@ Name = NewType("Name", str)
 Word = NewType("Word", str)
 #: ``(header name, format)`` from ``"X-RateLimit-Reset:epoch"``.
 HintSource = NewType("HintSource", tuple[str, str])
+#: Where a pause's end comes from: ``hint`` (Retry-After, retry-after-ms,
+#: an exhausted RateLimit), a header with a format
+#: (``X-RateLimit-Reset:epoch`` or ``{header: ..., format: ...}``), or a
+#: list of those, tried in order.
+PauseUntil = NewType("PauseUntil", tuple[tuple[str, str], ...])
 #: Header names, from one name or a list.
 HeaderNames = NewType("HeaderNames", tuple[str, ...])
 #: Query parameter names, from one name or a list.
@@ -233,6 +244,21 @@ class BreakerDoc:
 
 
 @attrs.frozen
+class PauseDoc:
+    """
+    ``pause:`` on a rule: hold later calls in *scope* until the time a
+    response header gives; they wait (``then: wait``) or fail fast
+    (``then: fail``).
+    """
+
+    until: PauseUntil
+    scope: Word | None = None
+    then: Word | None = None
+    max: Duration | None = None
+    methods: Methods | None = None
+
+
+@attrs.frozen
 class ConditionDoc:
     status: StatusSet | None = None
     method: Methods | None = None
@@ -259,6 +285,7 @@ class RuleDoc:
     poll: PollDoc | None = None
     alert: AlertDoc | None = None
     breaker: BreakerDoc | None = None
+    pause: PauseDoc | None = None
     log: Word | None = None
 
 

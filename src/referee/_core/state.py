@@ -42,6 +42,8 @@ class AttemptRecord:
         delay: The delay before the next send, or None.
         at: When the outcome was decided (the runner's clock).
         alert: The alert the rule raised, or None.
+        paused: The seconds this attempt's send waited for a pause the
+            server asked for, or None.
     """
 
     status: int | None
@@ -51,6 +53,7 @@ class AttemptRecord:
     delay: float | None
     at: float
     alert: AlertNotice | None = None
+    paused: float | None = None
 
 
 @attrs.frozen

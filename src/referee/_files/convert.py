@@ -266,6 +266,56 @@ def _hint_source(value: Any, _: Any) -> tuple[str, str]:
     )
 
 
+#: ``until: hint``: the standard hints, in the order a client honours
+#: them (draft-ietf-httpapi-ratelimit-headers: Retry-After takes
+#: precedence over the RateLimit field's ``t``).
+HINT_SOURCES: Final = (
+    ("retry-after-ms", "ms"),
+    ("Retry-After", "retry-after"),
+    ("RateLimit", "ratelimit"),
+)
+
+
+def _pause_source(value: Any) -> tuple[tuple[str, str], ...]:
+    if value == "hint":
+        return HINT_SOURCES
+    if isinstance(value, Mapping):
+        extra = sorted(str(k) for k in value if k not in ("header", "format"))
+        if extra:
+            raise Invalid(
+                f"unknown key {extra[0]!r} in {describe(value)}; allowed "
+                f"here: header, format"
+                f"{suggest(extra[0], ['header', 'format'])}"
+            )
+        if not isinstance(value.get("header"), str):
+            raise Invalid(
+                f"found {describe(value)}; expected {{header: Name, format: "
+                f"epoch|delta|...}} (format optional)"
+            )
+        fmt = value.get("format")
+        if fmt is not None and not isinstance(fmt, str):
+            raise Invalid(f"found {describe(fmt)} as format; expected a word")
+        text = value["header"] if fmt is None else f"{value['header']}:{fmt}"
+        return (_hint_source(text, None),)
+    if isinstance(value, str):
+        return (_hint_source(value, None),)
+    raise Invalid(
+        f"found {describe(value)}; expected 'hint', a header with a format "
+        f"('X-RateLimit-Reset:epoch' or {{header: X-RateLimit-Reset, "
+        f"format: epoch}}), or a list of those"
+    )
+
+
+def _pause_until(value: Any, _: Any) -> tuple[tuple[str, str], ...]:
+    items = value if isinstance(value, list) and value else [value]
+    out: list[tuple[str, str]] = []
+    for item in items:
+        for source in _pause_source(item):
+            if source not in out:
+                out.append(source)
+    return tuple(out)
+
+
 _HEADER: Final = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
 _PARAM: Final = re.compile(r"[^\s=&;#?]+")
 
@@ -510,6 +560,8 @@ _WORDS: Final = {
     (s.AlertDoc, "severity"): s.SEVERITIES,
     (s.WebhookDoc, "min_severity"): s.SEVERITIES,
     (s.IdempotencyDoc, "mint"): s.MINTS,
+    (s.PauseDoc, "scope"): s.PAUSE_SCOPES,
+    (s.PauseDoc, "then"): s.PAUSE_THEN,
 }
 
 DOC_CLASSES: Final = (
@@ -527,6 +579,7 @@ DOC_CLASSES: Final = (
     s.DefaultsDoc,
     s.AlertDoc,
     s.BreakerDoc,
+    s.PauseDoc,
     s.ConditionDoc,
     s.RuleDoc,
     s.ErrorDoc,
@@ -596,6 +649,7 @@ def _make_converter() -> cattrs.Converter:
     conv.register_structure_hook(s.Name, _name)
     conv.register_structure_hook(s.Word, _strict(str, "a word"))
     conv.register_structure_hook(s.HintSource, _hint_source)
+    conv.register_structure_hook(s.PauseUntil, _pause_until)
     conv.register_structure_hook(s.HeaderNames, _header_names)
     conv.register_structure_hook(s.ParamNames, _param_names)
     conv.register_structure_hook(s.Patterns, _patterns)

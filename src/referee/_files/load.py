@@ -847,6 +847,13 @@ def _validate(
                 err = _check_template(rule.poll.request.url)
                 if err:
                     add(f"{path}.poll.request.url", err)
+        most = rule.pause.max if rule.pause is not None else None
+        if most is not None and most <= 0:
+            add(
+                f"{path}.pause.max",
+                f"found {most!r}; expected a duration above 0 (the "
+                f"longest pause a header may set)",
+            )
         if rule.alert is not None and rule.alert.message is not None:
             err = _check_template(rule.alert.message)
             if err:

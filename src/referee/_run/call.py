@@ -162,6 +162,7 @@ class Call(Generic[Req, Resp]):
             isinstance(decision, Accept)
             and decision.rule_id is None
             and len(state.history) == 1
+            and not finished.paused
         )
         if not plain:
             self.log(
@@ -171,6 +172,8 @@ class Call(Generic[Req, Resp]):
                 finished.suppressed,
                 finished.sent,
                 finished.breaker,
+                finished.paused,
+                None if finished.pause is None else finished.pause.until,
             )
         elif hooks.hooks():
             self.notify(decision, snap, now)
@@ -190,6 +193,9 @@ class Call(Generic[Req, Resp]):
                 trail=state.history,
                 body=body,
                 detail=None if detail is None else masked(detail),
+                resume_at=(
+                    None if finished.pause is None else finished.pause.until
+                ),
             )
         return error
 
@@ -211,10 +217,15 @@ class Call(Generic[Req, Resp]):
         suppressed: bool = False,
         sent: bool = True,
         breaker: str | None = None,
+        paused: float = 0.0,
+        resume_at: float | None = None,
     ) -> None:
         """
         One ``referee.decision`` event (and the hooks' event); a call an
-        open breaker stopped says ``sent=False`` and names the breaker.
+        open breaker stopped says ``sent=False`` and names the breaker; a
+        call whose sends waited for a pause the API asked for says how
+        long (``paused``, seconds), one a pause stopped when it ends
+        (``resume_at``, Unix seconds).
         """
         action = _ACTION[type(decision)]
         level = decision.log or ("warning" if action == "abort" else "info")
@@ -235,6 +246,8 @@ class Call(Generic[Req, Resp]):
             reason=redaction.text(decision.reason),
             alert=None if decision.alert is None else decision.alert.kind,
             **({} if sent else {"sent": False, "breaker": breaker}),
+            **({"paused": round(paused, 6)} if paused else {}),
+            **({} if resume_at is None else {"resume_at": resume_at}),
         )
         if hooks.hooks():
             self.notify(decision, snap, now, suppressed, sent)

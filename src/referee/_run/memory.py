@@ -21,6 +21,7 @@ from referee._core.backend import (
     BreakerSettings,
     BreakerState,
     BudgetSettings,
+    PauseState,
     RateLimitSettings,
 )
 
@@ -145,6 +146,12 @@ class MemoryState:
     only the last two windows.  So the guarantee holds for any
     interleaving.
 
+    **Pauses** the server asked for are kept per policy and scope (``*``
+    or a host) with their *until*; setting one keeps a later *until*.
+    :meth:`check_pause` returns, of the scopes asked, the pause that ends
+    last, dropping those whose time is up; with nothing paused it takes
+    no lock.
+
     **Alert gates**, per key: with no window every alert goes out,
     ``(True, 0)``.  With a window, the first alert goes out, ``(True,
     0)``; repeats inside the window are held, ``(False, held so far)``;
@@ -161,6 +168,7 @@ class MemoryState:
         self._tokens: dict[tuple[str, str], float] = {}
         self._logs: dict[tuple[str, str], _Log] = {}
         self._gates: dict[str, _Gate] = {}
+        self._pauses: dict[tuple[str, str], PauseState] = {}
         self._next_sweep = -math.inf
 
     def __repr__(self) -> str:
@@ -170,7 +178,8 @@ class MemoryState:
                 f"<MemoryState breakers={breakers}"
                 f" budgets={len(self._tokens)}"
                 f" rate_limits={len(self._logs)}"
-                f" alert_gates={len(self._gates)}>"
+                f" alert_gates={len(self._gates)}"
+                f" pauses={len(self._pauses)}>"
             )
 
     # The async twins: every operation here takes a lock for microseconds
@@ -218,6 +227,40 @@ class MemoryState:
         self, key: str, window: float | None, now: float
     ) -> tuple[bool, int]:
         return self.alert_gate(key, window, now)
+
+    async def aset_pause(self, policy: str, pause: PauseState) -> None:
+        self.set_pause(policy, pause)
+
+    async def acheck_pause(
+        self, policy: str, scopes: tuple[str, ...], now: float
+    ) -> PauseState | None:
+        return self.check_pause(policy, scopes, now)
+
+    # Pauses the server asked for
+
+    def set_pause(self, policy: str, pause: PauseState) -> None:
+        key = (policy, pause.scope)
+        with self._lock:
+            old = self._pauses.get(key)
+            if old is None or pause.until > old.until:
+                self._pauses[key] = pause
+
+    def check_pause(
+        self, policy: str, scopes: tuple[str, ...], now: float
+    ) -> PauseState | None:
+        if not self._pauses:
+            return None  # the usual case: nothing paused, no lock
+        best: PauseState | None = None
+        with self._lock:
+            for scope in scopes:
+                found = self._pauses.get((policy, scope))
+                if found is None:
+                    continue
+                if found.until <= now:
+                    del self._pauses[(policy, scope)]
+                elif best is None or found.until > best.until:
+                    best = found
+        return best
 
     # Breakers
 
@@ -434,6 +477,10 @@ class MemoryState:
                     del named[name]
             if not named:
                 del self._breakers[policy]
+
+        for pause_key, pause in list(self._pauses.items()):
+            if pause.until <= now:
+                del self._pauses[pause_key]
 
         for policy, r in list(self._ratios.items()):
             if r.until is None and (

@@ -15,13 +15,16 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from referee._core.engine import scope_parts
 from referee._core.ops import (
     Acquire,
     CheckBreakers,
+    CheckPause,
     OpenBreaker,
     RaiseAlert,
     RecordOutcome,
     Refund,
+    SetPause,
     TakeRetryToken,
 )
 
@@ -68,6 +71,11 @@ def answer(op: StateOp, runtime: Runtime) -> Any:
                     op.policy, op.failed, op.now, op.settings
                 )
                 return _ratio_opened(op, got)
+            case CheckPause():
+                return state.check_pause(op.policy, op.scopes, op.now)
+            case SetPause():
+                state.set_pause(op.policy, op.pause)
+                return _pause_set(op)
             case RaiseAlert():
                 return _raise(op, runtime, None)
     except Exception as exc:  # noqa: BLE001 - state trouble never fails a call
@@ -108,6 +116,11 @@ async def aanswer(op: StateOp, runtime: Runtime) -> Any:
                     op.policy, op.failed, op.now, op.settings
                 )
                 return _ratio_opened(op, got)
+            case CheckPause():
+                return await state.acheck_pause(op.policy, op.scopes, op.now)
+            case SetPause():
+                await state.aset_pause(op.policy, op.pause)
+                return _pause_set(op)
             case RaiseAlert():
                 # The de-duplication gate is a backend call: awaited here,
                 # so the dispatcher only has to queue the alert.
@@ -155,6 +168,19 @@ def _seen(policy: str, found: BreakerState | None) -> BreakerState | None:
             )
         )
     return found
+
+
+def _pause_set(op: SetPause) -> None:
+    pause = op.pause
+    _log.info(
+        "referee.pause_set",
+        policy=op.policy,
+        scope=scope_parts(pause.scope)[0],
+        methods=scope_parts(pause.scope)[1],
+        until=pause.until,
+        rule=pause.rule_id,
+        then=pause.then,
+    )
 
 
 def _opened(op: OpenBreaker) -> None:

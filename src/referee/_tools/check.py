@@ -109,6 +109,7 @@ def check_policy(policy: Policy) -> list[Problem]:
         out.extend(_unsafe_poll(where, rule))
         out.extend(_backoff(where, rule))
         out.extend(_floor(where, policy, rule))
+        out.extend(_endless_pause(where, rule))
     out.extend(_defaults(where, policy))
     out.extend(_server_delay(where, policy))
     return out
@@ -390,6 +391,21 @@ def _floor(
             f"taken any time; lower delay_min or lengthen the deadline",
             *keys,
         )
+
+
+def _endless_pause(where: _Where, rule: CompiledRule) -> Iterator[Problem]:
+    """
+    A pause with no ceiling: a header can hold every call for a day.
+    """
+    if rule.pause is None or not math.isinf(rule.pause.max):
+        return
+    yield where.at_rule(
+        rule,
+        f"rule {rule.id!r}'s pause has no ceiling (server_delay: {{max: "
+        f"none}}, and no pause.max): a server can hold every call for a "
+        f"day; set pause.max (1h covers an hourly quota)",
+        "pause",
+    )
 
 
 def _server_delay(where: _Where, policy: Policy) -> Iterator[Problem]:

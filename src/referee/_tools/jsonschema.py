@@ -233,6 +233,36 @@ def _value_types(errors: list[str]) -> dict[Any, tuple[str, dict[str, Any]]]:
                 rf"({formats})\s*)$",
             },
         ),
+        s.PauseUntil: (
+            "PauseUntil",
+            {
+                "description": "Where the pause's end comes from: 'hint' "
+                "(Retry-After, retry-after-ms, an exhausted RateLimit "
+                "field), a header with a format ('X-RateLimit-Reset:epoch' "
+                "or {header: ..., format: ...}), or a list of those, tried "
+                "in order.",
+                **_one_or_list(
+                    {
+                        "anyOf": [
+                            {"const": "hint"},
+                            {"$ref": "#/$defs/HintSource"},
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "header": {
+                                        "type": "string",
+                                        "pattern": f"^{_HEADER_NAME}$",
+                                    },
+                                    "format": {"enum": sorted(FORMATS)},
+                                },
+                                "required": ["header"],
+                                "additionalProperties": False,
+                            },
+                        ]
+                    }
+                ),
+            },
+        ),
         s.ValueMatch: ("ValueMatch", _value_match()),
         s.HeaderNames: (
             "HeaderNames",
@@ -326,7 +356,19 @@ _DOCS: Final[dict[tuple[type, str], str]] = {
     (s.RuleDoc, "poll"): "Overrides of defaults.poll (do: poll only).",
     (s.RuleDoc, "alert"): "Raise an alert when the rule fires.",
     (s.RuleDoc, "breaker"): "Open a named breaker when the rule fires.",
+    (s.RuleDoc, "pause"): "Hold later calls until the time a response "
+    "header gives (on any action, a 200's accept included).",
     (s.RuleDoc, "log"): "The log level of the decision event.",
+    (s.PauseDoc, "until"): "The headers the pause's end comes from.",
+    (s.PauseDoc, "scope"): "policy: every call of the policy; host: calls "
+    "to the response's host (default: policy).",
+    (s.PauseDoc, "then"): "wait: later calls wait for the end (never past "
+    "their deadline); fail: they raise RateLimited without sending "
+    "(default: wait).",
+    (s.PauseDoc, "methods"): "The calls the pause holds (default: every "
+    "call).",
+    (s.PauseDoc, "max"): "The longest pause a header may set; a later "
+    "time is cut to it (default: defaults.server_delay.max).",
     (s.ConditionDoc, "status"): "The response's status is one of these.",
     (s.ConditionDoc, "method"): "The request's method is one of these.",
     (s.ConditionDoc, "host"): "The request's host matches a glob.",
