@@ -305,7 +305,7 @@ CASES = [
         200,
         "GET",
         REPO,
-        ACCEPT,
+        Outcome("accept", "quota-spent"),
         {"id": 1296269, "full_name": "octocat/Hello-World"},
         headers=spent(1800),
     ),
@@ -384,11 +384,37 @@ class TestGitHub:
         assert [60.0, 120.0, 240.0, None] == delays
         assert RateLimited is getattr(run.decision, "error", None)
 
-    def test_the_200_pause_is_not_expressed_yet(self):
+    @pytest.mark.parametrize("status", [200, 201, 204])
+    def test_a_success_that_spent_the_quota_pauses_later_calls(self, status):
         """
-        No rule can match a 200, so a 200 that says the limit is spent
-        pauses nothing (the comment at the top of the file says why).
+        A success that says x-ratelimit-remaining 0 is accepted (the
+        response is the caller's) and pauses the policy until the reset's
+        epoch time, for later calls to wait without sending; one that has
+        quota left pauses nothing.
         """
-        expected = ()
+        now = 1_700_000_000.0
+        spent = {
+            "x-ratelimit-remaining": "0",
+            "x-ratelimit-reset": str(int(now) + 600),
+        }
+        left = {**spent, "x-ratelimit-remaining": "12"}
 
-        assert expected == tuple(GITHUB.candidates(200, "GET"))
+        def decided(headers: dict[str, str]) -> referee.Decision:
+            return referee.decide(
+                GITHUB,
+                Snapshot.response(
+                    status,
+                    url="https://api.github.com" + ISSUES,
+                    headers=headers,
+                ),
+                referee.AttemptState(started=now),
+                now=now,
+            )
+
+        paused, free = decided(spent), decided(left)
+
+        assert isinstance(paused, referee.Accept)
+        assert "quota-spent" == paused.rule_id
+        assert paused.pause is not None
+        assert (now + 600, "wait") == (paused.pause.until, paused.pause.then)
+        assert free.pause is None

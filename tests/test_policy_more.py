@@ -1986,7 +1986,7 @@ ROW_CITES = {
         "sdks-and-standards.md",
         "overloaded_error",
         "credit balance is too low",
-        "TODO(lead): the rule for an",
+        "event: error",
     ],
     "stripe": [
         "docs.stripe.com/api/errors",
@@ -1999,7 +1999,7 @@ ROW_CITES = {
         "x-ratelimit-reset",
         "wait for at least one minute",
         "submit the request again",
-        "the language has no such action yet",
+        "banning of your integration",
     ],
 }
 
