@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import threading
 import time
 import weakref
@@ -48,12 +47,20 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 import structlog
 
 from ._core.backend import BreakerState
-from ._run.memory import BUCKETS, HELD_FOR, RATIO_BREAKER, MemoryState
+from ._run.memory import (
+    BUCKETS,
+    HELD_FOR,
+    RATIO_BREAKER,
+    MemoryState,
+    interval,
+)
 
 
 try:
     import redis
     import redis.asyncio
+    import redis.asyncio.cluster
+    import redis.cluster
     from redis.asyncio.retry import Retry as AsyncRetry
     from redis.backoff import NoBackoff
     from redis.retry import Retry
@@ -79,7 +86,7 @@ if TYPE_CHECKING:
     )
 
 
-__all__ = ["IDLE_TTL", "MIN_TTL", "RedisState"]
+__all__ = ["IDLE_TTL", "MIN_TTL", "TIMEOUT", "RedisState"]
 
 _log = structlog.get_logger("referee")
 
@@ -98,6 +105,16 @@ IDLE_TTL: Final = 86_400.0
 _FAULTS: Final = (redis.exceptions.RedisError, OSError)
 
 T = TypeVar("T")
+
+#: Where an operation goes (`RedisState._route`).
+_REDIS: Final = "redis"
+_LOCAL: Final = "local"
+_PROBE: Final = "probe"
+
+#: How long one operation may wait for Redis by default (seconds): a
+#: loopback or LAN server answers in well under a millisecond, and a call
+#: should not wait for a slow one longer than this.
+TIMEOUT: Final = 0.1
 
 
 # The scripts.  Numbers go in and out as strings: Redis truncates a Lua
@@ -272,61 +289,17 @@ return 1
 """
 )
 
-# KEYS: the send log (zset member -> send time).  ARGV: now, requests,
-# per, a unique member, ttl (ms).  Returns {1} when the send may go (it is
-# logged), else {0, the time from which asking again may succeed}.
+# KEYS: the pace (a string: when the next send may go).  ARGV: now, the
+# interval between sends, ttl (ms).  Returns {1} when the send may go (the
+# next is then an interval later), else {0, when the next may go}.
 _ACQUIRE: Final = (
     _PRELUDE
     + """
 local now = tonumber(ARGV[1])
-local k = tonumber(ARGV[2])
-local per = tonumber(ARGV[3])
-local function grant()
-  redis.call('ZADD', KEYS[1], ARGV[1], ARGV[4])
-  redis.call('PEXPIRE', KEYS[1], ARGV[5])
-  return {1}
-end
-local last = redis.call('ZREVRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-if #last == 0 then return grant() end
-local newest = tonumber(last[2])
--- Keep two windows: enough to check a caller whose clock lags the newest
--- send by up to *per*.
-local cut = fmt(math.max(now, newest) - 2 * per)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', cut)
-local n = redis.call('ZCARD', KEYS[1])
-if n < k then return grant() end
-local nk = redis.call('ZRANGE', KEYS[1], n - k, n - k, 'WITHSCORES')
-local target = tonumber(nk[2]) + per
-local crowded
-if now >= newest then
-  -- The usual case: the newest send.  Only the window that ends with it
-  -- can overflow.
-  crowded = now < target
-else
-  -- A caller whose clock lags: check every k + 1 consecutive sends that
-  -- would include it.
-  local flat = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-  local times, pos = {}, 0
-  for i = 2, #flat, 2 do
-    local t = tonumber(flat[i])
-    times[#times + 1] = t
-    if t <= now then pos = pos + 1 end
-  end
-  local function at(i)
-    if i < pos then return times[i + 1] end
-    if i == pos then return now end
-    return times[i]
-  end
-  crowded = false
-  for start = math.max(0, pos - k), math.min(pos, n - k) do
-    if at(start + k) < at(start) + per then
-      crowded = true
-      break
-    end
-  end
-end
-if not crowded then return grant() end
-return {0, fmt(target)}
+local at = redis.call('GET', KEYS[1])
+if at and now < tonumber(at) then return {0, at} end
+redis.call('SET', KEYS[1], fmt(now + tonumber(ARGV[2])), 'PX', ARGV[3])
+return {1}
 """
 )
 
@@ -394,8 +367,11 @@ class RedisState:
     every process that uses the same server and *prefix*.
 
     Args:
-        client: A ``redis.Redis`` for the synchronous operations.
-        async_client: A ``redis.asyncio.Redis`` for the ``a``-prefixed
+        client: A ``redis.Redis`` for the synchronous operations, or a
+            ``redis.cluster.RedisCluster``: every script touches the keys
+            of one policy (or one alert key), which share a hash slot.
+        async_client: A ``redis.asyncio.Redis`` (or
+            ``redis.asyncio.cluster.RedisCluster``) for the ``a``-prefixed
             twins (``acheck_breakers``, …), used on one event loop (an
             asyncio client cannot serve two); without one they run the
             synchronous client in a worker thread.  :meth:`from_url`
@@ -405,11 +381,16 @@ class RedisState:
             :class:`~referee.MemoryState` by default.
         log_every: How often, at most, an outage is logged (seconds).
         recheck_after: After a failure, how long the local state is used
-            before Redis is tried again (seconds).
+            before Redis is tried again (seconds); then one operation
+            tries it (the probe) while the others stay local until it
+            has answered.
+        timeout: How long an asynchronous operation may wait for Redis
+            (seconds), reconnecting and loading a script included.
 
-    Give the clients short socket timeouts: an operation waits at most
-    that long for an unreachable server before falling back.
-    :meth:`from_url` does.
+    Give the synchronous client short socket timeouts: a synchronous
+    operation waits at most that long (for each read, and to connect) for
+    a server that does not answer before falling back.  :meth:`from_url`
+    does, from *timeout*.
 
     The sync runner calls the synchronous methods; the async runner (httpx's
     ``AsyncClient``, aiohttp) awaits the ``a``-twins (``aopen_breaker``,
@@ -420,15 +401,19 @@ class RedisState:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: redis.Redis | redis.cluster.RedisCluster,
         *,
-        async_client: redis.asyncio.Redis | None = None,
+        async_client: (
+            redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster | None
+        ) = None,
         prefix: str = "referee",
         fallback: StateBackend | None = None,
         log_every: float = 30.0,
         recheck_after: float = 1.0,
+        timeout: float = TIMEOUT,
     ) -> None:
         self._client = client
+        self._timeout = timeout
         self._async_client = async_client
         self._prefix = prefix
         self._fallback = fallback
@@ -443,7 +428,12 @@ class RedisState:
         )
         # from_url's: an asyncio client serves one event loop only, so
         # each loop that asks gets its own.
-        self._async_factory: Callable[[], redis.asyncio.Redis] | None = None
+        self._async_factory: (
+            Callable[
+                [], redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
+            ]
+            | None
+        ) = None
         self._loops: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, dict[str, AsyncScript]
         ] = weakref.WeakKeyDictionary()
@@ -460,41 +450,70 @@ class RedisState:
         cls,
         url: str,
         *,
+        cluster: bool = False,
         prefix: str = "referee",
         fallback: StateBackend | None = None,
         log_every: float = 30.0,
         recheck_after: float = 1.0,
+        timeout: float = TIMEOUT,
         **options: Any,
     ) -> Self:
         """
         A state on the server at *url* (``redis://host:6379/0``,
-        ``rediss://…``, ``unix://…``), with a synchronous client and an
-        asynchronous one per event loop that uses the ``a``-twins.
+        ``rediss://…``, ``unix://…``), or on the Redis Cluster that the
+        node at *url* belongs to when *cluster* is true, with a
+        synchronous client and an asynchronous one per event loop that
+        uses the ``a``-twins.
 
-        *options* go to both clients (``redis.Redis.from_url``); by
-        default sockets time out after one second and a failed command is
-        tried once more on a fresh connection (a server restart breaks the
-        pooled ones), without backing off.
+        *options* go to both clients (``redis.Redis.from_url`` or
+        ``redis.cluster.RedisCluster.from_url``); by default sockets time
+        out after *timeout* seconds (to connect, and to read an answer),
+        and a command that failed on a broken connection (a server
+        restart breaks the pooled ones) is tried once more on a fresh
+        one, without backing off; one that timed out is not.
         """
-        defaults = {"socket_timeout": 1.0, "socket_connect_timeout": 1.0}
-        client = redis.Redis.from_url(
-            url, **{**defaults, "retry": Retry(NoBackoff(), 1), **options}
-        )
-        async_options = {
+        defaults = {
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+        }
+        again = (redis.exceptions.ConnectionError,)
+        sync_options = {
             **defaults,
-            "retry": AsyncRetry(NoBackoff(), 1),
+            "retry": Retry(NoBackoff(), 1, supported_errors=again),
             **options,
         }
+        async_options = {
+            **defaults,
+            "retry": AsyncRetry(NoBackoff(), 1, supported_errors=again),
+            **options,
+        }
+        client: redis.Redis | redis.cluster.RedisCluster
+        factory: Callable[
+            [], redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
+        ]
+        if cluster:
+            client = redis.cluster.RedisCluster.from_url(url, **sync_options)
+
+            def factory() -> redis.asyncio.cluster.RedisCluster:
+                return redis.asyncio.cluster.RedisCluster.from_url(
+                    url, **async_options
+                )
+
+        else:
+            client = redis.Redis.from_url(url, **sync_options)
+
+            def factory() -> redis.asyncio.Redis:
+                return redis.asyncio.Redis.from_url(url, **async_options)
+
         state = cls(
             client,
             prefix=prefix,
             fallback=fallback,
             log_every=log_every,
             recheck_after=recheck_after,
+            timeout=timeout,
         )
-        state._async_factory = lambda: redis.asyncio.Redis.from_url(
-            url, **async_options
-        )
+        state._async_factory = factory
         return state
 
     def __repr__(self) -> str:
@@ -718,18 +737,11 @@ class RedisState:
                 wait = math.nextafter(wait, math.inf)
             return wait
 
+        pace = interval(settings)
         return _Op(
             "acquire",
-            (self._key(policy, "rate", bucket),),
-            (
-                _num(now),
-                str(settings.requests),
-                _num(settings.per),
-                # Unique across threads, processes and hosts (a counter
-                # would repeat in forked workers).
-                f"{now!r}:{os.urandom(8).hex()}",
-                _ms(max(settings.per * 2, MIN_TTL)),
-            ),
+            (self._key(policy, "pace", bucket),),
+            (_num(now), _num(pace), _ms(max(pace * 2, MIN_TTL))),
             convert,
             lambda local: local.acquire(policy, bucket, now, settings),
         )
@@ -745,17 +757,26 @@ class RedisState:
             lambda local: local.alert_gate(key, window, now),
         )
 
-    # Running a plan
+    # Running a plan.  While Redis answers, every operation goes to it.
+    # After a failure, operations stay local for *recheck_after* seconds;
+    # then ONE of them (the probe) tries Redis while the others stay local
+    # until it has answered, so an outage costs at most one timeout per
+    # back-off period, whatever the number of threads or tasks.
 
     def _run(self, op: _Op[T]) -> T:
-        if time.monotonic() < self._retry_at:
+        route = self._route()
+        if route is _LOCAL:
             return self._locally(op)
         try:
             answer = self._scripts[op.script](keys=op.keys, args=op.args)
         except _FAULTS as exc:
             self._failed(exc)
             return self._locally(op)
-        if self._down_since is not None:
+        except BaseException:
+            if route is _PROBE:
+                self._give_up_probe()
+            raise
+        if route is _PROBE or self._down_since is not None:
             self._recovered()
         return op.convert(answer)
 
@@ -763,16 +784,52 @@ class RedisState:
         scripts = self._async_scripts()
         if scripts is None:
             return await asyncio.to_thread(self._run, op)
-        if time.monotonic() < self._retry_at:
+        route = self._route()
+        if route is _LOCAL:
             return self._locally(op)
         try:
-            answer = await scripts[op.script](keys=op.keys, args=op.args)
-        except _FAULTS as exc:
+            # The client's socket timeouts bound each read; this bounds
+            # the whole operation (a reconnection, a script load).
+            async with asyncio.timeout(self._timeout):
+                answer = await scripts[op.script](keys=op.keys, args=op.args)
+        except _FAULTS as exc:  # TimeoutError is an OSError
             self._failed(exc)
             return self._locally(op)
-        if self._down_since is not None:
+        except BaseException:  # cancelled: let another caller probe
+            if route is _PROBE:
+                self._give_up_probe()
+            raise
+        if route is _PROBE or self._down_since is not None:
             self._recovered()
         return op.convert(answer)
+
+    def _route(self) -> str:
+        """
+        Where the next operation goes: `_REDIS` while Redis answers;
+        during an outage `_LOCAL`, except for the first caller after the
+        back-off period, which becomes the probe (`_PROBE`).
+        """
+        retry_at = self._retry_at
+        if retry_at == -math.inf:
+            return _REDIS
+        if time.monotonic() < retry_at:
+            return _LOCAL
+        with self._lock:
+            if self._retry_at == -math.inf:
+                return _REDIS
+            if time.monotonic() < self._retry_at:
+                return _LOCAL
+            self._retry_at = math.inf  # the others stay local meanwhile
+            return _PROBE
+
+    def _give_up_probe(self) -> None:
+        """
+        The probe ended without an answer or a fault (it was cancelled):
+        the next caller may probe at once.
+        """
+        with self._lock:
+            if self._retry_at == math.inf:
+                self._retry_at = time.monotonic()
 
     def _async_scripts(self) -> dict[str, AsyncScript] | None:
         """
@@ -820,11 +877,11 @@ class RedisState:
 
     def _recovered(self) -> None:
         with self._lock:
+            self._retry_at = -math.inf
             since = self._down_since
             if since is None:
                 return  # another thread saw it first
             self._down_since = None
-            self._retry_at = -math.inf
             told, self._told = self._told, False
             local_ops = self._local_ops
         if not told:
@@ -852,7 +909,9 @@ class RedisState:
         return f"{kw.get('host', '?')}:{kw.get('port', '?')}/{kw.get('db', 0)}"
 
 
-def _register(client: redis.asyncio.Redis) -> dict[str, AsyncScript]:
+def _register(
+    client: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster,
+) -> dict[str, AsyncScript]:
     return {
         name: client.register_script(text) for name, text in _SCRIPTS.items()
     }
