@@ -902,6 +902,9 @@ class RedisState:
         """
         The server, for logs: host, port and database, never credentials.
         """
+        if isinstance(self._client, redis.cluster.RedisCluster):
+            node = self._client.get_default_node()
+            return f"cluster:{node.host}:{node.port}" if node else "cluster"
         pool = getattr(self._client, "connection_pool", None)
         kw: dict[str, Any] = getattr(pool, "connection_kwargs", {})
         if "path" in kw:
