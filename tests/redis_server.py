@@ -27,6 +27,7 @@ import contextlib
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -177,11 +178,28 @@ class RedisServer:
             self._proc.wait()
             self._proc = None
 
+    def freeze(self) -> None:
+        """
+        Freeze the server (SIGSTOP): its port still accepts connections,
+        and nothing answers, as with a server stuck in a long command or
+        a host that stopped scheduling it.
+        """
+        assert self._proc is not None
+        os.kill(self._proc.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """
+        Let a frozen server go on (SIGCONT); it answers what it was sent.
+        """
+        if self._proc is not None:
+            os.kill(self._proc.pid, signal.SIGCONT)
+
     def stop(self) -> None:
         """
         Stop the server and remove its directory.
         """
         if self._proc is not None:
+            self.thaw()  # a stopped process would not act on SIGTERM
             self._proc.terminate()
             try:
                 self._proc.wait(5)
