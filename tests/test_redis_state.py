@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import redis
 import structlog
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisCluster, RedisServer
+from tests.server import closed_port
 
 from referee._core.backend import (
     BreakerSettings,
@@ -595,6 +596,98 @@ class TestKeys:
         )
         assert 0.0 == state.acquire("p", "*", T0, LIMIT)
         assert (True, 0) == state.alert_gate("k", 1.0, T0)
+        state.close()
+
+
+class TestCluster:
+    @pytest.mark.parametrize(
+        "plan",
+        [
+            ("_open_breaker", "p", "credits", T0, "r"),
+            ("_check_breakers", "p", T0, frozenset()),
+            ("_record_outcome", "p", True, T0, RATIO),
+            ("_take_retry_token", "p", "api.example.com", BUDGET),
+            ("_refund", "p", "api.example.com", BUDGET),
+            ("_acquire", "p", "/v1/x", T0, LIMIT),
+            ("_alert_gate", "p:topup", 60.0, T0),
+        ],
+        ids=lambda plan: plan[0],
+    )
+    def test_every_script_touches_one_slot(self, plan):
+        """
+        The keys of each operation hash to one cluster slot, so it runs
+        on one node of a Redis Cluster.
+        """
+        state = RedisState.from_url(f"redis://127.0.0.1:{closed_port()}/0")
+        name, *args = plan
+        op = getattr(state, name)(*args)
+
+        assert 1 == len({redis.cluster.key_slot(k.encode()) for k in op.keys})
+        state.close()
+
+    def test_redis_answers_on_a_cluster_as_memory_does(self):
+        """
+        On a 3-master cluster, policies spread over the nodes get the
+        answers MemoryState gives, from the sync methods and the twins.
+        """
+        rng = random.Random(7)
+        memory = MemoryState()
+        with RedisCluster.start_or_skip() as cluster:
+            state = RedisState.from_url(cluster.url, cluster=True)
+            twins = AsyncTwins(state)
+            try:
+                with structlog.testing.capture_logs() as logs:
+                    now = T0
+                    for i in range(300):
+                        now += rng.choice([0.0, 0.05, 0.3, 1.0])
+                        policy = rng.choice(["enrow", "experian", "github"])
+                        op = rng.randrange(6)
+                        if op == 0:
+                            args: tuple[Any, ...] = ("open_breaker", policy)
+                            args += ("b", now + 2, "r")
+                        elif op == 1:
+                            args = ("check_breakers", policy, now)
+                        elif op == 2:
+                            args = ("record_outcome", policy, True, now, RATIO)
+                        elif op == 3:
+                            args = ("take_retry_token", policy, "h", BUDGET)
+                        elif op == 4:
+                            args = ("acquire", policy, "*", now, LIMIT)
+                        else:
+                            args = ("alert_gate", f"{policy}:k", 5.0, now)
+                        name, *rest = args
+                        expected = getattr(memory, name)(*rest)
+                        on = state if i % 2 else twins
+
+                        assert expected == getattr(on, name)(*rest), (i, args)
+                nodes = {
+                    state._client.keyslot(f"referee:{{{p}}}:x") // (16384 // 3)
+                    for p in ("enrow", "experian", "github")
+                }
+            finally:
+                twins.close()
+                state.close()
+
+        assert [] == events(logs, "referee.state_unavailable")
+        assert len(nodes) > 1  # the policies live on different nodes
+
+    def test_an_unreachable_cluster_is_an_outage(self):
+        """
+        A cluster that cannot be reached when the state is made is an
+        outage like any other: nothing raises, calls answer locally, the
+        log names the node without its password.
+        """
+        url = f"redis://:hunter2@127.0.0.1:{closed_port()}/0"
+        state = RedisState.from_url(url, cluster=True, timeout=0.2)
+
+        with structlog.testing.capture_logs() as logs:
+            assert state.take_retry_token("p", "h", BUDGET) is True
+            assert 0.0 == state.acquire("p", "*", T0, LIMIT)
+
+        [logged] = events(logs, "referee.state_unavailable")
+        assert logged["redis"].startswith("cluster:127.0.0.1:")
+        assert "hunter2" not in repr(logged)
+        assert "local" in repr(state)
         state.close()
 
 

@@ -20,13 +20,17 @@ lifetime of a named breaker's key (``open_breaker`` is given no *now*).
 Rule 3: keys are ``{prefix}:{<policy>}:...`` (the braces are a Redis Cluster
 hash tag: one policy's keys live in one slot), alert gates are
 ``{prefix}:alert:<key>``; every key expires once it can no longer matter.
-Rule 4: Redis being unreachable never breaks a call.  The operation is
-served by a local :class:`~referee.MemoryState` instead; the outage is
+So every script touches one slot, and runs on a Redis Cluster as on a
+single server (``from_url(url, cluster=True)``).
+Rule 4: Redis being unreachable or stuck never breaks a call, and slows
+few.  An operation waits at most its *timeout*, once; then it is served by
+a local :class:`~referee.MemoryState` instead, and so is every operation
+for the next *recheck_after* seconds; then one operation (the probe) tries
+Redis while the others stay local until it has answered.  The outage is
 logged once (``referee.state_unavailable``, again at most every
-*log_every* seconds while it lasts), and Redis is tried again every
-*recheck_after* seconds.  When it answers, the shared state is used again
-(``referee.state_recovered``); what the local state learned meanwhile is
-not merged into it.
+*log_every* seconds while it lasts).  When Redis answers, the shared
+state is used again (``referee.state_recovered``); what the local state
+learned meanwhile is not merged into it.
 
 The semantics are exactly :class:`~referee.MemoryState`'s (see its
 docstring), except that state nobody touches expires: a ratio breaker left
@@ -42,7 +46,7 @@ import math
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeAlias, TypeVar
 
 import structlog
 
@@ -102,9 +106,17 @@ IDLE_TTL: Final = 86_400.0
 #: What counts as Redis being unreachable.  Every redis-py error is: a
 #: replica that turned read-only in a failover, a server out of memory or
 #: a wrong password must not break the calls either; the log says which.
-_FAULTS: Final = (redis.exceptions.RedisError, OSError)
+_FAULTS: Final = (
+    redis.exceptions.RedisError,
+    # No node of a cluster could be reached (not a RedisError).
+    redis.exceptions.RedisClusterException,
+    OSError,
+)
 
 T = TypeVar("T")
+
+#: A synchronous client: one server, or a cluster.
+_Client: TypeAlias = "redis.Redis | redis.cluster.RedisCluster"
 
 #: Where an operation goes (`RedisState._route`).
 _REDIS: Final = "redis"
@@ -370,6 +382,10 @@ class RedisState:
         client: A ``redis.Redis`` for the synchronous operations, or a
             ``redis.cluster.RedisCluster``: every script touches the keys
             of one policy (or one alert key), which share a hash slot.
+            Or a function that makes one, called when it is first needed
+            (again after a failure): a cluster client connects as it is
+            made, and a cluster that cannot be reached then is an outage
+            like any other, not an error.
         async_client: A ``redis.asyncio.Redis`` (or
             ``redis.asyncio.cluster.RedisCluster``) for the ``a``-prefixed
             twins (``acheck_breakers``, …), used on one event loop (an
@@ -401,7 +417,7 @@ class RedisState:
 
     def __init__(
         self,
-        client: redis.Redis | redis.cluster.RedisCluster,
+        client: _Client | Callable[[], _Client],
         *,
         async_client: (
             redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster | None
@@ -412,17 +428,20 @@ class RedisState:
         recheck_after: float = 1.0,
         timeout: float = TIMEOUT,
     ) -> None:
-        self._client = client
+        self._client: _Client | None = None
+        self._connect: Callable[[], _Client] | None = None
+        self._scripts: dict[str, Script] | None = None
+        if isinstance(client, redis.Redis | redis.cluster.RedisCluster):
+            self._use(client)
+        else:
+            self._connect = client
+        self._connecting = threading.Lock()
         self._timeout = timeout
         self._async_client = async_client
         self._prefix = prefix
         self._fallback = fallback
         self._log_every = log_every
         self._recheck_after = recheck_after
-        self._scripts: dict[str, Script] = {
-            name: client.register_script(text)
-            for name, text in _SCRIPTS.items()
-        }
         self._ascripts: dict[str, AsyncScript] | None = (
             _register(async_client) if async_client is not None else None
         )
@@ -438,6 +457,8 @@ class RedisState:
             asyncio.AbstractEventLoop, dict[str, AsyncScript]
         ] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
+        #: How logs name the server, when the client cannot say yet.
+        self._label: str | None = None
         # Outage bookkeeping (time.monotonic(): operational, not state).
         self._down_since: float | None = None
         self._retry_at = -math.inf
@@ -487,12 +508,14 @@ class RedisState:
             "retry": AsyncRetry(NoBackoff(), 1, supported_errors=again),
             **options,
         }
-        client: redis.Redis | redis.cluster.RedisCluster
+        client: Callable[[], _Client]
         factory: Callable[
             [], redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
         ]
         if cluster:
-            client = redis.cluster.RedisCluster.from_url(url, **sync_options)
+
+            def client() -> redis.cluster.RedisCluster:
+                return redis.cluster.RedisCluster.from_url(url, **sync_options)
 
             def factory() -> redis.asyncio.cluster.RedisCluster:
                 return redis.asyncio.cluster.RedisCluster.from_url(
@@ -500,7 +523,9 @@ class RedisState:
                 )
 
         else:
-            client = redis.Redis.from_url(url, **sync_options)
+
+            def client() -> redis.Redis:
+                return redis.Redis.from_url(url, **sync_options)
 
             def factory() -> redis.asyncio.Redis:
                 return redis.asyncio.Redis.from_url(url, **async_options)
@@ -514,6 +539,9 @@ class RedisState:
             timeout=timeout,
         )
         state._async_factory = factory
+        if not cluster:
+            state._use(client())  # no I/O until the first command
+        state._label = _label(url, cluster=cluster)
         return state
 
     def __repr__(self) -> str:
@@ -527,7 +555,8 @@ class RedisState:
         """
         Close the synchronous client's connections.
         """
-        self._client.close()
+        if self._client is not None:
+            self._client.close()
 
     async def aclose(self) -> None:
         """
@@ -768,7 +797,8 @@ class RedisState:
         if route is _LOCAL:
             return self._locally(op)
         try:
-            answer = self._scripts[op.script](keys=op.keys, args=op.args)
+            scripts = self._scripts or self._sync_scripts()
+            answer = scripts[op.script](keys=op.keys, args=op.args)
         except _FAULTS as exc:
             self._failed(exc)
             return self._locally(op)
@@ -830,6 +860,25 @@ class RedisState:
         with self._lock:
             if self._retry_at == math.inf:
                 self._retry_at = time.monotonic()
+
+    def _use(self, client: _Client) -> None:
+        self._scripts = {
+            name: client.register_script(text)
+            for name, text in _SCRIPTS.items()
+        }
+        self._client = client
+
+    def _sync_scripts(self) -> dict[str, Script]:
+        """
+        The scripts on the synchronous client, made now if it was not:
+        a fault here (a cluster that cannot be reached) is the caller's.
+        """
+        with self._connecting:
+            if self._scripts is None:
+                assert self._connect is not None  # noqa: S101 - __init__
+                self._use(self._connect())
+            assert self._scripts is not None  # noqa: S101 - just made
+            return self._scripts
 
     def _async_scripts(self) -> dict[str, AsyncScript] | None:
         """
@@ -902,14 +951,31 @@ class RedisState:
         """
         The server, for logs: host, port and database, never credentials.
         """
+        if self._label is not None:
+            return self._label
         if isinstance(self._client, redis.cluster.RedisCluster):
-            node = self._client.get_default_node()
+            node = self._client.get_default_node()  # type: ignore[no-untyped-call]
             return f"cluster:{node.host}:{node.port}" if node else "cluster"
         pool = getattr(self._client, "connection_pool", None)
         kw: dict[str, Any] = getattr(pool, "connection_kwargs", {})
         if "path" in kw:
             return f"unix:{kw['path']}?db={kw.get('db', 0)}"
         return f"{kw.get('host', '?')}:{kw.get('port', '?')}/{kw.get('db', 0)}"
+
+
+def _label(url: str, *, cluster: bool) -> str:
+    """
+    Where *url* points, for logs: host, port and database, never
+    credentials.
+    """
+    kw: dict[str, Any] = redis.connection.parse_url(url)  # type: ignore[no-untyped-call]
+    if "path" in kw:
+        where = f"unix:{kw['path']}?db={kw.get('db', 0)}"
+    else:
+        where = (
+            f"{kw.get('host', '?')}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
+        )
+    return f"cluster:{where}" if cluster else where
 
 
 def _register(
