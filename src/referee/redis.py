@@ -123,6 +123,10 @@ _REDIS: Final = "redis"
 _LOCAL: Final = "local"
 _PROBE: Final = "probe"
 
+#: How long an asyncio cluster client may take to learn the cluster
+#: (seconds): once, before its first operation.
+_SETUP: Final = 2.0
+
 #: How long one operation may wait for Redis by default (seconds): a
 #: loopback or LAN server answers in well under a millisecond, and a call
 #: should not wait for a slow one longer than this.
@@ -818,6 +822,14 @@ class RedisState:
         if route is _LOCAL:
             return self._locally(op)
         try:
+            client = scripts["acquire"].registered_client
+            if isinstance(client, redis.asyncio.cluster.RedisCluster):
+                # Once per client: the cluster's slots and its commands
+                # (COMMAND: a large reply to parse), which may take longer
+                # than one operation should; its waits on the network are
+                # bounded by the socket timeouts.
+                async with asyncio.timeout(max(self._timeout, _SETUP)):
+                    await client.initialize()
             # The client's socket timeouts bound each read; this bounds
             # the whole operation (a reconnection, a script load).
             async with asyncio.timeout(self._timeout):
