@@ -408,6 +408,10 @@ def main(argv: list[str] | None = None) -> int:
     if wanted("fleet"):
         report["fleet"] = fleet = _fleet.run(rounds, compare)
         print(_fleet.table(fleet), "\n", flush=True)
+        report["fleet_cluster"] = on_cluster = _fleet.run_cluster(
+            rounds, compare
+        )
+        print(_fleet.cluster_table(on_cluster), "\n", flush=True)
     if wanted("extras"):
         for name, value in cases.extras().items():
             report[name] = value

@@ -7,9 +7,10 @@ process::
 It obeys commands, one JSON object a line on stdin, answering each with
 one JSON line on stdout:
 
-- ``{"do": "configure", "redis": URL, "prefix": P, "recheck_after": S}``:
-  load the fleet policy with a new ``RedisState.from_url(...)`` and a new
-  httpx client through ``referee.httpx.PolicyTransport``; answers
+- ``{"do": "configure", "redis": URL, "cluster": false, "prefix": P,
+  "recheck_after": S}``: load the fleet policy with a new
+  ``RedisState.from_url(...)`` (on a Redis Cluster when *cluster*) and a
+  new httpx client through ``referee.httpx.PolicyTransport``; answers
   ``{"configured": WORKER_ID}``.
 - ``{"do": "post", "path": "/send", "n": 5}``: make *n* POSTs; answers
   ``{"results": [200, "CircuitOpen", ...], "alerts": [...], "slots":
@@ -100,11 +101,14 @@ class Worker:
         self.client: httpx.Client | None = None
 
     def configure(
-        self, redis_url: str, prefix: str, recheck_after: float
+        self, redis_url: str, cluster: bool, prefix: str, recheck_after: float
     ) -> None:
         self.close()
         self.state = RecordingState.from_url(
-            redis_url, prefix=prefix, recheck_after=recheck_after
+            redis_url,
+            cluster=cluster,
+            prefix=prefix,
+            recheck_after=recheck_after,
         )
         self.state.slots = []
         self.policy = referee.load_policy_text(
@@ -161,7 +165,10 @@ def main() -> None:
         command = json.loads(line)
         if command["do"] == "configure":
             worker.configure(
-                command["redis"], command["prefix"], command["recheck_after"]
+                command["redis"],
+                command["cluster"],
+                command["prefix"],
+                command["recheck_after"],
             )
             say({"configured": name})
         elif command["do"] == "post":

@@ -10,7 +10,13 @@ A throw-away ``redis-server`` on a free loopback port, for the tests of
         server.kill()       # Redis goes away mid-test
         server.restart()    # and comes back, empty, on the same port
 
-Without ``redis-server`` on PATH the tests that need it are skipped, with
+:class:`RedisCluster` starts three of them as the masters of a Redis
+Cluster (``redis-cli --cluster create``), each with a third of the slots::
+
+    with RedisCluster.start_or_skip() as cluster:
+        state = RedisState.from_url(cluster.url, cluster=True)
+
+Without ``redis-server`` (or, for a cluster, ``redis-cli``) on PATH the tests that need it are skipped, with
 a message saying how to install it — except in CI (the environment
 variable ``CI`` is set), where its absence fails the run.
 """
@@ -19,7 +25,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -29,7 +37,7 @@ from typing import Self
 import pytest
 
 
-__all__ = ["RedisServer", "free_port"]
+__all__ = ["RedisCluster", "RedisServer", "free_port"]
 
 STARTUP_TIMEOUT = 10.0
 
@@ -41,6 +49,45 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def cluster_port() -> int:
+    """
+    A loopback port that is free, and so is the port 10000 above it (a
+    cluster node's bus).
+    """
+    rng = random.Random()
+    while True:
+        port = rng.randrange(20_000, 55_000)
+        if _free(port) and _free(port + 10_000):
+            return port
+
+
+def _need(name: str) -> str:
+    """
+    The path of the executable *name*; skips the test (fails it under CI)
+    when it is not installed.
+    """
+    exe = shutil.which(name)
+    if exe is None:
+        msg = (
+            f"{name} is not on PATH: the tests of referee.redis "
+            "need a real server (apt-get install redis-server, "
+            "brew install redis, …)"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(msg + "; CI must install it", pytrace=False)
+        pytest.skip(msg)
+    return exe
 
 
 def _answers_ping(port: int) -> bool:
@@ -59,10 +106,12 @@ class RedisServer:
     manager.
     """
 
-    def __init__(self, executable: str, *options: str) -> None:
+    def __init__(
+        self, executable: str, *options: str, port: int | None = None
+    ) -> None:
         self.executable = executable
         self.options = options
-        self.port = free_port()
+        self.port = free_port() if port is None else port
         self._dir = tempfile.mkdtemp(prefix="referee-redis-")
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -73,17 +122,7 @@ class RedisServer:
         (``"--requirepass", "secret"``); skips the test (fails it under
         CI) when ``redis-server`` is not installed.
         """
-        exe = shutil.which("redis-server")
-        if exe is None:
-            msg = (
-                "redis-server is not on PATH: the tests of referee.redis "
-                "need a real server (apt-get install redis-server, "
-                "brew install redis, …)"
-            )
-            if os.environ.get("CI"):
-                pytest.fail(msg + "; CI must install it", pytrace=False)
-            pytest.skip(msg)
-        server = cls(exe, *options)
+        server = cls(_need("redis-server"), *options)
         server.restart()
         return server
 
@@ -139,11 +178,28 @@ class RedisServer:
             self._proc.wait()
             self._proc = None
 
+    def freeze(self) -> None:
+        """
+        Freeze the server (SIGSTOP): its port still accepts connections,
+        and nothing answers, as with a server stuck in a long command or
+        a host that stopped scheduling it.
+        """
+        assert self._proc is not None
+        os.kill(self._proc.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """
+        Let a frozen server go on (SIGCONT); it answers what it was sent.
+        """
+        if self._proc is not None:
+            os.kill(self._proc.pid, signal.SIGCONT)
+
     def stop(self) -> None:
         """
         Stop the server and remove its directory.
         """
         if self._proc is not None:
+            self.thaw()  # a stopped process would not act on SIGTERM
             self._proc.terminate()
             try:
                 self._proc.wait(5)
@@ -159,3 +215,97 @@ class RedisServer:
     def __exit__(self, *args: object) -> None:
         with contextlib.suppress(OSError):
             self.stop()
+
+
+class RedisCluster:
+    """
+    Three ``redis-server`` processes, the masters of one Redis Cluster
+    (no replicas); use :meth:`start_or_skip` as a context manager.
+    """
+
+    NODES = 3
+
+    def __init__(self, servers: list[RedisServer]) -> None:
+        self.servers = servers
+
+    @classmethod
+    def start_or_skip(cls) -> Self:
+        """
+        A started cluster whose every slot is served; skips the test
+        (fails it under CI) without ``redis-server`` and ``redis-cli``.
+        """
+        exe = _need("redis-server")
+        cli = _need("redis-cli")
+        cluster = cls([])
+        try:
+            for _ in range(cls.NODES):
+                server = RedisServer(
+                    exe,
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "5000",
+                    port=cluster_port(),
+                )
+                cluster.servers.append(server)
+                server.restart()
+            subprocess.run(  # noqa: S603 - our own arguments
+                [
+                    cli,
+                    "--cluster",
+                    "create",
+                    *(f"127.0.0.1:{s.port}" for s in cluster.servers),
+                    "--cluster-replicas",
+                    "0",
+                    "--cluster-yes",
+                ],
+                check=True,
+                capture_output=True,
+                timeout=STARTUP_TIMEOUT,
+            )
+            cluster._wait_until_ok(cli)
+        except BaseException:
+            cluster.stop()
+            raise
+        return cluster
+
+    def _wait_until_ok(self, cli: str) -> None:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        for server in self.servers:
+            while True:
+                info = subprocess.run(  # noqa: S603 - our own arguments
+                    [cli, "-p", str(server.port), "cluster", "info"],
+                    capture_output=True,
+                    text=True,
+                    timeout=STARTUP_TIMEOUT,
+                    check=False,
+                ).stdout
+                if "cluster_state:ok" in info:
+                    break
+                if time.monotonic() > deadline:
+                    msg = f"the cluster did not come up: {info!r}"
+                    raise RuntimeError(msg)
+                time.sleep(0.05)
+
+    @property
+    def url(self) -> str:
+        """
+        The first node's URL: the client discovers the others from it.
+        """
+        return self.servers[0].url
+
+    def stop(self) -> None:
+        """
+        Stop every node and remove their directories.
+        """
+        for server in self.servers:
+            with contextlib.suppress(OSError):
+                server.stop()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        self.stop()

@@ -91,7 +91,7 @@ PATH = "/v1/search"
 POLICY = """
 policy: {name}
 defaults:
-  rate_limit: {{requests: 1000, per: 1s}}
+  rate_limit: {{requests: 1000000, per: 1s}}
   breaker: {{failure_ratio: 0.5, window: 30s, min_calls: 20, open_for: 30s}}
   budget: {{tokens: 10, refill: 0.1}}
 rules:

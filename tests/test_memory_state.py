@@ -24,9 +24,11 @@ from referee._core.backend import (
 )
 from referee._run.memory import (
     HELD_FOR,
+    PACING_MARGIN,
     RATIO_BREAKER,
     SWEEP_EVERY,
     MemoryState,
+    interval,
 )
 
 
@@ -58,6 +60,12 @@ def trip(state: MemoryState, now: float, policy: str = "p") -> BreakerState:
     opened = state.record_outcome(policy, True, now, RATIO)
     assert opened is not None
     return opened
+
+
+#: A window with the pacing margin, less what float sums may lose at
+#: Unix times (an ulp there is about 2.4e-7 s).
+def padded(per: float) -> float:
+    return per * (1 + PACING_MARGIN) - 1e-5
 
 
 def in_one_window(times: list[float], requests: int, per: float) -> bool:
@@ -399,22 +407,29 @@ class TestBudget:
 
 
 class TestRateLimit:
-    def test_grants_up_to_requests(self):
+    def test_sends_are_spaced_an_interval_apart(self):
         """
-        Sends up to the limit go at once; the next waits for the oldest to
-        leave the window, and is not counted.
+        The first send goes at once; each next one an interval later
+        (per * 1.05 / requests), and a refusal takes nothing.
         """
         state = MemoryState()
-        lim = limit(3, 1.0)
+        lim = limit(4, 1.0)  # an interval of 0.2625 s
 
-        assert [0.0, 0.0, 0.0, 0.5, 0.5] == [
+        assert pytest.approx([0.0, 0.2625, 0.0, 0.1, 0.0]) == [
             state.acquire("p", "b", 0.0, lim),
-            state.acquire("p", "b", 0.2, lim),
-            state.acquire("p", "b", 0.4, lim),
-            state.acquire("p", "b", 0.5, lim),
-            state.acquire("p", "b", 0.5, lim),
+            state.acquire("p", "b", 0.0, lim),
+            state.acquire("p", "b", 0.2625, lim),
+            state.acquire("p", "b", 0.425, lim),
+            state.acquire("p", "b", 0.525, lim),
         ]
-        assert [0.0, 0.2, 0.4] == state._logs["p", "b"].times
+
+    def test_interval_keeps_the_margin(self):
+        """
+        requests + 1 sends an interval apart span per and its margin.
+        """
+        lim = limit(10, 1.0)
+
+        assert 1.0 + PACING_MARGIN == pytest.approx(10 * interval(lim))
 
     def test_granted_after_the_wait(self):
         """
@@ -440,43 +455,44 @@ class TestRateLimit:
             state.acquire("q", "a", 0.0, lim),
         ]
 
-    def test_late_clock_cannot_overfill_a_window(self):
+    def test_a_lagging_clock_waits(self):
         """
-        A caller whose clock was read before the last send is checked
-        against every window it falls in.
+        A caller whose clock was read before the last grant waits for the
+        next slot after it: grants never go back in time.
         """
         state = MemoryState()
         lim = limit(2, 1.0)
         state.acquire("p", "b", 1.0, lim)
-        state.acquire("p", "b", 1.9, lim)
 
-        assert 0.0 < state.acquire("p", "b", 0.95, lim)
-        assert 0.0 == state.acquire("p", "b", 0.9, lim)
+        assert pytest.approx([1.525 - 0.9, 0.0]) == [
+            state.acquire("p", "b", 0.9, lim),
+            state.acquire("p", "b", 1.525, lim),
+        ]
 
-    def test_stale_clock_asks_again(self):
+    def test_no_burst_after_a_pause(self):
         """
-        A caller a window or more behind the newest send waits until a
-        window before it, whatever the log holds.
+        After a long pause the first send goes at once and the second
+        waits an interval: the idle time is not saved up.
         """
         state = MemoryState()
         lim = limit(5, 1.0)
-        state.acquire("p", "b", 10.0, lim)
+        state.acquire("p", "b", 0.0, lim)
 
-        assert [0.5, 0.0] == [
-            state.acquire("p", "b", 8.5, lim),
-            state.acquire("p", "b", 9.0, lim),
+        assert pytest.approx([0.0, 0.21]) == [
+            state.acquire("p", "b", 100.0, lim),
+            state.acquire("p", "b", 100.0, lim),
         ]
 
-    def test_log_is_trimmed(self):
+    def test_one_time_per_bucket(self):
         """
-        Sends more than two windows old are dropped from the log.
+        A bucket's whole state is the time its next send may go.
         """
         state = MemoryState()
         lim = limit(5, 1.0)
         for i in range(50):
             state.acquire("p", "b", i * 0.5, lim)
 
-        assert 5 >= len(state._logs["p", "b"].times)
+        assert {("p", "b"): pytest.approx(49 * 0.5 + 0.21)} == state._paces
 
     @FAST
     @given(
@@ -492,7 +508,8 @@ class TestRateLimit:
     ):
         """
         Callers who ask again after the returned wait all get through, and
-        no window of per seconds holds more than requests sends.
+        no window of per seconds, margin included, holds more than
+        requests sends.
         """
         state = MemoryState()
         lim = limit(requests, per)
@@ -511,7 +528,7 @@ class TestRateLimit:
                 heapq.heappush(queue, (now + wait, who))
 
         assert len(arrivals) == len(granted)
-        assert not in_one_window(granted, requests, per)
+        assert not in_one_window(granted, requests, padded(per))
 
     @FAST
     @given(
@@ -551,7 +568,7 @@ class TestRateLimit:
                 heapq.heappush(queue, (now + wait + lag, who, now + wait))
 
         assert len(callers) == len(granted)
-        assert not in_one_window(granted, requests, per)
+        assert not in_one_window(granted, requests, padded(per))
 
     def test_threads_sharing_a_clock_never_overflow(self):
         """
@@ -679,7 +696,7 @@ class TestHousekeeping:
 
         assert (0, 0, 0, 0) == (
             len(state._breakers),
-            len(state._logs),
+            len(state._paces),
             len(state._ratios),
             len(state._gates),
         )

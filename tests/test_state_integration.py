@@ -796,8 +796,9 @@ class TestRateLimit:
         kind: str,
     ) -> None:
         """
-        Seven POSTs at 3 per second: the first three go at once, the
-        others wait for a slot, the last until the third second.
+        Seven POSTs at 3 per second: the first goes at once, each of the
+        others waits for its slot, an interval (1.05 s / 3) after the
+        one before.
         """
         server.script("/a", [Reply(200)])
         pol = load(rate())
@@ -807,19 +808,18 @@ class TestRateLimit:
 
         assert [200] * 7 == statuses
         assert 7 == server.count("/a")
-        # The clock under no_sleep moves by every skipped wait: the fourth
-        # send waits for the next second, the fifth and sixth go with it
-        # (give or take the real time that passes), the seventh waits for
-        # the third second: about 2 s in all, as real pacing takes.
-        assert 1.8 < sum(slept.delays) <= 2.0, slept.delays
-        assert 2 == len([d for d in slept.delays if d > 0.5]), slept.delays
+        # The clock under no_sleep moves by every skipped wait: six waits
+        # of 0.35 s each (less the real time that passes between sends):
+        # about 2.1 s in all, as real pacing takes.
+        assert 1.9 < sum(slept.delays) <= 2.1 + 1e-6, slept.delays
+        assert 6 == len([d for d in slept.delays if d > 0.2]), slept.delays
 
     def test_recorded_waits_add_up_to_real_pacing(
         self, server: ScriptedServer, slept: referee.testing.SleepRecorder
     ) -> None:
         """
         Under no_sleep the recorded waits of seven POSTs at 3 per second
-        are what sleeping would take: about 2 seconds in all.
+        are what sleeping would take: six intervals of 0.35 s.
         """
         server.script("/a", [Reply(200)])
         pol = load(rate())
@@ -828,7 +828,7 @@ class TestRateLimit:
             for _ in range(7):
                 client.post(server.url("/a"))
 
-        assert 1.5 < sum(slept.delays) <= 2.0, slept.delays
+        assert 1.9 < sum(slept.delays) <= 2.1 + 1e-6, slept.delays
 
     def test_gets_are_not_paced(
         self, server: ScriptedServer, slept: referee.testing.SleepRecorder
@@ -848,7 +848,7 @@ class TestRateLimit:
 
     @pytest.mark.parametrize(
         ("by_path", "waits"),
-        [(True, 1), (False, 2)],
+        [(True, 4), (False, 6)],
         ids=["by-path", "one-bucket"],
     )
     def test_by_path_keeps_a_bucket_per_path(
@@ -859,8 +859,9 @@ class TestRateLimit:
         waits: int,
     ) -> None:
         """
-        by_path: true counts each path on its own (three POSTs to /a and
-        three to /b go at once); without it they share one bucket.
+        by_path: true paces each path on its own (the first POST to /b
+        goes at once, the last to /a finds its slot passed); without it
+        every POST but the first waits for its slot in one bucket.
         """
         server.script("/a", [Reply(200)])
         server.script("/b", [Reply(200)])
@@ -870,9 +871,9 @@ class TestRateLimit:
             for path in ["/a", "/a", "/a", "/b", "/b", "/b", "/a"]:
                 client.post(server.url(path))
 
-        # Waits for the next second; the few that follow a skipped wait by
-        # the real time that passed in between are not counted.
-        assert waits == len([d for d in slept.delays if d > 0.5])
+        # Waits for a slot; the few that follow a skipped wait by the real
+        # time that passed in between are not counted.
+        assert waits == len([d for d in slept.delays if d > 0.2])
         assert (4, 3) == (server.count("/a"), server.count("/b"))
 
     @pytest.mark.parametrize("kind", ADAPTERS, ids=ADAPTERS)
@@ -961,8 +962,8 @@ rules:
         self, server: ScriptedServer, slept: referee.testing.SleepRecorder
     ) -> None:
         """
-        A retried POST takes a slot for each send: the fourth send of one
-        call waits for the next second.
+        A retried POST takes a slot for each send: every re-send of one
+        call waits for its slot, an interval after the last.
         """
         server.script(
             "/a", [Reply(429, {"Retry-After": "0"})] * 3 + [Reply(200)]
@@ -979,10 +980,10 @@ rules:
 
         assert 200 == status
         assert 4 == server.count("/a")
-        # Three Retry-After: 0 sleeps, then one wait for a slot.
-        assert [0.0, 0.0, 0.0] == slept.delays[:3]
-        assert 4 == len(slept.delays)
-        assert 0.5 < slept.delays[3] <= 1.0
+        # Each Retry-After: 0 sleep is followed by a wait for a slot.
+        assert [0.0] * 3 == slept.delays[::2]
+        assert 6 == len(slept.delays)
+        assert all(0.3 < d <= 0.35 + 1e-6 for d in slept.delays[1::2])
 
 
 # --- Alerts -----------------------------------------------------------------

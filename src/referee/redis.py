@@ -21,13 +21,17 @@ lifetime of a named breaker's key (``open_breaker`` is given no *now*).
 Rule 3: keys are ``{prefix}:{<policy>}:...`` (the braces are a Redis Cluster
 hash tag: one policy's keys live in one slot), alert gates are
 ``{prefix}:alert:<key>``; every key expires once it can no longer matter.
-Rule 4: Redis being unreachable never breaks a call.  The operation is
-served by a local :class:`~referee.MemoryState` instead; the outage is
+So every script touches one slot, and runs on a Redis Cluster as on a
+single server (``from_url(url, cluster=True)``).
+Rule 4: Redis being unreachable or stuck never breaks a call, and slows
+few.  An operation waits at most its *timeout*, once; then it is served by
+a local :class:`~referee.MemoryState` instead, and so is every operation
+for the next *recheck_after* seconds; then one operation (the probe) tries
+Redis while the others stay local until it has answered.  The outage is
 logged once (``referee.state_unavailable``, again at most every
-*log_every* seconds while it lasts), and Redis is tried again every
-*recheck_after* seconds.  When it answers, the shared state is used again
-(``referee.state_recovered``); what the local state learned meanwhile is
-not merged into it.
+*log_every* seconds while it lasts).  When Redis answers, the shared
+state is used again (``referee.state_recovered``); what the local state
+learned meanwhile is not merged into it.
 
 The semantics are exactly :class:`~referee.MemoryState`'s (see its
 docstring), except that state nobody touches expires: a ratio breaker left
@@ -40,21 +44,28 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeAlias, TypeVar
 
 import structlog
 
 from ._core.backend import BreakerState, PauseState
-from ._run.memory import BUCKETS, HELD_FOR, RATIO_BREAKER, MemoryState
+from ._run.memory import (
+    BUCKETS,
+    HELD_FOR,
+    RATIO_BREAKER,
+    MemoryState,
+    interval,
+)
 
 
 try:
     import redis
     import redis.asyncio
+    import redis.asyncio.cluster
+    import redis.cluster
     from redis.asyncio.retry import Retry as AsyncRetry
     from redis.backoff import NoBackoff
     from redis.retry import Retry
@@ -80,7 +91,7 @@ if TYPE_CHECKING:
     )
 
 
-__all__ = ["IDLE_TTL", "MIN_TTL", "RedisState"]
+__all__ = ["IDLE_TTL", "MIN_TTL", "TIMEOUT", "RedisState"]
 
 _log = structlog.get_logger("referee")
 
@@ -96,9 +107,31 @@ IDLE_TTL: Final = 86_400.0
 #: What counts as Redis being unreachable.  Every redis-py error is: a
 #: replica that turned read-only in a failover, a server out of memory or
 #: a wrong password must not break the calls either; the log says which.
-_FAULTS: Final = (redis.exceptions.RedisError, OSError)
+_FAULTS: Final = (
+    redis.exceptions.RedisError,
+    # No node of a cluster could be reached (not a RedisError).
+    redis.exceptions.RedisClusterException,
+    OSError,
+)
 
 T = TypeVar("T")
+
+#: A synchronous client: one server, or a cluster.
+_Client: TypeAlias = "redis.Redis | redis.cluster.RedisCluster"
+
+#: Where an operation goes (`RedisState._route`).
+_REDIS: Final = "redis"
+_LOCAL: Final = "local"
+_PROBE: Final = "probe"
+
+#: How long an asyncio cluster client may take to learn the cluster
+#: (seconds): once, before its first operation.
+_SETUP: Final = 2.0
+
+#: How long one operation may wait for Redis by default (seconds): a
+#: loopback or LAN server answers in well under a millisecond, and a call
+#: should not wait for a slow one longer than this.
+TIMEOUT: Final = 0.1
 
 
 # The scripts.  Numbers go in and out as strings: Redis truncates a Lua
@@ -273,61 +306,17 @@ return 1
 """
 )
 
-# KEYS: the send log (zset member -> send time).  ARGV: now, requests,
-# per, a unique member, ttl (ms).  Returns {1} when the send may go (it is
-# logged), else {0, the time from which asking again may succeed}.
+# KEYS: the pace (a string: when the next send may go).  ARGV: now, the
+# interval between sends, ttl (ms).  Returns {1} when the send may go (the
+# next is then an interval later), else {0, when the next may go}.
 _ACQUIRE: Final = (
     _PRELUDE
     + """
 local now = tonumber(ARGV[1])
-local k = tonumber(ARGV[2])
-local per = tonumber(ARGV[3])
-local function grant()
-  redis.call('ZADD', KEYS[1], ARGV[1], ARGV[4])
-  redis.call('PEXPIRE', KEYS[1], ARGV[5])
-  return {1}
-end
-local last = redis.call('ZREVRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-if #last == 0 then return grant() end
-local newest = tonumber(last[2])
--- Keep two windows: enough to check a caller whose clock lags the newest
--- send by up to *per*.
-local cut = fmt(math.max(now, newest) - 2 * per)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', cut)
-local n = redis.call('ZCARD', KEYS[1])
-if n < k then return grant() end
-local nk = redis.call('ZRANGE', KEYS[1], n - k, n - k, 'WITHSCORES')
-local target = tonumber(nk[2]) + per
-local crowded
-if now >= newest then
-  -- The usual case: the newest send.  Only the window that ends with it
-  -- can overflow.
-  crowded = now < target
-else
-  -- A caller whose clock lags: check every k + 1 consecutive sends that
-  -- would include it.
-  local flat = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-  local times, pos = {}, 0
-  for i = 2, #flat, 2 do
-    local t = tonumber(flat[i])
-    times[#times + 1] = t
-    if t <= now then pos = pos + 1 end
-  end
-  local function at(i)
-    if i < pos then return times[i + 1] end
-    if i == pos then return now end
-    return times[i]
-  end
-  crowded = false
-  for start = math.max(0, pos - k), math.min(pos, n - k) do
-    if at(start + k) < at(start) + per then
-      crowded = true
-      break
-    end
-  end
-end
-if not crowded then return grant() end
-return {0, fmt(target)}
+local at = redis.call('GET', KEYS[1])
+if at and now < tonumber(at) then return {0, at} end
+redis.call('SET', KEYS[1], fmt(now + tonumber(ARGV[2])), 'PX', ARGV[3])
+return {1}
 """
 )
 
@@ -435,8 +424,15 @@ class RedisState:
     every process that uses the same server and *prefix*.
 
     Args:
-        client: A ``redis.Redis`` for the synchronous operations.
-        async_client: A ``redis.asyncio.Redis`` for the ``a``-prefixed
+        client: A ``redis.Redis`` for the synchronous operations, or a
+            ``redis.cluster.RedisCluster``: every script touches the keys
+            of one policy (or one alert key), which share a hash slot.
+            Or a function that makes one, called when it is first needed
+            (again after a failure): a cluster client connects as it is
+            made, and a cluster that cannot be reached then is an outage
+            like any other, not an error.
+        async_client: A ``redis.asyncio.Redis`` (or
+            ``redis.asyncio.cluster.RedisCluster``) for the ``a``-prefixed
             twins (``acheck_breakers``, …), used on one event loop (an
             asyncio client cannot serve two); without one they run the
             synchronous client in a worker thread.  :meth:`from_url`
@@ -446,11 +442,16 @@ class RedisState:
             :class:`~referee.MemoryState` by default.
         log_every: How often, at most, an outage is logged (seconds).
         recheck_after: After a failure, how long the local state is used
-            before Redis is tried again (seconds).
+            before Redis is tried again (seconds); then one operation
+            tries it (the probe) while the others stay local until it
+            has answered.
+        timeout: How long an asynchronous operation may wait for Redis
+            (seconds), reconnecting and loading a script included.
 
-    Give the clients short socket timeouts: an operation waits at most
-    that long for an unreachable server before falling back.
-    :meth:`from_url` does.
+    Give the synchronous client short socket timeouts: a synchronous
+    operation waits at most that long (for each read, and to connect) for
+    a server that does not answer before falling back.  :meth:`from_url`
+    does, from *timeout*.
 
     The sync runner calls the synchronous methods; the async runner (httpx's
     ``AsyncClient``, aiohttp) awaits the ``a``-twins (``aopen_breaker``,
@@ -462,34 +463,48 @@ class RedisState:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: _Client | Callable[[], _Client],
         *,
-        async_client: redis.asyncio.Redis | None = None,
+        async_client: (
+            redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster | None
+        ) = None,
         prefix: str = "referee",
         fallback: StateBackend | None = None,
         log_every: float = 30.0,
         recheck_after: float = 1.0,
+        timeout: float = TIMEOUT,
     ) -> None:
-        self._client = client
+        self._client: _Client | None = None
+        self._connect: Callable[[], _Client] | None = None
+        self._scripts: dict[str, Script] | None = None
+        if isinstance(client, redis.Redis | redis.cluster.RedisCluster):
+            self._use(client)
+        else:
+            self._connect = client
+        self._connecting = threading.Lock()
+        self._timeout = timeout
         self._async_client = async_client
         self._prefix = prefix
         self._fallback = fallback
         self._log_every = log_every
         self._recheck_after = recheck_after
-        self._scripts: dict[str, Script] = {
-            name: client.register_script(text)
-            for name, text in _SCRIPTS.items()
-        }
         self._ascripts: dict[str, AsyncScript] | None = (
             _register(async_client) if async_client is not None else None
         )
         # from_url's: an asyncio client serves one event loop only, so
         # each loop that asks gets its own.
-        self._async_factory: Callable[[], redis.asyncio.Redis] | None = None
+        self._async_factory: (
+            Callable[
+                [], redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
+            ]
+            | None
+        ) = None
         self._loops: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, dict[str, AsyncScript]
         ] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
+        #: How logs name the server, when the client cannot say yet.
+        self._label: str | None = None
         # Outage bookkeeping (time.monotonic(): operational, not state).
         self._down_since: float | None = None
         self._retry_at = -math.inf
@@ -502,41 +517,77 @@ class RedisState:
         cls,
         url: str,
         *,
+        cluster: bool = False,
         prefix: str = "referee",
         fallback: StateBackend | None = None,
         log_every: float = 30.0,
         recheck_after: float = 1.0,
+        timeout: float = TIMEOUT,
         **options: Any,
     ) -> Self:
         """
         A state on the server at *url* (``redis://host:6379/0``,
-        ``rediss://…``, ``unix://…``), with a synchronous client and an
-        asynchronous one per event loop that uses the ``a``-twins.
+        ``rediss://…``, ``unix://…``), or on the Redis Cluster that the
+        node at *url* belongs to when *cluster* is true, with a
+        synchronous client and an asynchronous one per event loop that
+        uses the ``a``-twins.
 
-        *options* go to both clients (``redis.Redis.from_url``); by
-        default sockets time out after one second and a failed command is
-        tried once more on a fresh connection (a server restart breaks the
-        pooled ones), without backing off.
+        *options* go to both clients (``redis.Redis.from_url`` or
+        ``redis.cluster.RedisCluster.from_url``); by default sockets time
+        out after *timeout* seconds (to connect, and to read an answer),
+        and a command that failed on a broken connection (a server
+        restart breaks the pooled ones) is tried once more on a fresh
+        one, without backing off; one that timed out is not.
         """
-        defaults = {"socket_timeout": 1.0, "socket_connect_timeout": 1.0}
-        client = redis.Redis.from_url(
-            url, **{**defaults, "retry": Retry(NoBackoff(), 1), **options}
-        )
-        async_options = {
+        defaults = {
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+        }
+        again = (redis.exceptions.ConnectionError,)
+        sync_options = {
             **defaults,
-            "retry": AsyncRetry(NoBackoff(), 1),
+            "retry": Retry(NoBackoff(), 1, supported_errors=again),
             **options,
         }
+        async_options = {
+            **defaults,
+            "retry": AsyncRetry(NoBackoff(), 1, supported_errors=again),
+            **options,
+        }
+        client: Callable[[], _Client]
+        factory: Callable[
+            [], redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
+        ]
+        if cluster:
+
+            def client() -> redis.cluster.RedisCluster:
+                return redis.cluster.RedisCluster.from_url(url, **sync_options)
+
+            def factory() -> redis.asyncio.cluster.RedisCluster:
+                return redis.asyncio.cluster.RedisCluster.from_url(
+                    url, **async_options
+                )
+
+        else:
+
+            def client() -> redis.Redis:
+                return redis.Redis.from_url(url, **sync_options)
+
+            def factory() -> redis.asyncio.Redis:
+                return redis.asyncio.Redis.from_url(url, **async_options)
+
         state = cls(
             client,
             prefix=prefix,
             fallback=fallback,
             log_every=log_every,
             recheck_after=recheck_after,
+            timeout=timeout,
         )
-        state._async_factory = lambda: redis.asyncio.Redis.from_url(
-            url, **async_options
-        )
+        state._async_factory = factory
+        if not cluster:
+            state._use(client())  # no I/O until the first command
+        state._label = _label(url, cluster=cluster)
         return state
 
     def __repr__(self) -> str:
@@ -550,7 +601,8 @@ class RedisState:
         """
         Close the synchronous client's connections.
         """
-        self._client.close()
+        if self._client is not None:
+            self._client.close()
 
     async def aclose(self) -> None:
         """
@@ -800,18 +852,11 @@ class RedisState:
                 wait = math.nextafter(wait, math.inf)
             return wait
 
+        pace = interval(settings)
         return _Op(
             "acquire",
-            (self._key(policy, "rate", bucket),),
-            (
-                _num(now),
-                str(settings.requests),
-                _num(settings.per),
-                # Unique across threads, processes and hosts (a counter
-                # would repeat in forked workers).
-                f"{now!r}:{os.urandom(8).hex()}",
-                _ms(max(settings.per * 2, MIN_TTL)),
-            ),
+            (self._key(policy, "pace", bucket),),
+            (_num(now), _num(pace), _ms(max(pace * 2, MIN_TTL))),
             convert,
             lambda local: local.acquire(policy, bucket, now, settings),
         )
@@ -827,17 +872,27 @@ class RedisState:
             lambda local: local.alert_gate(key, window, now),
         )
 
-    # Running a plan
+    # Running a plan.  While Redis answers, every operation goes to it.
+    # After a failure, operations stay local for *recheck_after* seconds;
+    # then ONE of them (the probe) tries Redis while the others stay local
+    # until it has answered, so an outage costs at most one timeout per
+    # back-off period, whatever the number of threads or tasks.
 
     def _run(self, op: _Op[T]) -> T:
-        if time.monotonic() < self._retry_at:
+        route = self._route()
+        if route is _LOCAL:
             return self._locally(op)
         try:
-            answer = self._scripts[op.script](keys=op.keys, args=op.args)
+            scripts = self._scripts or self._sync_scripts()
+            answer = scripts[op.script](keys=op.keys, args=op.args)
         except _FAULTS as exc:
             self._failed(exc)
             return self._locally(op)
-        if self._down_since is not None:
+        except BaseException:
+            if route is _PROBE:
+                self._give_up_probe()
+            raise
+        if route is _PROBE or self._down_since is not None:
             self._recovered()
         return op.convert(answer)
 
@@ -845,16 +900,79 @@ class RedisState:
         scripts = self._async_scripts()
         if scripts is None:
             return await asyncio.to_thread(self._run, op)
-        if time.monotonic() < self._retry_at:
+        route = self._route()
+        if route is _LOCAL:
             return self._locally(op)
         try:
-            answer = await scripts[op.script](keys=op.keys, args=op.args)
-        except _FAULTS as exc:
+            client = scripts["acquire"].registered_client
+            if isinstance(client, redis.asyncio.cluster.RedisCluster):
+                # Once per client: the cluster's slots and its commands
+                # (COMMAND: a large reply to parse), which may take longer
+                # than one operation should; its waits on the network are
+                # bounded by the socket timeouts.
+                async with asyncio.timeout(max(self._timeout, _SETUP)):
+                    await client.initialize()
+            # The client's socket timeouts bound each read; this bounds
+            # the whole operation (a reconnection, a script load).
+            async with asyncio.timeout(self._timeout):
+                answer = await scripts[op.script](keys=op.keys, args=op.args)
+        except _FAULTS as exc:  # TimeoutError is an OSError
             self._failed(exc)
             return self._locally(op)
-        if self._down_since is not None:
+        except BaseException:  # cancelled: let another caller probe
+            if route is _PROBE:
+                self._give_up_probe()
+            raise
+        if route is _PROBE or self._down_since is not None:
             self._recovered()
         return op.convert(answer)
+
+    def _route(self) -> str:
+        """
+        Where the next operation goes: `_REDIS` while Redis answers;
+        during an outage `_LOCAL`, except for the first caller after the
+        back-off period, which becomes the probe (`_PROBE`).
+        """
+        retry_at = self._retry_at
+        if retry_at == -math.inf:
+            return _REDIS
+        if time.monotonic() < retry_at:
+            return _LOCAL
+        with self._lock:
+            if self._retry_at == -math.inf:
+                return _REDIS
+            if time.monotonic() < self._retry_at:
+                return _LOCAL
+            self._retry_at = math.inf  # the others stay local meanwhile
+            return _PROBE
+
+    def _give_up_probe(self) -> None:
+        """
+        The probe ended without an answer or a fault (it was cancelled):
+        the next caller may probe at once.
+        """
+        with self._lock:
+            if self._retry_at == math.inf:
+                self._retry_at = time.monotonic()
+
+    def _use(self, client: _Client) -> None:
+        self._scripts = {
+            name: client.register_script(text)
+            for name, text in _SCRIPTS.items()
+        }
+        self._client = client
+
+    def _sync_scripts(self) -> dict[str, Script]:
+        """
+        The scripts on the synchronous client, made now if it was not:
+        a fault here (a cluster that cannot be reached) is the caller's.
+        """
+        with self._connecting:
+            if self._scripts is None:
+                assert self._connect is not None  # noqa: S101 - __init__
+                self._use(self._connect())
+            assert self._scripts is not None  # noqa: S101 - just made
+            return self._scripts
 
     def _async_scripts(self) -> dict[str, AsyncScript] | None:
         """
@@ -902,11 +1020,11 @@ class RedisState:
 
     def _recovered(self) -> None:
         with self._lock:
+            self._retry_at = -math.inf
             since = self._down_since
             if since is None:
                 return  # another thread saw it first
             self._down_since = None
-            self._retry_at = -math.inf
             told, self._told = self._told, False
             local_ops = self._local_ops
         if not told:
@@ -927,6 +1045,11 @@ class RedisState:
         """
         The server, for logs: host, port and database, never credentials.
         """
+        if self._label is not None:
+            return self._label
+        if isinstance(self._client, redis.cluster.RedisCluster):
+            node = self._client.get_default_node()  # type: ignore[no-untyped-call]
+            return f"cluster:{node.host}:{node.port}" if node else "cluster"
         pool = getattr(self._client, "connection_pool", None)
         kw: dict[str, Any] = getattr(pool, "connection_kwargs", {})
         if "path" in kw:
@@ -934,7 +1057,24 @@ class RedisState:
         return f"{kw.get('host', '?')}:{kw.get('port', '?')}/{kw.get('db', 0)}"
 
 
-def _register(client: redis.asyncio.Redis) -> dict[str, AsyncScript]:
+def _label(url: str, *, cluster: bool) -> str:
+    """
+    Where *url* points, for logs: host, port and database, never
+    credentials.
+    """
+    kw: dict[str, Any] = redis.connection.parse_url(url)  # type: ignore[no-untyped-call]
+    if "path" in kw:
+        where = f"unix:{kw['path']}?db={kw.get('db', 0)}"
+    else:
+        where = (
+            f"{kw.get('host', '?')}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
+        )
+    return f"cluster:{where}" if cluster else where
+
+
+def _register(
+    client: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster,
+) -> dict[str, AsyncScript]:
     return {
         name: client.register_script(text) for name, text in _SCRIPTS.items()
     }
