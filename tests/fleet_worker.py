@@ -38,7 +38,8 @@ from referee.redis import RedisState
 
 
 if TYPE_CHECKING:
-    from referee._core.backend import RateLimitSettings
+    from referee._core.backend import Admission
+    from referee._core.ops import Admit
 
 
 # POSTs are paced to 10 a second; a 402 on /topup alerts (one an hour per
@@ -63,22 +64,18 @@ rules:
 
 class RecordingState(RedisState):
     """
-    A RedisState that notes when it granted a send slot.
+    A RedisState that notes when it granted a send slot (in an admission
+    that asked for one).
     """
 
     slots: list[float]
 
-    def acquire(
-        self,
-        policy: str,
-        bucket: str,
-        now: float,
-        settings: RateLimitSettings,
-    ) -> float:
-        wait = super().acquire(policy, bucket, now, settings)
-        if wait == 0.0:
-            self.slots.append(now)
-        return wait
+    def admit(self, op: Admit) -> Admission:
+        got = super().admit(op)
+        granted = got.breaker is None and got.pause is None and got.wait <= 0
+        if op.limit is not None and granted:
+            self.slots.append(op.now)
+        return got
 
 
 def say(answer: dict[str, object]) -> None:

@@ -1,8 +1,10 @@
 """
-The Redis round trips one successful send makes through
-:class:`referee.redis.RedisState`, counted on the client (not timed):
-each state feature a policy turns on costs its own script call, and a
-policy without them never talks to Redis.
+The Redis round trips one send makes through
+:class:`referee.redis.RedisState`, counted on the client (not timed): at
+most one script call before it (admit: breakers, pauses, a rate-limit
+slot) and one after (settle: the outcome counted, the budget refunded or
+spent, a breaker or pause set), whatever the policy turns on; and none
+for a call no state feature concerns.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from tests.redis_server import RedisServer
 import referee
 from referee.httpx import PolicyTransport
 from referee.redis import RedisState
+from referee.testing import no_sleep
 
 
 if TYPE_CHECKING:
@@ -42,6 +45,28 @@ rules:
     do: retry
 """
 
+PAUSES = """\
+rules:
+  - id: spent
+    when: {status: 200, headers: {x-ratelimit-remaining: "0"}}
+    do: accept
+    pause: {until: "x-ratelimit-reset:delta", max: 1h}
+  - id: unavailable
+    when: {status: 503}
+    do: retry
+"""
+
+# A rule breaker, a pause and a retry: every rule-made state feature.
+EVERY_RULE = (
+    PAUSES
+    + """\
+  - id: out-of-credits
+    when: {status: 402}
+    do: abort
+    breaker: {name: credits, open_for: 10m, methods: [POST]}
+"""
+)
+
 RATIO = "  breaker: {failure_ratio: 0.5, window: 30s, min_calls: 20}\n"
 BUDGET = "  budget: {tokens: 10, refill: 0.1}\n"
 RATE_POST = "  rate_limit: {requests: 1000000, per: 1s, methods: [POST]}\n"
@@ -63,10 +88,16 @@ def server() -> Iterator[RedisServer]:
         yield srv
 
 
-def _trips(server: RedisServer, text: str, method: str) -> Counter[str]:
+def _trips(
+    server: RedisServer,
+    text: str,
+    method: str,
+    statuses: tuple[int, ...] = (200,),
+) -> Counter[str]:
     """
-    The commands of one successful *method* call under *text*, by script
-    name; a first call loads the scripts and is not counted.
+    The commands of one *method* call under *text* answered with
+    *statuses* in turn, by script name; a first call (answered 200) loads
+    the scripts and is not counted.
     """
     state = RedisState.from_url(server.url)
     names = {s.sha: name for name, s in state._scripts.items()}
@@ -79,12 +110,13 @@ def _trips(server: RedisServer, text: str, method: str) -> Counter[str]:
         seen[names[args[1]] if command == "EVALSHA" else command] += 1
         return original(*args, **options)
 
+    answers = iter((200, *statuses))
     transport = PolicyTransport(
         referee.load_policy_text(text, state=state),
-        httpx.MockTransport(lambda request: httpx.Response(200)),
+        httpx.MockTransport(lambda request: httpx.Response(next(answers))),
     )
     try:
-        with httpx.Client(transport=transport) as http:
+        with no_sleep(), httpx.Client(transport=transport) as http:
             http.request(method, "https://api.example.com/v1/things")
             client.execute_command = counting
             response = http.request(
@@ -102,13 +134,13 @@ CASES = [
     pytest.param(
         _policy(RATIO),
         "GET",
-        {"check_breakers": 1, "record_outcome": 1},
+        {"admit": 1, "settle": 1},
         id="ratio-breaker",
     ),
     pytest.param(
         _policy(rules=RULES),
         "POST",
-        {"check_breakers": 1},
+        {"admit": 1},
         id="rule-breaker-in-scope",
     ),
     pytest.param(
@@ -119,14 +151,15 @@ CASES = [
         id="rule-breaker-out-of-scope",
     ),
     pytest.param(
-        _policy(RATE_POST), "POST", {"acquire": 1}, id="rate-limit-on-post"
+        _policy(RATE_POST), "POST", {"admit": 1}, id="rate-limit-on-post"
     ),
     pytest.param(_policy(RATE_POST), "GET", {}, id="rate-limit-not-on-get"),
-    pytest.param(_policy(BUDGET), "GET", {"refund": 1}, id="budget"),
+    pytest.param(_policy(BUDGET), "GET", {"settle": 1}, id="budget"),
+    pytest.param(_policy(rules=PAUSES), "GET", {"admit": 1}, id="pauses"),
     pytest.param(
-        _policy(RATIO + BUDGET + RATE_ALL, RULES),
+        _policy(RATIO + BUDGET + RATE_ALL, EVERY_RULE),
         "POST",
-        {"check_breakers": 1, "acquire": 1, "record_outcome": 1, "refund": 1},
+        {"admit": 1, "settle": 1},
         id="everything",
     ),
 ]
@@ -147,12 +180,108 @@ class TestRoundTripsPerSend:
     def test_no_plain_commands(self, server: RedisServer) -> None:
         """Every round trip of a send is one script call, nothing else."""
         seen = _trips(
-            server, _policy(RATIO + BUDGET + RATE_ALL, RULES), "POST"
+            server,
+            _policy(RATIO + BUDGET + RATE_ALL, EVERY_RULE),
+            "POST",
         )
-        assert set() == set(seen) - {
-            "check_breakers",
-            "acquire",
-            "record_outcome",
-            "refund",
-        }
-        assert 4 == seen.total()
+        assert {"admit": 1, "settle": 1} == dict(seen)
+
+    def test_a_retry_costs_one_before_and_one_after_each_send(
+        self, server: RedisServer
+    ) -> None:
+        """
+        A 503 then a 200, under every feature: each of the two sends is
+        admitted in one round trip and settled in one (the retry's token
+        spent in the first settlement).
+        """
+        seen = _trips(
+            server,
+            _policy(RATIO + BUDGET + RATE_ALL, EVERY_RULE),
+            "GET",
+            statuses=(503, 200),
+        )
+        assert {"admit": 2, "settle": 2} == dict(seen)
+
+    def test_a_pause_set_in_the_settlement_holds_the_next_call(
+        self, server: RedisServer
+    ) -> None:
+        """
+        A 200 that spent the quota sets the pause within its settlement
+        (no round trip of its own); the next call's admission finds it.
+        """
+        state = RedisState.from_url(server.url)
+        policy = referee.load_policy_text(
+            _policy("  deadline: 1s\n", PAUSES), state=state
+        )
+        answers = iter(
+            [
+                httpx.Response(
+                    200,
+                    headers={
+                        "x-ratelimit-remaining": "0",
+                        "x-ratelimit-reset": "60",
+                    },
+                ),
+                httpx.Response(200),
+            ]
+        )
+        transport = PolicyTransport(
+            policy, httpx.MockTransport(lambda request: next(answers))
+        )
+        try:
+            with httpx.Client(transport=transport) as http:
+                http.get("https://api.example.com/v1/things")
+                with pytest.raises(referee.DeadlineExceeded):
+                    http.get("https://api.example.com/v1/things")
+        finally:
+            state.close()
+
+
+class TestAsyncRoundTrips:
+    def test_everything_costs_one_before_and_one_after(
+        self, server: RedisServer
+    ) -> None:
+        """
+        The async runner awaits the same two scripts, on the asyncio
+        client.
+        """
+        import asyncio
+
+        from referee.httpx import AsyncPolicyTransport
+
+        state = RedisState.from_url(server.url)
+        policy = referee.load_policy_text(
+            _policy(RATIO + BUDGET + RATE_ALL, EVERY_RULE), state=state
+        )
+        seen: Counter[str] = Counter()
+
+        async def main() -> None:
+            transport = AsyncPolicyTransport(
+                policy,
+                httpx.MockTransport(lambda request: httpx.Response(200)),
+            )
+            async with httpx.AsyncClient(transport=transport) as http:
+                await http.post("https://api.example.com/v1/things")
+                scripts = state._async_scripts()
+                assert scripts is not None
+                names = {s.sha: name for name, s in scripts.items()}
+                client = scripts["acquire"].registered_client
+                original = client.execute_command
+
+                async def counting(*args: Any, **options: Any) -> Any:
+                    command = str(args[0]).upper()
+                    seen[
+                        names[args[1]] if command == "EVALSHA" else command
+                    ] += 1
+                    return await original(*args, **options)
+
+                client.execute_command = counting  # type: ignore[method-assign]
+                await http.post("https://api.example.com/v1/things")
+            await state.aclose()
+
+        try:
+            asyncio.run(main())
+        finally:
+            state.close()
+
+        assert {"admit": 1, "settle": 1} == dict(seen)

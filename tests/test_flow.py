@@ -27,7 +27,12 @@ from referee import (
     ServerError,
     Snapshot,
 )
-from referee._core.backend import BreakerState
+from referee._core.backend import (
+    PAUSE_SLACK,
+    Admission,
+    BreakerState,
+    Settlement,
+)
 from referee._core.flow import (
     ERROR_BODY_WAIT,
     CanResend,
@@ -42,11 +47,14 @@ from referee._core.flow import (
 )
 from referee._core.ops import (
     Acquire,
+    Admit,
     CheckBreakers,
+    CheckPause,
     OpenBreaker,
     RaiseAlert,
     RecordOutcome,
     Refund,
+    Settle,
     TakeRetryToken,
 )
 
@@ -224,9 +232,15 @@ def drive(
             action = next(flow) if reply is None else flow.send(reply)
         except StopIteration as stop:
             return actions, stop.value
-        actions.append(action)
         value: Any = None
         match action:
+            case Store(op=Admit() | Settle() as op):
+                # One operation, answered part by part as a backend
+                # without its own admit/settle is; the parts are listed.
+                value, parts = _by_parts(op, store)
+                actions.extend(Store(part) for part in parts)
+                reply = Reply(value, now)
+                continue
             case Send():
                 value = outcomes.pop(0)
             case ReadBody():
@@ -238,7 +252,46 @@ def drive(
                 value = op.fallback if store is None else store(op)
             case Wait() | Sleep():
                 now += action.seconds
+        actions.append(action)
         reply = Reply(value, now)
+
+
+def _by_parts(
+    op: Admit | Settle, store: Callable[[StateOp], Any] | None
+) -> tuple[Admission | Settlement, list[StateOp]]:
+    """
+    *op* answered part by part with *store* (default: each part's
+    fallback), as ``referee._run.stateio`` does for a backend without
+    ``admit``/``settle``, and the parts asked.
+    """
+
+    def ask(part: StateOp) -> Any:
+        asked.append(part)
+        return part.fallback if store is None else store(part)
+
+    asked: list[StateOp] = []
+    if isinstance(op, Admit):
+        if op.skip is not None:
+            found = ask(CheckBreakers(op.policy, op.now, op.skip))
+            if found is not None:
+                return Admission(breaker=found), asked
+        if op.scopes:
+            pause = ask(CheckPause(op.policy, op.scopes, op.now))
+            if pause is not None and pause.until - op.now > PAUSE_SLACK:
+                return Admission(pause=pause), asked
+        if op.bucket is None or op.limit is None:
+            return Admission(), asked
+        return Admission(
+            wait=ask(Acquire(op.policy, op.bucket, op.now, op.limit))
+        ), asked
+    ratio = None
+    for part in (op.alert, op.pause, op.open, op.record, op.refund):
+        if part is not None:
+            got = ask(part)
+            if isinstance(part, RecordOutcome):
+                ratio = got
+    token = True if op.token is None else ask(op.token)
+    return Settlement(ratio=ratio, token=token is not False), asked
 
 
 def names(actions: list[Action]) -> list[str]:

@@ -51,7 +51,13 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeAlias, TypeVar
 
 import structlog
 
-from ._core.backend import BreakerState, PauseState
+from ._core.backend import (
+    PAUSE_SLACK,
+    Admission,
+    BreakerState,
+    PauseState,
+    Settlement,
+)
 from ._run.memory import (
     BUCKETS,
     HELD_FOR,
@@ -89,6 +95,7 @@ if TYPE_CHECKING:
         RateLimitSettings,
         StateBackend,
     )
+    from ._core.ops import Admit, Settle
 
 
 __all__ = ["IDLE_TTL", "MIN_TTL", "TIMEOUT", "RedisState"]
@@ -381,7 +388,94 @@ end
 return best
 """
 
+
+def _part(name: str, script: str) -> str:
+    """
+    An operation's script as a Lua function of its own keys and arguments
+    (the names KEYS and ARGV shadow the script's), for the combined
+    scripts below.
+    """
+    body = script.removeprefix(_PRELUDE)
+    return f"local function {name}(KEYS, ARGV)\n{body}\nend\n"
+
+
+# The combined scripts: one round trip before a send (admit) and one after
+# (settle), whatever the policy uses.  ARGV[1] is the number of parts n;
+# ARGV[2 .. 1 + 3n] name each part with the number of its keys and of its
+# arguments; then come the parts' arguments, in order, as KEYS hold their
+# keys.  Every key is the policy's (one hash slot in a cluster).
+_DRIVER: Final = """
+local n = tonumber(ARGV[1])
+local ki, ai = 1, 2 + 3 * n
+local function nxt(p)
+  local base = 2 + 3 * (p - 1)
+  local name, nk, na = ARGV[base], tonumber(ARGV[base + 1]),
+    tonumber(ARGV[base + 2])
+  local k, a = {}, {}
+  for i = 1, nk do k[i] = KEYS[ki + i - 1] end
+  for i = 1, na do a[i] = ARGV[ai + i - 1] end
+  ki, ai = ki + nk, ai + na
+  return name, k, a
+end
+"""
+
+# admit: check_breakers, check_pause, acquire, each optional, in that
+# order, stopping at the first that holds the send: {'b', breaker},
+# {'p', pause} (one that ends more than PAUSE_SLACK from now), {'a',
+# acquire's answer}; or {'ok'}.  A held send takes no slot.
+_ADMIT: Final = (
+    _PRELUDE
+    + _part("check_breakers", _CHECK_BREAKERS)
+    + _part("check_pause", _CHECK_PAUSE)
+    + _part("acquire", _ACQUIRE)
+    + _DRIVER
+    + f"""
+for p = 1, n do
+  local name, k, a = nxt(p)
+  if name == 'check_breakers' then
+    local b = check_breakers(k, a)
+    if b then return {{'b', b}} end
+  elseif name == 'check_pause' then
+    local found = check_pause(k, a)
+    if found and tonumber(found[2]) - tonumber(a[1]) > {PAUSE_SLACK!r} then
+      return {{'p', found}}
+    end
+  else
+    return {{'a', acquire(k, a)}}
+  end
+end
+return {{'ok'}}
+"""
+)
+
+# settle: set_pause, open_breaker, record_outcome, refund,
+# take_retry_token, each optional, in that order: every part's answer, in
+# order (false where a part answers nothing).
+_SETTLE: Final = (
+    _PRELUDE
+    + "if redis.replicate_commands then redis.replicate_commands() end\n"
+    + _part("set_pause", _SET_PAUSE)
+    + _part("open_breaker", _OPEN_BREAKER)
+    + _part("record_outcome", _RECORD_OUTCOME)
+    + _part("refund", _REFUND)
+    + _part("take_retry_token", _TAKE_RETRY_TOKEN)
+    + _DRIVER
+    + """
+local parts = {set_pause = set_pause, open_breaker = open_breaker,
+  record_outcome = record_outcome, refund = refund,
+  take_retry_token = take_retry_token}
+local out = {}
+for p = 1, n do
+  local name, k, a = nxt(p)
+  out[p] = parts[name](k, a)
+end
+return out
+"""
+)
+
 _SCRIPTS: Final = {
+    "admit": _ADMIT,
+    "settle": _SETTLE,
     "open_breaker": _OPEN_BREAKER,
     "check_breakers": _CHECK_BREAKERS,
     "record_outcome": _RECORD_OUTCOME,
@@ -726,7 +820,94 @@ class RedisState:
     ) -> PauseState | None:
         return await self._arun(self._check_pause(policy, scopes, now))
 
+    def admit(self, op: Admit) -> Admission:
+        """
+        Everything a send must pass, in one round trip (see
+        :class:`~referee._core.ops.Admit`).
+        """
+        return self._run(self._admit(op))
+
+    async def aadmit(self, op: Admit) -> Admission:
+        return await self._arun(self._admit(op))
+
+    def settle(self, op: Settle) -> Settlement:
+        """
+        Everything an outcome leaves in the state, in one round trip (see
+        :class:`~referee._core.ops.Settle`); the alert's gate is left to
+        the alert dispatcher (its key is no policy's: another hash slot).
+        """
+        return self._run(self._settle(op))
+
+    async def asettle(self, op: Settle) -> Settlement:
+        return await self._arun(self._settle(op))
+
     # Plans
+
+    def _admit(self, op: Admit) -> _Op[Admission]:
+        parts: list[_Op[Any]] = []
+        if op.skip is not None:
+            parts.append(self._check_breakers(op.policy, op.now, op.skip))
+        if op.scopes:
+            parts.append(self._check_pause(op.policy, op.scopes, op.now))
+        if op.bucket is not None and op.limit is not None:
+            parts.append(self._acquire(op.policy, op.bucket, op.now, op.limit))
+        by_name = {part.script: part for part in parts}
+
+        def convert(answer: Any) -> Admission:
+            kind = _text(answer[0])
+            if kind == "b":
+                return Admission(breaker=_breaker(answer[1]))
+            if kind == "p":
+                return Admission(pause=_pause(answer[1]))
+            if kind == "a":
+                return Admission(wait=by_name["acquire"].convert(answer[1]))
+            return Admission()
+
+        return _combined("admit", parts, convert, _admit_locally(parts))
+
+    def _settle(self, op: Settle) -> _Op[Settlement]:
+        parts: list[_Op[Any]] = []
+        if op.pause is not None:
+            parts.append(self._set_pause(op.policy, op.pause.pause))
+        if op.open is not None:
+            o = op.open
+            parts.append(
+                self._open_breaker(o.policy, o.name, o.until, o.rule_id)
+            )
+        if op.record is not None:
+            r = op.record
+            parts.append(
+                self._record_outcome(r.policy, r.failed, r.now, r.settings)
+            )
+        if op.refund is not None:
+            f = op.refund
+            parts.append(self._refund(f.policy, f.host, f.settings))
+        if op.token is not None:
+            t = op.token
+            parts.append(self._take_retry_token(t.policy, t.host, t.settings))
+
+        def settled(answers: list[Any]) -> Settlement:
+            ratio: BreakerState | None = None
+            token = True
+            for part, got in zip(parts, answers, strict=True):
+                if part.script == "record_outcome":
+                    ratio = got
+                elif part.script == "take_retry_token":
+                    token = got
+            return Settlement(ratio=ratio, token=token)
+
+        def convert(answer: Any) -> Settlement:
+            return settled(
+                [
+                    part.convert(got)
+                    for part, got in zip(parts, answer, strict=True)
+                ]
+            )
+
+        def local(state: StateBackend) -> Settlement:
+            return settled([part.local(state) for part in parts])
+
+        return _combined("settle", parts, convert, local)
 
     def _set_pause(self, policy: str, pause: PauseState) -> _Op[None]:
         return _Op(
@@ -1070,6 +1251,52 @@ def _label(url: str, *, cluster: bool) -> str:
             f"{kw.get('host', '?')}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
         )
     return f"cluster:{where}" if cluster else where
+
+
+def _combined(
+    script: str,
+    parts: list[_Op[Any]],
+    convert: Callable[[Any], T],
+    local: Callable[[StateBackend], T],
+) -> _Op[T]:
+    """
+    One plan for the combined *script* (admit or settle) running *parts*
+    in order: their keys, and their arguments after the header that
+    names each part with its counts.
+    """
+    header: list[str] = [str(len(parts))]
+    keys: list[str] = []
+    args: list[str] = []
+    for part in parts:
+        header += [part.script, str(len(part.keys)), str(len(part.args))]
+        keys += part.keys
+        args += part.args
+    return _Op(script, tuple(keys), (*header, *args), convert, local)
+
+
+def _admit_locally(
+    parts: list[_Op[Any]],
+) -> Callable[[StateBackend], Admission]:
+    """
+    An admission on the local state, part by part, with the combined
+    script's stops.
+    """
+
+    def local(state: StateBackend) -> Admission:
+        for part in parts:
+            got = part.local(state)
+            if part.script == "check_breakers":
+                if got is not None:
+                    return Admission(breaker=got)
+            elif part.script == "check_pause":
+                now = float(part.args[0])  # check_pause's first argument
+                if got is not None and got.until - now > PAUSE_SLACK:
+                    return Admission(pause=got)
+            else:
+                return Admission(wait=got)
+        return Admission()
+
+    return local
 
 
 def _register(

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from ._core.backend import Admission
 from ._core.flow import (
     CanResend,
     Finished,
@@ -42,7 +43,7 @@ from ._core.flow import (
 )
 from ._core.flow import Reply as FlowReply
 from ._core.idempotency import mint
-from ._core.ops import CheckPause, SetPause
+from ._core.ops import Admit, Settle
 from ._core.snapshot import FAILURES, Snapshot
 from ._core.state import AttemptRecord
 from ._core.units import parse_duration, round_seconds
@@ -410,10 +411,13 @@ def simulate(
                 # wait, budget left) -- except the pauses the call's own
                 # outcomes set, which hold its later sends.
                 op = step.op
-                if isinstance(op, SetPause):
-                    pauses.set_pause(op.policy, op.pause)
-                elif isinstance(op, CheckPause):
-                    value = pauses.check_pause(op.policy, op.scopes, op.now)
+                if isinstance(op, Settle):
+                    if op.pause is not None:
+                        pauses.set_pause(op.policy, op.pause.pause)
+                    value = op.fallback
+                elif isinstance(op, Admit) and op.scopes:
+                    found = pauses.check_pause(op.policy, op.scopes, op.now)
+                    value = Admission(pause=found)
                 else:
                     value = op.fallback
             case ReadBody() | CanResend():

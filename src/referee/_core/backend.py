@@ -26,13 +26,20 @@ import attrs
 
 
 __all__ = [
+    "PAUSE_SLACK",
+    "Admission",
     "BreakerSettings",
     "BreakerState",
     "BudgetSettings",
     "PauseState",
     "RateLimitSettings",
+    "Settlement",
     "StateBackend",
 ]
+
+#: A pause that ends within this many seconds holds nothing: the call
+#: that set it, retrying on the same hint, meets it as it ends.
+PAUSE_SLACK = 0.001
 
 
 @attrs.frozen
@@ -101,6 +108,35 @@ class PauseState:
     until: float
     rule_id: str | None
     then: str
+
+
+@attrs.frozen
+class Admission:
+    """
+    What stops or holds a send, found in one operation (``admit``): the
+    open breaker that stops it, else the pause that holds it, else how long
+    to wait for a rate-limit slot (0.0: the slot is taken, send now).  A
+    send a breaker stops or a pause holds takes no slot.
+    """
+
+    breaker: BreakerState | None = None
+    pause: PauseState | None = None
+    wait: float = 0.0
+
+
+@attrs.frozen
+class Settlement:
+    """
+    What settling an outcome in one operation (``settle``) answers: the
+    failure-ratio breaker this outcome opened (or None), whether the retry
+    token asked for was granted (True when none was asked for), and the
+    alert's de-duplication gate — ``(send, held since the last)`` — when
+    the backend passed it (None: the alert dispatcher asks itself).
+    """
+
+    ratio: BreakerState | None = None
+    token: bool = True
+    gate: tuple[bool, int] | None = None
 
 
 class StateBackend(Protocol):

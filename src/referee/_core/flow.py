@@ -49,7 +49,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from .backend import PauseState
+from .backend import PAUSE_SLACK, Admission, PauseState, Settlement
 from .bodies import declared_too_long, event_data, is_event_stream
 from .decisions import Abort, Accept, Poll, PollRequest, Retry
 from .engine import (
@@ -69,14 +69,13 @@ from .errors import (
     RetriesExhausted,
 )
 from .ops import (
-    Acquire,
-    CheckBreakers,
-    CheckPause,
+    Admit,
     OpenBreaker,
     RaiseAlert,
     RecordOutcome,
     Refund,
     SetPause,
+    Settle,
     StateOp,
     TakeRetryToken,
 )
@@ -330,6 +329,7 @@ def call_flow(
         if waited:
             state = _waited(state, waited)
         suppressed = False
+        token = False  # whether settling spends a retry token
         if isinstance(decision, Retry | Poll):
             nxt = request
             if isinstance(decision, Poll) and decision.request is not None:
@@ -339,33 +339,33 @@ def call_flow(
                 decision, state = _cannot_resend(
                     state, snap, reply.value, NotReplayable
                 )
-            elif (
-                isinstance(decision, Retry)
-                and policy.budget is not None
-                and policy.runtime is not None
-            ):
-                reply = yield Store(
-                    TakeRetryToken(policy.name, _host(snap.url), policy.budget)
+            else:
+                token = (
+                    isinstance(decision, Retry)
+                    and policy.budget is not None
+                    and policy.runtime is not None
                 )
-                if reply.value is False:
-                    suppressed = True
-                    decision, state = _cannot_resend(
-                        state, snap, _BUDGET_SPENT, RetriesExhausted
-                    )
-        if isinstance(decision, Accept | Abort):
-            if isinstance(decision, Abort) and _error_body(
-                policy, snap, asked
-            ):
-                # The error keeps the API's own words: the body the rule
-                # did not need is read now, if it comes quickly.
+        if isinstance(decision, Abort) and _error_body(policy, snap, asked):
+            # The error keeps the API's own words: the body the rule did
+            # not need is read now, if it comes quickly.
+            snap, now, _ = yield from _read_body(
+                policy, sent, snap, now, False, most=ERROR_BODY_WAIT
+            )
+        granted = yield from _settle(policy, decision, snap, now, token)
+        if not granted:
+            # The retry budget refused the retry: the call ends here.
+            suppressed = True
+            decision, state = _cannot_resend(
+                state, snap, _BUDGET_SPENT, RetriesExhausted
+            )
+            if _error_body(policy, snap, asked):
                 snap, now, _ = yield from _read_body(
                     policy, sent, snap, now, False, most=ERROR_BODY_WAIT
                 )
-            yield from _settle(policy, decision, snap, now)
+        if isinstance(decision, Accept | Abort):
             return Finished(
                 decision, state, snap, suppressed=suppressed, paused=paused
             )
-        yield from _settle(policy, decision, snap, now)
         if isinstance(decision, Poll) and decision.request is not None:
             request = decision.request
         reply = yield Sleep(decision.delay, decision, state)
@@ -619,35 +619,37 @@ def _admit(
     end = (
         math.inf if state.poll_started is not None else call_end(policy, state)
     )
-    while True:
-        if check:
-            reply = yield Store(CheckBreakers(policy.name, now, skip))
-            now = reply.now
-            if reply.value is not None:
-                return _breaker_open(state, method, reply.value, now)
-        scopes = _pause_scopes(policy, method, url)
-        if scopes:
-            reply = yield Store(CheckPause(policy.name, scopes, now))
-            now = reply.now
-            found: PauseState | None = reply.value
-            if found is not None and found.until - now > _PAUSE_SLACK:
-                held = found.until - now
-                if found.then == "fail" or now + held > end:
-                    return _paused(
-                        state, method, found, now, end, paused + waited
-                    )
-                reply = yield Wait(held)
-                waited += reply.now - now
-                now = reply.now
-                continue  # another pause may have come meanwhile
-        if not counted or limit is None:
-            return waited, now
+    scopes = _pause_scopes(policy, method, url)
+    bucket: str | None = None
+    if counted and limit is not None:
         text = url if isinstance(url, str) else url()
         bucket = _path(text) if limit.by_path else "*"
-        reply = yield Store(Acquire(policy.name, bucket, now, limit))
+    op = Admit(
+        policy.name,
+        now,
+        skip if check else None,
+        scopes,
+        bucket,
+        limit if bucket is not None else None,
+    )
+    while True:
+        reply = yield Store(op)
         now = reply.now
-        wait: float = reply.value
-        if wait <= 0:
+        got: Admission = reply.value
+        if got.breaker is not None:
+            return _breaker_open(state, method, got.breaker, now)
+        found = got.pause
+        if found is not None and found.until - now > PAUSE_SLACK:
+            held = found.until - now
+            if found.then == "fail" or now + held > end:
+                return _paused(state, method, found, now, end, paused + waited)
+            reply = yield Wait(held)
+            waited += reply.now - now
+            now = reply.now
+            op = attrs.evolve(op, now=now)
+            continue  # another pause may have come meanwhile
+        wait = got.wait
+        if wait <= 0 or limit is None:
             return waited, now
         if now + wait > end:
             decision = Abort(
@@ -669,11 +671,7 @@ def _admit(
             )
         reply = yield Wait(wait)
         now = reply.now
-
-
-#: A pause that ends within this many seconds holds nothing: the call
-#: that set it, retrying on the same hint, meets it as it ends.
-_PAUSE_SLACK: Final = 0.001
+        op = attrs.evolve(op, now=now)
 
 
 def _pause_scopes(policy: Policy, method: str, url: Url) -> tuple[str, ...]:
@@ -825,54 +823,91 @@ def _cannot_resend(
 
 
 def _settle(
-    policy: Policy, decision: Decision, snap: Snapshot, now: float
-) -> Generator[Action, Reply, None]:
+    policy: Policy,
+    decision: Decision,
+    snap: Snapshot,
+    now: float,
+    token: bool,
+) -> Generator[Action, Reply, bool]:
     """
-    Raise the decision's alert, open its breaker, count the outcome for
-    the failure-ratio breaker, refund the retry budget after a success.
+    Leave the outcome in the state, in one operation: set the decision's
+    pause, open its breaker, count the outcome for the failure-ratio
+    breaker, refund the retry budget after a success or spend a token for
+    the retry (*token*), raise its alert.  Whether the token was granted
+    (True when none was asked for).
     """
     if policy.runtime is None:
-        return
-    if decision.alert is not None:
-        yield Store(
-            RaiseAlert(
-                decision.alert,
-                policy.name,
-                decision.rule_id,
-                snap.status,
-                snap.failure,
-                now,
-            )
-        )
+        return True
     pause = decision.pause
-    if pause is not None:
-        yield Store(
-            SetPause(
+    spec = decision.breaker
+    alert = decision.alert
+    budget = policy.budget
+    op = Settle(
+        policy.name,
+        now,
+        pause=(
+            None
+            if pause is None
+            else SetPause(
                 policy.name,
                 PauseState(
                     pause.scope, pause.until, decision.rule_id, pause.then
                 ),
             )
-        )
-    spec = decision.breaker
-    if spec is not None:
-        yield Store(
-            OpenBreaker(
+        ),
+        open=(
+            None
+            if spec is None
+            else OpenBreaker(
                 policy.name,
                 spec.name,
                 now + spec.open_for,
                 decision.rule_id,
                 spec.open_for,
             )
-        )
-    if policy.breaker is not None:
-        yield Store(
-            RecordOutcome(
+        ),
+        record=(
+            None
+            if policy.breaker is None
+            else RecordOutcome(
                 policy.name, failed(decision, snap), now, policy.breaker
             )
-        )
-    if policy.budget is not None and isinstance(decision, Accept):
-        yield Store(Refund(policy.name, _host(snap.url), policy.budget))
+        ),
+        refund=(
+            Refund(policy.name, _host(snap.url), budget)
+            if budget is not None and isinstance(decision, Accept)
+            else None
+        ),
+        token=(
+            TakeRetryToken(policy.name, _host(snap.url), budget)
+            if token and budget is not None
+            else None
+        ),
+        alert=(
+            None
+            if alert is None
+            else RaiseAlert(
+                alert,
+                policy.name,
+                decision.rule_id,
+                snap.status,
+                snap.failure,
+                now,
+            )
+        ),
+    )
+    if (
+        op.pause is None
+        and op.open is None
+        and op.record is None
+        and op.refund is None
+        and op.token is None
+        and op.alert is None
+    ):
+        return True
+    reply = yield Store(op)
+    settled: Settlement = reply.value
+    return settled.token
 
 
 def failed(decision: Decision, snap: Snapshot) -> bool:

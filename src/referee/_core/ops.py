@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import attrs
 
+from .backend import Admission, Settlement
+
 
 if TYPE_CHECKING:
     from .backend import (
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Acquire",
+    "Admit",
     "CheckBreakers",
     "CheckPause",
     "OpenBreaker",
@@ -163,8 +166,51 @@ class CheckPause:
     fallback: PauseState | None = None
 
 
+@attrs.frozen
+class Admit:
+    """
+    Everything a send must pass, as one operation (one round trip to a
+    shared backend): the breakers that could stop it (*skip* as for
+    :class:`CheckBreakers`; None: there are none to check), the pauses of
+    *scopes*, and a rate-limit slot in *bucket* under *limit* (None: the
+    send is not counted).  Answered with an
+    :class:`~referee._core.backend.Admission`.
+    """
+
+    policy: str
+    now: float
+    skip: frozenset[str] | None
+    scopes: tuple[str, ...]
+    bucket: str | None
+    limit: RateLimitSettings | None
+    fallback: Admission = attrs.Factory(Admission)
+
+
+@attrs.frozen
+class Settle:
+    """
+    Everything an outcome leaves in the state, as one operation: set its
+    pause, open its breaker, count it for the failure-ratio breaker, refund
+    the retry budget or spend a token for the retry, and raise its alert
+    (the parts that are None are not done).  Answered with a
+    :class:`~referee._core.backend.Settlement`.
+    """
+
+    policy: str
+    now: float
+    pause: SetPause | None = None
+    open: OpenBreaker | None = None
+    record: RecordOutcome | None = None
+    refund: Refund | None = None
+    token: TakeRetryToken | None = None
+    alert: RaiseAlert | None = None
+    fallback: Settlement = attrs.Factory(Settlement)
+
+
 StateOp: TypeAlias = (
-    CheckBreakers
+    Admit
+    | Settle
+    | CheckBreakers
     | CheckPause
     | SetPause
     | Acquire

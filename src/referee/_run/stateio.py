@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from referee._core.backend import PAUSE_SLACK, Admission, Settlement
 from referee._core.engine import scope_parts
 from referee._core.ops import (
     Acquire,
+    Admit,
     CheckBreakers,
     CheckPause,
     OpenBreaker,
@@ -25,6 +27,7 @@ from referee._core.ops import (
     RecordOutcome,
     Refund,
     SetPause,
+    Settle,
     TakeRetryToken,
 )
 
@@ -50,6 +53,16 @@ def answer(op: StateOp, runtime: Runtime) -> Any:
     state = runtime.state
     try:
         match op:
+            case Admit():
+                native = getattr(state, "admit", None)
+                if native is None:
+                    return _admit(op, runtime)
+                return _admitted(op, native(op))
+            case Settle():
+                native = getattr(state, "settle", None)
+                if native is None:
+                    return _settle(op, runtime)
+                return _settled(op, runtime, native(op))
             case CheckBreakers():
                 found = (
                     state.check_breakers(op.policy, op.now, op.skip)
@@ -89,6 +102,16 @@ async def aanswer(op: StateOp, runtime: Runtime) -> Any:
     state = runtime.state
     try:
         match op:
+            case Admit():
+                native = getattr(state, "aadmit", None)
+                if native is None:
+                    return await _aadmit(op, runtime)
+                return _admitted(op, await native(op))
+            case Settle():
+                native = getattr(state, "asettle", None)
+                if native is None:
+                    return await _asettle(op, runtime)
+                return _settled(op, runtime, await native(op))
             case CheckBreakers():
                 found = (
                     await state.acheck_breakers(op.policy, op.now, op.skip)
@@ -135,6 +158,116 @@ async def aanswer(op: StateOp, runtime: Runtime) -> Any:
                 return _raise(op, runtime, gate)
     except Exception as exc:  # noqa: BLE001 - state trouble never fails a call
         return _failed(op, exc)
+
+
+# --- One admission, one settlement ------------------------------------------
+#
+# A backend that has them (RedisState: one script each) answers Admit and
+# Settle in one round trip; for any other (MemoryState, or a backend
+# written before them) they are carried out part by part here, in the same
+# order and with the same answers.
+
+
+def _admit(op: Admit, runtime: Runtime) -> Admission:
+    state = runtime.state
+    if op.skip is not None:
+        found = (
+            state.check_breakers(op.policy, op.now, op.skip)
+            if op.skip
+            else state.check_breakers(op.policy, op.now)
+        )
+        if found is not None:
+            return Admission(breaker=_seen(op.policy, found))
+    if op.scopes:
+        pause = answer(CheckPause(op.policy, op.scopes, op.now), runtime)
+        if pause is not None and pause.until - op.now > PAUSE_SLACK:
+            return Admission(pause=pause)
+    if op.bucket is None or op.limit is None:
+        return Admission()
+    wait = answer(Acquire(op.policy, op.bucket, op.now, op.limit), runtime)
+    return Admission(wait=wait)
+
+
+async def _aadmit(op: Admit, runtime: Runtime) -> Admission:
+    state = runtime.state
+    if op.skip is not None:
+        found = (
+            await state.acheck_breakers(op.policy, op.now, op.skip)
+            if op.skip
+            else await state.acheck_breakers(op.policy, op.now)
+        )
+        if found is not None:
+            return Admission(breaker=_seen(op.policy, found))
+    if op.scopes:
+        pause = await aanswer(
+            CheckPause(op.policy, op.scopes, op.now), runtime
+        )
+        if pause is not None and pause.until - op.now > PAUSE_SLACK:
+            return Admission(pause=pause)
+    if op.bucket is None or op.limit is None:
+        return Admission()
+    wait = await aanswer(
+        Acquire(op.policy, op.bucket, op.now, op.limit), runtime
+    )
+    return Admission(wait=wait)
+
+
+def _parts(op: Settle) -> list[StateOp]:
+    """
+    The parts of a settlement but the token, in the order they are done.
+    """
+    return [
+        part
+        for part in (op.alert, op.pause, op.open, op.record, op.refund)
+        if part is not None
+    ]
+
+
+def _settle(op: Settle, runtime: Runtime) -> Settlement:
+    ratio = None
+    for part in _parts(op):
+        got = answer(part, runtime)
+        if isinstance(part, RecordOutcome):
+            ratio = got
+    token = True if op.token is None else answer(op.token, runtime)
+    return Settlement(ratio=ratio, token=token is not False)
+
+
+async def _asettle(op: Settle, runtime: Runtime) -> Settlement:
+    ratio = None
+    for part in _parts(op):
+        got = await aanswer(part, runtime)
+        if isinstance(part, RecordOutcome):
+            ratio = got
+    token = True if op.token is None else await aanswer(op.token, runtime)
+    return Settlement(ratio=ratio, token=token is not False)
+
+
+def _admitted(op: Admit, got: Admission) -> Admission:
+    """
+    What a backend's own admission found, logged and told to the hooks as
+    the parts' answers are.
+    """
+    if got.breaker is not None:
+        _seen(op.policy, got.breaker)
+    return got
+
+
+def _settled(op: Settle, runtime: Runtime, got: Settlement) -> Settlement:
+    """
+    What a backend's own settlement did, logged and told as the parts'
+    answers are; the alert goes to the dispatcher with the gate the
+    backend passed.
+    """
+    if op.pause is not None:
+        _pause_set(op.pause)
+    if op.open is not None:
+        _opened(op.open)
+    if op.record is not None:
+        _ratio_opened(op.record, got.ratio)
+    if op.alert is not None:
+        _raise(op.alert, runtime, got.gate)
+    return got
 
 
 def _raise(
