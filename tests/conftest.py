@@ -10,6 +10,10 @@ import random
 import pytest
 
 
+# The bundled-policy tests assert in tests.policy_helpers (check_decision,
+# check_delay): rewritten, their failures show both outcomes.
+pytest.register_assert_rewrite("tests.policy_helpers")
+
 #: Where the chaos soak's seed for this session is kept (tests/test_soak.py).
 SOAK_SEED = pytest.StashKey[int]()
 #: Set when a test used the seed: the summary repeats it.

@@ -3,21 +3,37 @@ The bundled policies for APIs like Enrow's, case by case: hunter,
 zerobounce, neverbounce, dropcontact and twilio-lookup, with every row of
 their decision tables in shared/reference/apis.md §3 (cited as H1-H5,
 Z1-Z3, N1-N6, D1-D4 and T1-T4, in the order of each table), and openai,
-with the SDK facts of shared/reference/peers-python.md (O1-O9 below).
+with the SDK facts of shared/reference/peers-python.md and OpenAI's error
+guide (O1-O10 below).
 
 Every case is decided on a local address and behind a path-prefixing
 proxy, never on the vendor's host: no rule may depend on it.
 """
 
 import json
-import random
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
-from tests.policy_helpers import Outcome, hosts, outcome
+from tests.policy_helpers import (
+    ACCEPT,
+    BASE_IDS,
+    BASES,
+    CONFIG,
+    NOW,
+    TOPUP,
+    Case,
+    Outcome,
+    check_decision,
+    check_delay,
+    decide,
+    hosts,
+    ids,
+    outcome,
+    rows,
+    with_delay,
+)
 
 import referee
 import referee.cli
@@ -44,14 +60,6 @@ from referee.httpx import PolicyTransport
 from referee.testing import no_sleep
 
 
-# A fixed Unix time, so that reset headers and deadlines give exact delays.
-NOW = 1_700_000_000.0
-
-# A local fake and a proxy that prefixes the paths: neither is the
-# vendor's host, and the decisions must not depend on it.
-BASES = ["http://127.0.0.1:8080", "http://proxy.internal:3128/vendor"]
-BASE_IDS = ["local-fake", "proxy"]
-
 NAMES = [
     "hunter",
     "zerobounce",
@@ -59,123 +67,12 @@ NAMES = [
     "dropcontact",
     "twilio-lookup",
     "openai",
+    "anthropic",
+    "stripe",
+    "github",
 ]
 
 SCHEMA_LINE = "# yaml-language-server: $schema=../policy.schema.json"
-
-
-@dataclass(frozen=True)
-class Case:
-    """
-    One outcome of a call and what the policy must make of it.
-
-    *delay* is an exact delay, ``(low, high)`` bounds, or None when there is
-    none to check.  *polling_for* is how long the call has been polling.
-    """
-
-    id: str
-    status: int
-    method: str
-    path: str
-    expected: Outcome
-    body: Any = None
-    headers: dict[str, str] = field(default_factory=dict)
-    request_headers: dict[str, str] = field(default_factory=dict)
-    attempt: int = 1
-    polls: int = 0
-    polling_for: float | None = None
-    delay: float | tuple[float, float] | None = None
-
-
-def state(case: Case) -> AttemptState:
-    """
-    The state of a call that started now, as *case* says it stands.
-    """
-    if case.polling_for is not None:
-        poll_started: float | None = NOW - case.polling_for
-    else:
-        poll_started = NOW if case.polls else None
-    return AttemptState(
-        attempt=case.attempt,
-        polls=case.polls,
-        started=NOW,
-        poll_started=poll_started,
-    )
-
-
-def snapshot(case: Case, base: str) -> Snapshot:
-    """
-    The response of *case*, as received from *base*.
-    """
-    body = case.body
-    if body is not None and not isinstance(body, str):
-        body = json.dumps(body)
-    return Snapshot.response(
-        case.status,
-        method=case.method,
-        url=base + case.path,
-        headers={"Content-Type": "application/json", **case.headers},
-        request_headers=case.request_headers,
-        body=body,
-    )
-
-
-def decide(
-    policy: referee.Policy, snap: Snapshot, st: AttemptState
-) -> referee.Decision:
-    """
-    *policy*'s decision on *snap* at NOW, with reproducible jitter.
-    """
-    return referee.decide(policy, snap, st, now=NOW, rng=random.Random(0))
-
-
-def check_decision(policy: referee.Policy, case: Case, base: str) -> None:
-    """
-    *policy* decides *case*, as received from *base*, as it expects.
-    """
-    decision = decide(policy, snapshot(case, base), state(case))
-
-    assert case.expected == outcome(decision)
-
-
-def check_delay(policy: referee.Policy, case: Case, base: str) -> None:
-    """
-    *policy* waits what *case* expects before its retry or poll.
-    """
-    decision = decide(policy, snapshot(case, base), state(case))
-
-    assert isinstance(decision, Retry | Poll)
-    if isinstance(case.delay, tuple):
-        low, high = case.delay
-        assert low <= decision.delay <= high
-    else:
-        assert case.delay == decision.delay
-
-
-def with_delay(cases: list[Case]) -> list[Case]:
-    """
-    The cases of *cases* whose delay is checked.
-    """
-    return [c for c in cases if c.delay is not None]
-
-
-def rows(cases: list[Case]) -> set[str]:
-    """
-    The decision-table rows *cases* cover: their ids up to the first dash.
-    """
-    return {c.id.split("-", 1)[0] for c in cases}
-
-
-def ids(cases: list[Case]) -> list[str]:
-    """
-    The ids of *cases*.
-    """
-    return [c.id for c in cases]
-
-
-ACCEPT = Outcome("accept", None)
-TOPUP = ("topup", "critical")
-CONFIG = ("config", "critical")
 
 
 # --- hunter --------------------------------------------------------------
@@ -1132,6 +1029,13 @@ LOOKUP = "/v2/PhoneNumbers/%2B14155552671?Fields=line_type_intelligence"
 TWILIO_AUTH = {"Authorization": "Basic QUMxMjM0NTY3ODkwOnNlY3JldA=="}
 T_RATE = Outcome("retry", "rate-limited")
 T_SERVER = Outcome("retry", "server-unavailable")
+T_NOT_ACTIVE = Outcome(
+    "abort",
+    "account-not-active",
+    TWILIO.errors["AccountNotActive"],
+    TOPUP,
+    "credits",
+)
 
 
 def twilio_error(code: int, message: str, status: int) -> dict[str, Any]:
@@ -1264,6 +1168,64 @@ TWILIO_CASES = [
         Outcome("abort", "server-unavailable", ServerError),
         attempt=4,
     ),
+    Case(
+        "T5-20005-not-active",
+        401,
+        "GET",
+        LOOKUP,
+        T_NOT_ACTIVE,
+        twilio_error(20005, "Account not active", 401),
+    ),
+    Case(
+        "T5-10001-balance-reached-zero",
+        403,
+        "GET",
+        LOOKUP,
+        T_NOT_ACTIVE,
+        twilio_error(10001, "Account is not active", 403),
+    ),
+    Case(
+        "T5-20005-under-400",
+        400,
+        "GET",
+        LOOKUP,
+        T_NOT_ACTIVE,
+        twilio_error(20005, "Account not active", 400),
+    ),
+    Case(
+        "T6-20403-suspended",
+        403,
+        "GET",
+        LOOKUP,
+        Outcome(
+            "abort",
+            "account-suspended",
+            TWILIO.errors["AccountSuspended"],
+            ("account", "critical"),
+        ),
+        twilio_error(20403, "403 Forbidden", 403),
+    ),
+    Case(
+        "T6-other-403-passes-through",
+        403,
+        "GET",
+        LOOKUP,
+        ACCEPT,
+        twilio_error(20008, "Test Account Credentials", 403),
+    ),
+    Case(
+        "T7-60606-package-not-enabled",
+        403,
+        "GET",
+        LOOKUP,
+        Outcome(
+            "abort",
+            "package-not-enabled",
+            PermissionDenied,
+            ("config", "error"),
+        ),
+        twilio_error(60606, "Lookup Package is Not Enabled", 403),
+    ),
 ]
 TWILIO_CASES = [
     Case(**{**c.__dict__, "request_headers": TWILIO_AUTH})
@@ -1290,12 +1252,46 @@ class TestTwilioLookup:
         """
         check_delay(TWILIO, case, base)
 
-    @pytest.mark.parametrize("row", ["T1", "T2", "T3", "T4"], ids=str)
+    @pytest.mark.parametrize("row", [f"T{n}" for n in range(1, 8)], ids=str)
     def test_every_table_row_is_covered(self, row):
         """
-        Every row of the decision table in apis.md §3e has a case.
+        Every row of the decision table in apis.md §3e, and every account
+        error taken from Twilio's error dictionary (T5-T7), has a case.
         """
         assert row in rows(TWILIO_CASES)
+
+    @pytest.mark.parametrize(
+        ("name", "base"),
+        [
+            ("AccountNotActive", InsufficientCredits),
+            ("AccountSuspended", PermissionDenied),
+        ],
+        ids=["not-active", "suspended"],
+    )
+    def test_account_errors_are_declared(self, name, base):
+        """
+        The account errors are declared in the file, each under the
+        built-in error a caller may already catch.
+        """
+        assert issubclass(TWILIO.errors[name], base)
+
+    def test_not_active_alert_carries_twilio_message(self):
+        """
+        The top-up alert says what Twilio said, and to add funds.
+        """
+        snap = Snapshot.response(
+            401,
+            url="http://127.0.0.1:8080" + LOOKUP,
+            body=json.dumps(twilio_error(20005, "Account not active", 401)),
+        )
+
+        decision = decide(TWILIO, snap, AttemptState(started=NOW))
+
+        assert decision.alert is not None
+        assert (
+            "Twilio account not active: Account not active; add funds"
+            == decision.alert.message
+        )
 
     def test_200_needs_no_rule(self):
         """
@@ -1317,10 +1313,13 @@ class TestTwilioLookup:
 #    Retry-After, then the x-ratelimit-reset-* durations;
 # O3 x-should-retry: false: no retry;
 # O4 x-should-retry: true: retry;
-# O5 408, 409, 5xx: retried for idempotent requests (the SDK retries every
-#    method; this policy does not retry a POST without an Idempotency-Key);
+# O5 408, 409 and the 5xx OpenAI does not document (502, 504): retried for
+#    idempotent requests (the SDK retries every method; this policy does
+#    not retry a POST without an Idempotency-Key);
 # O6 401 AuthenticationError; O7 403 PermissionDenied; O8 404 NotFound;
-# O9 400 (and 422) BadRequest.
+# O9 400 (and 422) BadRequest;
+# O10 500 and 503: "retry your request after a brief wait" (OpenAI's error
+#    guide, sdks-and-standards.md), for every method, POST included.
 
 OPENAI = referee.load_policy("openai")
 OPENAI_AUTH = {
@@ -1339,6 +1338,10 @@ O_QUOTA = Outcome(
 O_SAYS_RETRY = Outcome("retry", "server-says-retry")
 O_SERVER_RETRY = Outcome("retry", "server-unavailable")
 O_SERVER_ABORT = Outcome("abort", "server-unavailable", ServerError)
+O_DOCUMENTED_RETRY = Outcome("retry", "server-failed-or-overloaded")
+O_DOCUMENTED_ABORT = Outcome(
+    "abort", "server-failed-or-overloaded", ServerError
+)
 # The SDK's first delay, 0.5 s, with equal jitter.
 FIRST = (0.25, 0.5)
 
@@ -1617,7 +1620,15 @@ OPENAI_CASES = [
         "/v1/batches/batch_abc123/cancel",
         Outcome("abort", "request-timeout", Aborted),
     ),
-    Case("O5-500-get", 500, "GET", MODEL, O_SERVER_RETRY, SERVER, delay=FIRST),
+    Case(
+        "O10-500-get",
+        500,
+        "GET",
+        MODEL,
+        O_DOCUMENTED_RETRY,
+        SERVER,
+        delay=FIRST,
+    ),
     Case(
         "O5-502-get-retry-after",
         502,
@@ -1628,8 +1639,8 @@ OPENAI_CASES = [
         delay=3.0,
     ),
     Case(
-        "O5-503-get-second-attempt",
-        503,
+        "O5-504-get-second-attempt",
+        504,
         "GET",
         BATCH,
         O_SERVER_RETRY,
@@ -1637,31 +1648,84 @@ OPENAI_CASES = [
         delay=(0.5, 1.0),
     ),
     Case(
-        "O5-500-get-exhausted",
-        500,
+        "O5-502-get-exhausted",
+        502,
         "GET",
         MODEL,
         O_SERVER_ABORT,
+        attempt=3,
+    ),
+    Case(
+        "O5-502-post-not-retried",
+        502,
+        "POST",
+        COMPLETIONS,
+        O_SERVER_ABORT,
+    ),
+    Case(
+        "O5-504-post-not-retried",
+        504,
+        "POST",
+        COMPLETIONS,
+        O_SERVER_ABORT,
+    ),
+    Case(
+        "O5-502-post-with-idempotency-key",
+        502,
+        "POST",
+        COMPLETIONS,
+        O_SERVER_RETRY,
+        request_headers={"Idempotency-Key": "stainless-python-retry-7f3c"},
+        delay=FIRST,
+    ),
+    Case(
+        "O10-500-post-retried",
+        500,
+        "POST",
+        COMPLETIONS,
+        O_DOCUMENTED_RETRY,
+        SERVER,
+        delay=FIRST,
+    ),
+    Case(
+        "O10-503-post-retry-after-ms",
+        503,
+        "POST",
+        COMPLETIONS,
+        O_DOCUMENTED_RETRY,
+        openai_error(
+            "The engine is currently overloaded, please try again later.",
+            "server_error",
+            None,
+        ),
+        headers={"retry-after-ms": "750"},
+        delay=0.75,
+    ),
+    Case(
+        "O10-503-get-second-attempt",
+        503,
+        "GET",
+        BATCH,
+        O_DOCUMENTED_RETRY,
+        attempt=2,
+        delay=(0.5, 1.0),
+    ),
+    Case(
+        "O10-500-post-exhausted",
+        500,
+        "POST",
+        COMPLETIONS,
+        O_DOCUMENTED_ABORT,
         SERVER,
         attempt=3,
     ),
     Case(
-        "O5-500-post-not-retried",
-        500,
+        "O10-503-retry-after-above-ceiling",
+        503,
         "POST",
         COMPLETIONS,
-        O_SERVER_ABORT,
-        SERVER,
-    ),
-    Case(
-        "O5-500-post-with-idempotency-key",
-        500,
-        "POST",
-        COMPLETIONS,
-        O_SERVER_RETRY,
-        SERVER,
-        request_headers={"Idempotency-Key": "stainless-python-retry-7f3c"},
-        delay=FIRST,
+        O_DOCUMENTED_ABORT,
+        headers={"Retry-After": "600"},
     ),
     Case(
         "O6-401",
@@ -1769,10 +1833,10 @@ class TestOpenAI:
         """
         check_delay(OPENAI, case, base)
 
-    @pytest.mark.parametrize("row", [f"O{n}" for n in range(1, 10)], ids=str)
+    @pytest.mark.parametrize("row", [f"O{n}" for n in range(1, 11)], ids=str)
     def test_every_fact_is_covered(self, row):
         """
-        Every fact O1-O9 has a case.
+        Every fact O1-O10 has a case.
         """
         assert row in rows(OPENAI_CASES)
 
@@ -1897,8 +1961,46 @@ ROW_CITES = {
     "zerobounce": ["apis.md §3b", "Z1", "Z2", "Z3"],
     "neverbounce": ["apis.md §3c", "N1", "N2", "N3", "N4", "N5", "N6"],
     "dropcontact": ["apis.md §3d", "D1", "D2", "D3", "D4"],
-    "twilio-lookup": ["apis.md §3e", "T1", "T2", "T3", "T4"],
-    "openai": ["peers-python.md", "item 16", "insufficient_quota"],
+    "twilio-lookup": [
+        "apis.md §3e",
+        "T1",
+        "T2",
+        "T3",
+        "T4",
+        "T5",
+        "T6",
+        "T7",
+        "twilio.com/docs/api/errors",
+        "20005",
+        "10001",
+        "20403",
+        "60606",
+    ],
+    "openai": [
+        "peers-python.md",
+        "item 16",
+        "insufficient_quota",
+        "retry your request after a brief wait",
+    ],
+    "anthropic": [
+        "sdks-and-standards.md",
+        "overloaded_error",
+        "credit balance is too low",
+        "TODO(lead): the rule for an",
+    ],
+    "stripe": [
+        "docs.stripe.com/api/errors",
+        "Stripe-Should-Retry",
+        "draft-ietf-httpapi-idempotency-key-header-07",
+        "lock_timeout",
+    ],
+    "github": [
+        "sdks-and-standards.md",
+        "x-ratelimit-reset",
+        "wait for at least one minute",
+        "submit the request again",
+        "the language has no such action yet",
+    ],
 }
 
 
