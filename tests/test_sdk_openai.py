@@ -106,9 +106,7 @@ def policy(alerts: AlertCollector) -> referee.Policy:
     return referee.load_policy("openai", alert_sinks=[alerts])
 
 
-def client(
-    server: DripServer, policy: referee.Policy | None
-) -> openai.OpenAI:
+def client(server: DripServer, policy: referee.Policy | None) -> openai.OpenAI:
     transport = (
         PolicyTransport(policy, sdk=True)
         if policy is not None
@@ -304,9 +302,7 @@ class TestStream:
 
 
 class TestAsync:
-    def test_rate_limit_forever_with_other_tasks_running(
-        self, server, policy
-    ):
+    def test_rate_limit_forever_with_other_tasks_running(self, server, policy):
         """
         The async client, with a ticker task on the same loop: a 429 that
         never ends costs the policy's three attempts, after real (short)
