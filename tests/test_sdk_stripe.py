@@ -399,14 +399,13 @@ class TestTheOutcome:
         """
         stripe keeps no reference to the HTTP response, so referee's
         outcome is read where requests hands the response over: a
-        response hook on the session.  It holds the policy's declared
-        CardError (a BadRequest), with the rule and one attempt.
+        response hook on the session (the twilio page's on_outcome, as
+        the stripe page says).  It holds the policy's declared CardError
+        (a BadRequest), with the rule and one attempt.
         """
-        outcomes = []
+        outcomes: list[referee.CallOutcome] = []
         session = requests.Session()
-        session.hooks["response"].append(
-            lambda r, **_: outcomes.append(r.referee_outcome)
-        )
+        recipe("twilio.md", 1)["on_outcome"](session, outcomes.append)
         server.script(INTENTS, [Reply(402, body=DECLINED)])
 
         with pytest.raises(stripe.CardError):
