@@ -3,6 +3,7 @@
 Set up and run referee from a fresh clone, with nothing but Python 3.
 
     python3 dev.py test        # lint, type-check and run the test suite
+    python3 dev.py docs        # regenerate the generated parts of docs/
     python3 dev.py explain ... # run the referee CLI (any subcommand)
     python3 dev.py bench ...   # run the benchmarks
 
@@ -51,7 +52,7 @@ def _setup() -> None:
             "install",
             quiet,
             "-e",
-            ".[httpx,requests,aiohttp,redis]",
+            ".[httpx,httpx2,requests,aiohttp,redis]",
             "--group",
             "dev",
             "--group",
@@ -97,6 +98,10 @@ def main() -> int:
     _setup()
     if command == "test":
         return _test(args)
+    if command == "docs":
+        # docs/reference.md, docs/policies.md and docs/changelog.md: the
+        # regions between their markers (referee._tools.docs).
+        return _run(BIN / "python", "-m", "referee._tools.docs", *args)
     if command == "bench":
         return _run(BIN / "python", "-m", "benchmarks", *args)
     return _run(BIN / "referee", command, *args)

@@ -190,6 +190,69 @@ def httpx_async(rounds: int, body: bytes) -> dict[str, dict[str, Any]]:
         httpd.shutdown()
 
 
+def httpx2_sync(rounds: int, body: bytes) -> dict[str, dict[str, Any]]:
+    # httpx2 (the openai and anthropic SDKs' client) has no retrying
+    # transport of its own to compare with: referee against the bare client.
+    import httpx2
+
+    from referee.httpx2 import PolicyTransport
+
+    url, httpd = serve(body)
+    clients = {
+        f"httpx2.Client + referee ({POLICY})": httpx2.Client(
+            transport=PolicyTransport(referee.load_policy(POLICY))
+        ),
+        "bare httpx2.Client": httpx2.Client(),
+    }
+    try:
+        return paired_sync(
+            {
+                name: (lambda c=client: c.get(url).content)
+                for name, client in clients.items()
+            },
+            rounds,
+            BATCH,
+        )
+    finally:
+        for client in clients.values():
+            client.close()
+        httpd.shutdown()
+
+
+def httpx2_async(rounds: int, body: bytes) -> dict[str, dict[str, Any]]:
+    import httpx2
+
+    from referee.httpx2 import AsyncPolicyTransport
+
+    url, httpd = serve(body)
+    loop = asyncio.new_event_loop()
+    clients = {
+        f"httpx2.AsyncClient + referee ({POLICY})": httpx2.AsyncClient(
+            transport=AsyncPolicyTransport(referee.load_policy(POLICY))
+        ),
+        "bare httpx2.AsyncClient": httpx2.AsyncClient(),
+    }
+
+    def get(client: httpx2.AsyncClient) -> Callable[[], Awaitable[Any]]:
+        async def call() -> bytes:
+            return (await client.get(url)).content
+
+        return call
+
+    try:
+        return paired_async(
+            {name: get(client) for name, client in clients.items()},
+            rounds,
+            BATCH,
+            loop,
+        )
+    finally:
+        for client in clients.values():
+            loop.run_until_complete(client.aclose())
+        loop.close()
+        httpd.shutdown()
+
+
 def requests_(rounds: int, body: bytes) -> dict[str, dict[str, Any]]:
     import requests
     from requests.adapters import HTTPAdapter
@@ -281,6 +344,8 @@ def aiohttp_(rounds: int, body: bytes) -> dict[str, dict[str, Any]]:
 E2E: list[tuple[str, str, Callable[[int, bytes], dict[str, Any]]]] = [
     ("e2e_httpx", "httpx (sync)", httpx_sync),
     ("e2e_httpx_async", "httpx (async)", httpx_async),
+    ("e2e_httpx2", "httpx2 (sync)", httpx2_sync),
+    ("e2e_httpx2_async", "httpx2 (async)", httpx2_async),
     ("e2e_requests", "requests", requests_),
     ("e2e_aiohttp", "aiohttp", aiohttp_),
 ]

@@ -464,6 +464,18 @@ TARGETS = [
         issue=True,
     ),
     Target(
+        "e2e_httpx2",
+        "bare httpx2.Client",
+        1.02,
+        "end to end, httpx2 sync + enrow, vs the bare client",
+    ),
+    Target(
+        "e2e_httpx2_async",
+        "bare httpx2.AsyncClient",
+        1.02,
+        "end to end, httpx2 async + enrow, vs the bare client",
+    ),
+    Target(
         "e2e_requests",
         "bare requests.Session",
         1.02,

@@ -1,27 +1,33 @@
 """
-referee.httpx over real HTTP: httpx.Client and httpx.AsyncClient, each with
-the policy transport around the real httpx transport, against the scripted
+referee.httpx and referee.httpx2 over real HTTP: httpx.Client and
+httpx.AsyncClient, httpx2.Client and httpx2.AsyncClient, each with the
+policy transport around the library's real transport, against the scripted
 loopback server of tests.server.
 
-Every test runs twice, through a harness that makes the sync or the async
-call (the async one inside ``asyncio.run``); no test really sleeps:
+Every test runs four times, through a harness that makes the sync or the
+async call (the async one inside ``asyncio.run``) with httpx or httpx2 and
+its referee module; no test really sleeps:
 ``referee.testing.no_sleep()`` records the delays instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import ssl
 import threading
 from typing import TYPE_CHECKING, Any
 
 import httpx
+import httpx2
 import pytest
 import structlog
 from tests.server import RESET, Reply, ScriptedServer, closed_port
 
 import referee
+import referee.httpx
+import referee.httpx2
 from referee import (
     Abort,
     AuthenticationError,
@@ -31,16 +37,12 @@ from referee import (
     RetriesExhausted,
     ServerError,
 )
-from referee.httpx import (
-    OUTCOME_EXTENSION,
-    AsyncPolicyTransport,
-    PolicyTransport,
-)
 from referee.testing import no_sleep
 
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+    from types import ModuleType
 
 
 # Building an SSL context costs about 50 ms; every inner transport of these
@@ -52,102 +54,104 @@ SSL = ssl.create_default_context()
 # --- Counting transports ----------------------------------------------------
 
 
-class _CountedStream(httpx.SyncByteStream):
+@functools.cache
+def counting_transports(lib: ModuleType) -> tuple[type[Any], type[Any]]:
     """
-    A response stream that notes whether it was closed.
-    """
-
-    def __init__(self, inner: httpx.SyncByteStream) -> None:
-        self.inner = inner
-        self.closed = False
-
-    def __iter__(self) -> Iterator[bytes]:
-        yield from self.inner
-
-    def close(self) -> None:
-        self.closed = True
-        self.inner.close()
-
-
-class _AsyncCountedStream(httpx.AsyncByteStream):
-    """
-    The asyncio twin of _CountedStream.
+    *lib*'s real transports (sync, async), keeping every response they hand
+    out and noting which of them were closed.
     """
 
-    def __init__(self, inner: httpx.AsyncByteStream) -> None:
-        self.inner = inner
-        self.closed = False
+    class _CountedStream(lib.SyncByteStream):
+        """
+        A response stream that notes whether it was closed.
+        """
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self.inner:
-            yield chunk
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+            self.closed = False
 
-    async def aclose(self) -> None:
-        self.closed = True
-        await self.inner.aclose()
+        def __iter__(self) -> Iterator[bytes]:
+            yield from self.inner
+
+        def close(self) -> None:
+            self.closed = True
+            self.inner.close()
+
+    class _AsyncCountedStream(lib.AsyncByteStream):
+        """
+        The asyncio twin of _CountedStream.
+        """
+
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+            self.closed = False
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            async for chunk in self.inner:
+                yield chunk
+
+        async def aclose(self) -> None:
+            self.closed = True
+            await self.inner.aclose()
+
+    class CountingTransport(lib.HTTPTransport):
+        def __init__(self) -> None:
+            super().__init__(verify=SSL)
+            self.responses: list[Any] = []
+            self.streams: list[_CountedStream] = []
+
+        def handle_request(self, request: Any) -> Any:
+            response = super().handle_request(request)
+            assert isinstance(response.stream, lib.SyncByteStream)
+            stream = _CountedStream(response.stream)
+            response.stream = stream
+            self.responses.append(response)
+            self.streams.append(stream)
+            return response
+
+        @property
+        def closed(self) -> list[bool]:
+            return [s.closed for s in self.streams]
+
+    class AsyncCountingTransport(lib.AsyncHTTPTransport):
+        def __init__(self) -> None:
+            super().__init__(verify=SSL)
+            self.responses: list[Any] = []
+            self.streams: list[_AsyncCountedStream] = []
+
+        async def handle_async_request(self, request: Any) -> Any:
+            response = await super().handle_async_request(request)
+            assert isinstance(response.stream, lib.AsyncByteStream)
+            stream = _AsyncCountedStream(response.stream)
+            response.stream = stream
+            self.responses.append(response)
+            self.streams.append(stream)
+            return response
+
+        @property
+        def closed(self) -> list[bool]:
+            return [s.closed for s in self.streams]
+
+    return CountingTransport, AsyncCountingTransport
 
 
-class CountingTransport(httpx.HTTPTransport):
-    """
-    The real transport, keeping every response it hands out and noting
-    which of them were closed.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(verify=SSL)
-        self.responses: list[httpx.Response] = []
-        self.streams: list[_CountedStream] = []
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        response = super().handle_request(request)
-        assert isinstance(response.stream, httpx.SyncByteStream)
-        stream = _CountedStream(response.stream)
-        response.stream = stream
-        self.responses.append(response)
-        self.streams.append(stream)
-        return response
-
-    @property
-    def closed(self) -> list[bool]:
-        return [s.closed for s in self.streams]
-
-
-class AsyncCountingTransport(httpx.AsyncHTTPTransport):
-    """
-    The asyncio twin of CountingTransport.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(verify=SSL)
-        self.responses: list[httpx.Response] = []
-        self.streams: list[_AsyncCountedStream] = []
-
-    async def handle_async_request(
-        self, request: httpx.Request
-    ) -> httpx.Response:
-        response = await super().handle_async_request(request)
-        assert isinstance(response.stream, httpx.AsyncByteStream)
-        stream = _AsyncCountedStream(response.stream)
-        response.stream = stream
-        self.responses.append(response)
-        self.streams.append(stream)
-        return response
-
-    @property
-    def closed(self) -> list[bool]:
-        return [s.closed for s in self.streams]
-
-
-# --- The harness: one call, sync or async ------------------------------------
+# --- The harness: one call, sync or async, httpx or httpx2 --------------------
 
 
 class SyncHarness:
     """
-    Calls through httpx.Client(transport=PolicyTransport(policy)).
+    Calls through lib.Client(transport=PolicyTransport(policy)), *lib*
+    httpx or httpx2 and PolicyTransport from referee.httpx or
+    referee.httpx2.
     """
 
-    def counting(self) -> CountingTransport:
-        return CountingTransport()
+    def __init__(
+        self, lib: ModuleType = httpx, adapter: ModuleType = referee.httpx
+    ) -> None:
+        self.lib, self.adapter = lib, adapter
+
+    def counting(self) -> Any:
+        return counting_transports(self.lib)[0]()
 
     def stream_body(self, chunks: Iterable[bytes]) -> Any:
         items = list(chunks)
@@ -166,15 +170,16 @@ class SyncHarness:
         inner: Any = None,
         raise_on_abort: bool = True,
         timeout: float = 5.0,
-        while_open: Callable[[httpx.Response], None] | None = None,
+        while_open: Callable[[Any], None] | None = None,
         **kwargs: Any,
-    ) -> httpx.Response:
+    ) -> Any:
+        lib = self.lib
         if inner is None:
-            inner = httpx.HTTPTransport(verify=SSL)
-        transport = PolicyTransport(
+            inner = lib.HTTPTransport(verify=SSL)
+        transport = self.adapter.PolicyTransport(
             policy, transport=inner, raise_on_abort=raise_on_abort
         )
-        with httpx.Client(transport=transport, timeout=timeout) as client:
+        with lib.Client(transport=transport, timeout=timeout) as client:
             if while_open is None:
                 return client.request(method, url, **kwargs)
             with client.stream(method, url, **kwargs) as response:
@@ -185,12 +190,17 @@ class SyncHarness:
 
 class AsyncHarness:
     """
-    Calls through httpx.AsyncClient(transport=AsyncPolicyTransport(policy)),
+    Calls through lib.AsyncClient(transport=AsyncPolicyTransport(policy)),
     inside asyncio.run.
     """
 
-    def counting(self) -> AsyncCountingTransport:
-        return AsyncCountingTransport()
+    def __init__(
+        self, lib: ModuleType = httpx, adapter: ModuleType = referee.httpx
+    ) -> None:
+        self.lib, self.adapter = lib, adapter
+
+    def counting(self) -> Any:
+        return counting_transports(self.lib)[1]()
 
     def stream_body(self, chunks: Iterable[bytes]) -> Any:
         items = list(chunks)
@@ -210,16 +220,18 @@ class AsyncHarness:
         inner: Any = None,
         raise_on_abort: bool = True,
         timeout: float = 5.0,
-        while_open: Callable[[httpx.Response], None] | None = None,
+        while_open: Callable[[Any], None] | None = None,
         **kwargs: Any,
-    ) -> httpx.Response:
-        async def go() -> httpx.Response:
-            transport = AsyncPolicyTransport(
+    ) -> Any:
+        lib = self.lib
+
+        async def go() -> Any:
+            transport = self.adapter.AsyncPolicyTransport(
                 policy,
-                transport=inner or httpx.AsyncHTTPTransport(verify=SSL),
+                transport=inner or lib.AsyncHTTPTransport(verify=SSL),
                 raise_on_abort=raise_on_abort,
             )
-            async with httpx.AsyncClient(
+            async with lib.AsyncClient(
                 transport=transport, timeout=timeout
             ) as client:
                 if while_open is None:
@@ -234,10 +246,21 @@ class AsyncHarness:
 
 Harness = SyncHarness | AsyncHarness
 
+#: The two libraries of the httpx family, each with its referee module.
+LIBRARIES = [(httpx, referee.httpx), (httpx2, referee.httpx2)]
 
-@pytest.fixture(params=[SyncHarness, AsyncHarness], ids=["sync", "async"])
+
+@pytest.fixture(
+    params=[
+        (kind, lib, adapter)
+        for lib, adapter in LIBRARIES
+        for kind in (SyncHarness, AsyncHarness)
+    ],
+    ids=["httpx-sync", "httpx-async", "httpx2-sync", "httpx2-async"],
+)
 def harness(request: pytest.FixtureRequest) -> Harness:
-    return request.param()  # type: ignore[no-any-return]
+    kind, lib, adapter = request.param
+    return kind(lib, adapter)  # type: ignore[no-any-return]
 
 
 @pytest.fixture
@@ -560,7 +583,7 @@ class TestErrors:
         assert "out-of-credits" == err.rule_id
         assert 402 == err.status
         assert err.failure is None
-        assert isinstance(err.response, httpx.Response)
+        assert isinstance(err.response, harness.lib.Response)
         assert 402 == err.response.status_code
         assert 1 == len(err.trail)
         assert (402, "out-of-credits", "abort") == (
@@ -572,7 +595,8 @@ class TestErrors:
     def test_connect_failure_is_retried_then_chained(self, harness):
         """
         A refused connection is retried three times in all, then raises
-        RetriesExhausted chained to httpx.ConnectError.
+        RetriesExhausted chained to the library's ConnectError (httpx2's
+        own under httpx2, not left to propagate).
         """
         url = f"http://127.0.0.1:{closed_port()}/r"
 
@@ -580,7 +604,7 @@ class TestErrors:
             harness.call(policy(), "GET", url)
 
         err = ei.value
-        assert isinstance(err.__cause__, httpx.ConnectError)
+        assert isinstance(err.__cause__, harness.lib.ConnectError)
         assert "connect" == err.failure
         assert err.status is None
         assert err.response is None
@@ -598,7 +622,50 @@ class TestErrors:
             harness.call(policy(), "POST", url, content=b"x")
 
         assert 3 == len(ei.value.trail)
-        assert isinstance(ei.value.__cause__, httpx.ConnectError)
+        assert isinstance(ei.value.__cause__, harness.lib.ConnectError)
+
+    @pytest.mark.parametrize(
+        ("lib", "adapter"), LIBRARIES, ids=["httpx", "httpx2"]
+    )
+    def test_exception_tree_in_portable_words(self, lib, adapter):
+        """
+        Each library's own exception tree maps to the same failure words;
+        the other library's exceptions, and anything else, are no failure
+        of it (they propagate untouched).
+        """
+        other = httpx2 if lib is httpx else httpx
+        words = {
+            name: adapter._LIBRARY.failure_word(getattr(lib, name)("x"))
+            for name in (
+                "ConnectError",
+                "ConnectTimeout",
+                "PoolTimeout",
+                "ReadTimeout",
+                "WriteTimeout",
+                "RemoteProtocolError",
+                "LocalProtocolError",
+                "ReadError",
+                "WriteError",
+                "CloseError",
+            )
+        }
+        hang_up = lib.RemoteProtocolError("Server disconnected without ...")
+
+        assert {
+            "ConnectError": "connect",
+            "ConnectTimeout": "connect",
+            "PoolTimeout": "connect",
+            "ReadTimeout": "timeout",
+            "WriteTimeout": "timeout",
+            "RemoteProtocolError": "protocol",
+            "LocalProtocolError": "protocol",
+            "ReadError": "read",
+            "WriteError": "read",
+            "CloseError": "read",
+        } == words
+        assert "read" == adapter._LIBRARY.failure_word(hang_up)
+        assert None is adapter._LIBRARY.failure_word(other.ConnectError("x"))
+        assert None is adapter._LIBRARY.failure_word(ValueError("x"))
 
     def test_hang_up_is_a_read_failure(self, harness, server):
         """
@@ -613,7 +680,7 @@ class TestErrors:
         err = ei.value
         assert "read" == err.failure
         assert ["read"] * 3 == [r.failure for r in err.trail]
-        assert isinstance(err.__cause__, httpx.TransportError)
+        assert isinstance(err.__cause__, harness.lib.TransportError)
         assert 3 == server.count("/r")
 
     def test_read_timeout_is_a_timeout_failure(self, harness, server):
@@ -628,7 +695,7 @@ class TestErrors:
 
         err = ei.value
         assert "timeout" == err.failure
-        assert isinstance(err.__cause__, httpx.ReadTimeout)
+        assert isinstance(err.__cause__, harness.lib.ReadTimeout)
 
     def test_deadline_is_respected(self, harness, server):
         """
@@ -669,7 +736,7 @@ rules:
 
         assert 503 == response.status_code
         assert b"down" == response.content
-        outcome = response.extensions[OUTCOME_EXTENSION]
+        outcome = response.extensions[harness.adapter.OUTCOME_EXTENSION]
         assert isinstance(outcome, CallOutcome)
         assert isinstance(outcome.decision, Abort)
         assert 3 == len(outcome.trail)
@@ -759,7 +826,10 @@ rules:
         assert "stream" in ei.value.reason
         assert "stream" in str(ei.value)
 
-    def test_iterator_body_is_not_resent(self, server):
+    @pytest.mark.parametrize(
+        ("lib", "adapter"), LIBRARIES, ids=["httpx", "httpx2"]
+    )
+    def test_iterator_body_is_not_resent(self, server, lib, adapter):
         """
         A sync request whose body was a plain iterator, already consumed, is
         not sent again (it would go out empty).
@@ -768,7 +838,9 @@ rules:
         body = iter([b"chunk-1 ", b"chunk-2"])
 
         with no_sleep(), pytest.raises(referee.NotReplayable) as ei:
-            SyncHarness().call(policy(), "PUT", server.url("/r"), content=body)
+            SyncHarness(lib, adapter).call(
+                policy(), "PUT", server.url("/r"), content=body
+            )
 
         assert 1 == server.count("/r")
         assert "stream" in ei.value.reason
@@ -791,7 +863,7 @@ rules:
             )
 
         assert [] == slept.delays
-        assert isinstance(ei.value.response, httpx.Response)
+        assert isinstance(ei.value.response, harness.lib.Response)
         assert 503 == ei.value.response.status_code
         assert ["abort"] == [r.action for r in ei.value.trail]
         assert 1 == server.count("/r")
@@ -817,9 +889,31 @@ rules:
             )
 
         assert 503 == response.status_code
-        outcome = response.extensions[OUTCOME_EXTENSION]
+        outcome = response.extensions[harness.adapter.OUTCOME_EXTENSION]
         assert isinstance(outcome.error, referee.NotReplayable)
         assert "stream" in outcome.error.reason
+
+    def test_httpx2_file_is_resent_from_where_it_stood(self, server, tmp_path):
+        """
+        httpx2 sends a file from where it stands (its Content-Length is
+        what remains): a PUT of a file already partly read that meets a
+        503 is sent again from that point, not from the file's start (which
+        would overrun the declared length).
+        """
+        server.script("/r", [Reply(503), Reply(204)])
+        path = tmp_path / "body.bin"
+        path.write_bytes(b"header:" + bytes(range(256)) * 300)
+
+        with no_sleep(), path.open("rb") as file:
+            file.read(7)
+            response = SyncHarness(httpx2, referee.httpx2).call(
+                policy(), "PUT", server.url("/r"), content=file
+            )
+
+        assert 204 == response.status_code
+        assert [bytes(range(256)) * 300] * 2 == [
+            r.body for r in server.requests
+        ]
 
     def test_bytes_body_is_resent_intact(self, harness, server):
         """
@@ -955,31 +1049,39 @@ class TestFastPath:
 
 
 class TestDefaults:
-    def test_sync_default_transport(self, server):
+    @pytest.mark.parametrize(
+        ("lib", "adapter"), LIBRARIES, ids=["httpx", "httpx2"]
+    )
+    def test_sync_default_transport(self, server, lib, adapter):
         """
-        httpx.Client(transport=PolicyTransport(policy)) retries a 503.
+        httpx.Client(transport=PolicyTransport(policy)) retries a 503; so
+        does httpx2.Client with referee.httpx2's, whose inner transport is
+        httpx2's own.
         """
         server.script("/r", [Reply(503), Reply(200, body=b"ok")])
+        transport = adapter.PolicyTransport(policy())
 
-        with (
-            no_sleep(),
-            httpx.Client(transport=PolicyTransport(policy())) as client,
-        ):
+        with no_sleep(), lib.Client(transport=transport) as client:
             response = client.get(server.url("/r"))
 
         assert b"ok" == response.content
         assert 2 == server.count("/r")
+        assert isinstance(transport, lib.BaseTransport)
+        assert type(transport.transport) is lib.HTTPTransport
 
-    def test_async_default_transport(self, server):
+    @pytest.mark.parametrize(
+        ("lib", "adapter"), LIBRARIES, ids=["httpx", "httpx2"]
+    )
+    def test_async_default_transport(self, server, lib, adapter):
         """
         httpx.AsyncClient(transport=AsyncPolicyTransport(policy)) retries a
-        503.
+        503; so does httpx2.AsyncClient with referee.httpx2's.
         """
         server.script("/r", [Reply(503), Reply(200, body=b"ok")])
+        transport = adapter.AsyncPolicyTransport(policy())
 
-        async def go() -> httpx.Response:
-            transport = AsyncPolicyTransport(policy())
-            async with httpx.AsyncClient(transport=transport) as client:
+        async def go() -> Any:
+            async with lib.AsyncClient(transport=transport) as client:
                 return await client.get(server.url("/r"))
 
         with no_sleep():
@@ -987,3 +1089,5 @@ class TestDefaults:
 
         assert b"ok" == response.content
         assert 2 == server.count("/r")
+        assert isinstance(transport, lib.AsyncBaseTransport)
+        assert type(transport.transport) is lib.AsyncHTTPTransport

@@ -1,12 +1,14 @@
 """
 The adapter contract: what every client gets from referee, whatever its
-HTTP library — httpx (sync and async), requests and aiohttp, each used the
-way a user uses it, over real loopback HTTP (tests.contract_servers).
+HTTP library — httpx and httpx2 (each sync and async), requests and aiohttp,
+each used the way a user uses it, over real loopback HTTP
+(tests.contract_servers).
 
 Each test is written once, against a driver per client (:class:`Httpx`,
-:class:`HttpxAsync`, :class:`Requests`, :class:`Aiohttp`) that makes the
-call in its library's own terms and hands back plain values; the fixture
-``client`` runs every test through the four.  A driver given no policy is
+:class:`HttpxAsync`, :class:`Httpx2`, :class:`Httpx2Async`,
+:class:`Requests`, :class:`Aiohttp`) that makes the call in its library's
+own terms and hands back plain values; the fixture ``client`` runs every
+test through the six.  A driver given no policy is
 the bare client (the same library, no referee), for the tests that compare
 with it.  The async drivers run their coroutines with ``asyncio.run``
 (pytest-asyncio is not installed).
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import aiohttp
 import httpx
+import httpx2
 import pytest
 import requests
 import structlog
@@ -34,6 +37,8 @@ from tests.contract_servers import Drip, DripServer
 from tests.server import Reply, closed_port
 
 import referee
+import referee.httpx
+import referee.httpx2
 from referee import (
     Aborted,
     BadRequest,
@@ -44,8 +49,6 @@ from referee import (
 from referee.aiohttp import PolicyMiddleware, outcome
 from referee.httpx import (
     OUTCOME_EXTENSION,
-    AsyncPolicyTransport,
-    PolicyTransport,
 )
 from referee.requests import OUTCOME_ATTRIBUTE, PolicyAdapter
 from referee.testing import no_sleep
@@ -59,6 +62,7 @@ if TYPE_CHECKING:
         Sequence,
     )
     from pathlib import Path
+    from types import ModuleType
 
 
 #: Every client's own timeouts: long enough never to be what ends a call
@@ -81,14 +85,18 @@ class Httpx:
     httpx.Client(transport=PolicyTransport(policy)).
     """
 
+    #: The library, and referee's module for it.
+    lib: ClassVar[ModuleType] = httpx
+    adapter: ClassVar[ModuleType] = referee.httpx
     #: The ways a caller reads a body, the plainest first.
     styles: ClassVar = ("read", "iter_bytes", "iter_lines")
     connect_error: ClassVar = httpx.ConnectError
 
     def client(self, policy: Policy) -> httpx.Client:
         if policy is None:
-            return httpx.Client(timeout=TIMEOUT)
-        return httpx.Client(transport=PolicyTransport(policy), timeout=TIMEOUT)
+            return self.lib.Client(timeout=TIMEOUT)  # type: ignore[no-any-return]
+        transport = self.adapter.PolicyTransport(policy)
+        return self.lib.Client(transport=transport, timeout=TIMEOUT)  # type: ignore[no-any-return]
 
     def get(self, policy: Policy, url: str) -> tuple[int, bytes]:
         with self.client(policy) as client:
@@ -147,15 +155,16 @@ class HttpxAsync:
     httpx.AsyncClient(transport=AsyncPolicyTransport(policy)).
     """
 
+    lib: ClassVar[ModuleType] = httpx
+    adapter: ClassVar[ModuleType] = referee.httpx
     styles: ClassVar = ("aread", "aiter_bytes", "aiter_lines")
     connect_error: ClassVar = httpx.ConnectError
 
     def client(self, policy: Policy) -> httpx.AsyncClient:
         if policy is None:
-            return httpx.AsyncClient(timeout=TIMEOUT)
-        return httpx.AsyncClient(
-            transport=AsyncPolicyTransport(policy), timeout=TIMEOUT
-        )
+            return self.lib.AsyncClient(timeout=TIMEOUT)  # type: ignore[no-any-return]
+        transport = self.adapter.AsyncPolicyTransport(policy)
+        return self.lib.AsyncClient(transport=transport, timeout=TIMEOUT)  # type: ignore[no-any-return]
 
     def get(self, policy: Policy, url: str) -> tuple[int, bytes]:
         async def main() -> tuple[int, bytes]:
@@ -196,8 +205,8 @@ class HttpxAsync:
     def post(self, policy: Policy, url: str, kind: str, path: Path) -> int:
         if kind in {"file", "bytesio"}:
             pytest.skip(
-                "httpx.AsyncClient sends no sync file object as content= "
-                "(httpx itself raises RuntimeError)"
+                f"{self.lib.__name__}.AsyncClient sends no sync file object "
+                f"as content= ({self.lib.__name__} itself raises RuntimeError)"
             )
 
         async def main() -> int:
@@ -223,6 +232,26 @@ class HttpxAsync:
 
     def error_json(self, response: httpx.Response) -> Any:
         return response.json()
+
+
+class Httpx2(Httpx):
+    """
+    httpx2.Client(transport=referee.httpx2.PolicyTransport(policy)).
+    """
+
+    lib: ClassVar[ModuleType] = httpx2
+    adapter: ClassVar[ModuleType] = referee.httpx2
+    connect_error: ClassVar = httpx2.ConnectError
+
+
+class Httpx2Async(HttpxAsync):
+    """
+    httpx2.AsyncClient(transport=referee.httpx2.AsyncPolicyTransport(policy)).
+    """
+
+    lib: ClassVar[ModuleType] = httpx2
+    adapter: ClassVar[ModuleType] = referee.httpx2
+    connect_error: ClassVar = httpx2.ConnectError
 
 
 class Requests:
@@ -383,8 +412,15 @@ Driver = Httpx | HttpxAsync | Requests | Aiohttp
 
 
 @pytest.fixture(
-    params=[Httpx, HttpxAsync, Requests, Aiohttp],
-    ids=["httpx", "httpx-async", "requests", "aiohttp"],
+    params=[Httpx, HttpxAsync, Httpx2, Httpx2Async, Requests, Aiohttp],
+    ids=[
+        "httpx",
+        "httpx-async",
+        "httpx2",
+        "httpx2-async",
+        "requests",
+        "aiohttp",
+    ],
 )
 def client(request: pytest.FixtureRequest) -> Driver:
     return request.param()  # type: ignore[no-any-return]
@@ -815,28 +851,40 @@ class TestChain:
 # --- The fast path ---------------------------------------------------------------------
 
 
-class _RecordingTransport(httpx.HTTPTransport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.responses: list[httpx.Response] = []
+def _recording(lib: ModuleType) -> Any:
+    """
+    *lib*'s real sync transport, keeping every response it hands out.
+    """
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        response = super().handle_request(request)
-        self.responses.append(response)
-        return response
+    class Recording(lib.HTTPTransport):
+        def __init__(self) -> None:
+            super().__init__()
+            self.responses: list[Any] = []
+
+        def handle_request(self, request: Any) -> Any:
+            response = super().handle_request(request)
+            self.responses.append(response)
+            return response
+
+    return Recording()
 
 
-class _AsyncRecordingTransport(httpx.AsyncHTTPTransport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.responses: list[httpx.Response] = []
+def _async_recording(lib: ModuleType) -> Any:
+    """
+    The asyncio twin of :func:`_recording`.
+    """
 
-    async def handle_async_request(
-        self, request: httpx.Request
-    ) -> httpx.Response:
-        response = await super().handle_async_request(request)
-        self.responses.append(response)
-        return response
+    class Recording(lib.AsyncHTTPTransport):
+        def __init__(self) -> None:
+            super().__init__()
+            self.responses: list[Any] = []
+
+        async def handle_async_request(self, request: Any) -> Any:
+            response = await super().handle_async_request(request)
+            self.responses.append(response)
+            return response
+
+    return Recording()
 
 
 class _RecordingAdapter(PolicyAdapter):
@@ -858,22 +906,30 @@ def _http_default() -> referee.Policy:
 
 UNNAMED = [Reply(204), Reply(200, body=b"fine")]
 
+#: The httpx family: each library with referee's module for it.
+FAMILY = pytest.mark.parametrize(
+    ("lib", "adapter"),
+    [(httpx, referee.httpx), (httpx2, referee.httpx2)],
+    ids=["httpx", "httpx2"],
+)
+
 
 class TestFastPath:
+    @FAMILY
     @pytest.mark.parametrize("reply", UNNAMED, ids=["204", "200"])
-    def test_httpx(self, server, reply):
+    def test_httpx(self, server, reply, lib, adapter):
         """
         A status no rule names is the inner transport's very response,
         unread while the caller streams it, with nothing attached and
-        nothing logged.
+        nothing logged (httpx and httpx2).
         """
         server.script("/r", [reply])
-        inner = _RecordingTransport()
-        transport = PolicyTransport(_http_default(), transport=inner)
+        inner = _recording(lib)
+        transport = adapter.PolicyTransport(_http_default(), transport=inner)
 
         with (
             structlog.testing.capture_logs() as logs,
-            httpx.Client(transport=transport) as c,
+            lib.Client(transport=transport) as c,
             c.stream("GET", server.url("/r")) as response,
         ):
             seen = (
@@ -887,18 +943,21 @@ class TestFastPath:
         assert reply.body == body
         assert [] == logs
 
+    @FAMILY
     @pytest.mark.parametrize("reply", UNNAMED, ids=["204", "200"])
-    def test_httpx_async(self, server, reply):
+    def test_httpx_async(self, server, reply, lib, adapter):
         """
-        The same, through httpx.AsyncClient.
+        The same, through httpx.AsyncClient and httpx2.AsyncClient.
         """
         server.script("/r", [reply])
-        inner = _AsyncRecordingTransport()
+        inner = _async_recording(lib)
 
         async def main() -> tuple[tuple[bool, bool, bool], bytes]:
-            transport = AsyncPolicyTransport(_http_default(), transport=inner)
+            transport = adapter.AsyncPolicyTransport(
+                _http_default(), transport=inner
+            )
             async with (
-                httpx.AsyncClient(transport=transport) as c,
+                lib.AsyncClient(transport=transport) as c,
                 c.stream("GET", server.url("/r")) as response,
             ):
                 seen = (

@@ -133,6 +133,45 @@ class TestPublicAPI:
             assert name == referee.load_policy(name).name
 
 
+class TestOneLibraryEnough:
+    @pytest.mark.parametrize(
+        ("module", "other", "lib"),
+        [
+            ("referee.httpx2", "httpx", "httpx2"),
+            ("referee.httpx", "httpx2", "httpx"),
+        ],
+        ids=["httpx2-without-httpx", "httpx-without-httpx2"],
+    )
+    def test_adapter_needs_only_its_library(self, module, other, lib):
+        """
+        referee.httpx2 works with httpx absent, referee.httpx with httpx2
+        absent (a user may have only one): in a fresh interpreter where
+        importing the other library fails, the module imports, its
+        transport builds its default inner transport, and the other
+        library was never imported.
+        """
+        code = (
+            "import sys\n"
+            f"sys.modules[{other!r}] = None  # import {other} fails\n"
+            f"import {lib}, {module} as m, referee\n"
+            "t = m.PolicyTransport(referee.load_policy('http-default'))\n"
+            "a = m.AsyncPolicyTransport(referee.load_policy('http-default'))\n"
+            f"assert isinstance(t.transport, {lib}.HTTPTransport)\n"
+            f"assert isinstance(a.transport, {lib}.AsyncHTTPTransport)\n"
+            f"print(sys.modules[{other!r}])\n"
+        )
+        proc = subprocess.run(  # noqa: S603 - our own interpreter
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+
+        assert 0 == proc.returncode, proc.stderr
+        assert "None" == proc.stdout.strip()
+
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

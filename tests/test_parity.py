@@ -1,5 +1,6 @@
 """
-One scripted server, one policy, the four adapters: identical trails.
+One scripted server, one policy, the six adapters (httpx and httpx2 sync
+and async, requests, aiohttp): identical trails.
 """
 
 from __future__ import annotations
@@ -9,11 +10,13 @@ from typing import Any
 
 import aiohttp
 import httpx
+import httpx2
 import pytest
 import requests
 from tests.server import RESET, Reply, ScriptedServer
 
 import referee
+import referee.httpx2
 from referee.aiohttp import PolicyMiddleware
 from referee.httpx import AsyncPolicyTransport, PolicyTransport
 from referee.requests import PolicyAdapter
@@ -62,6 +65,22 @@ def via_httpx_async(url: str) -> Any:
     return asyncio.run(main())
 
 
+def via_httpx2(url: str) -> Any:
+    transport = referee.httpx2.PolicyTransport(POLICY)
+    with httpx2.Client(transport=transport) as client:
+        return client.get(url, headers={"x-api-key": "k"}).json()
+
+
+def via_httpx2_async(url: str) -> Any:
+    async def main() -> Any:
+        transport = referee.httpx2.AsyncPolicyTransport(POLICY)
+        async with httpx2.AsyncClient(transport=transport) as client:
+            response = await client.get(url, headers={"x-api-key": "k"})
+            return response.json()
+
+    return asyncio.run(main())
+
+
 def via_requests(url: str) -> Any:
     with requests.Session() as session:
         session.mount("http://", PolicyAdapter(POLICY))
@@ -84,6 +103,8 @@ def via_aiohttp(url: str) -> Any:
 ADAPTERS = {
     "httpx": via_httpx,
     "httpx-async": via_httpx_async,
+    "httpx2": via_httpx2,
+    "httpx2-async": via_httpx2_async,
     "requests": via_requests,
     "aiohttp": via_aiohttp,
 }
@@ -113,7 +134,7 @@ class TestParity:
     @pytest.mark.parametrize(
         "final", [FINAL_OK, FINAL_FAILED], ids=["ok", "failed"]
     )
-    def test_four_adapters_decide_alike(self, final):
+    def test_every_adapter_decides_alike(self, final):
         """
         Every adapter meets the same outcomes, sleeps the same delays and
         ends the same way.

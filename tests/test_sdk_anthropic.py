@@ -295,9 +295,12 @@ class TestStream:
             ],
         )
 
-        with no_sleep(), client(server, policy) as sdk:
-            with sdk.messages.stream(**ASK) as stream:
-                text = "".join(stream.text_stream)
+        with (
+            no_sleep(),
+            client(server, policy) as sdk,
+            sdk.messages.stream(**ASK) as stream,
+        ):
+            text = "".join(stream.text_stream)
 
         assert "hello" == text
         assert 2 == sent(server)
@@ -315,9 +318,9 @@ class TestStream:
             no_sleep(),
             client(server, policy) as sdk,
             pytest.raises(anthropic.APIStatusError) as caught,
+            sdk.messages.stream(**ASK) as stream,
         ):
-            with sdk.messages.stream(**ASK) as stream:
-                "".join(stream.text_stream)
+            "".join(stream.text_stream)
 
         assert attempts == sent(server)
         assert "overloaded_error" in str(caught.value)

@@ -398,3 +398,54 @@ class TestAiohttp:
         assert 429 == status
         assert got is not None
         assert isinstance(got.error, referee.RetriesExhausted)
+
+
+class TestAsyncOuterRetry:
+    def test_retry_in_the_same_task_is_refused_another_task_sends(
+        self, policy
+    ):
+        """
+        The async runner remembers per task: the SDK's retry, awaited in
+        the task that made the call, is answered without sending; the same
+        marked request from a task running beside it is sent.
+        """
+        from referee.httpx import AsyncPolicyTransport
+
+        sent: list[httpx.Request] = []
+
+        def handler(request: httpx.Request) -> httpx.Response:
+            sent.append(request)
+            raise httpx.ConnectError("refused")
+
+        marked = {"x-stainless-retry-count": "1"}
+
+        async def main() -> None:
+            async with httpx.AsyncClient(
+                transport=AsyncPolicyTransport(
+                    policy, httpx.MockTransport(handler), sdk=True
+                ),
+                base_url="https://api.example.com",
+            ) as http:
+
+                async def call(headers: dict[str, str]) -> None:
+                    with pytest.raises(referee.RefereeError):
+                        await http.post(
+                            "/v1/x", content=b"{}", headers=headers
+                        )
+
+                go = asyncio.Event()
+
+                async def beside() -> None:
+                    await go.wait()
+                    await call(marked)
+
+                other = asyncio.create_task(beside())
+                await call({})
+                await call(marked)  # refused: same task
+                assert 3 == len(sent)
+                go.set()
+                await other
+                assert 6 == len(sent)
+
+        with no_sleep():
+            asyncio.run(main())

@@ -248,7 +248,7 @@ class TestSync:
         with (
             no_sleep(),
             client(server, policy) as sdk,
-            pytest.raises(Exception) as caught,  # noqa: PT011 - checked below
+            pytest.raises(Exception) as caught,
         ):
             sdk.chat.completions.create(**ASK)
 

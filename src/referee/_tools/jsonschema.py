@@ -71,19 +71,36 @@ def _value_match(*, attempt: bool = False) -> dict[str, Any]:
     # 'in' exclude each other.
     plain = {"type": "integer"} if attempt else _SCALAR
     ops: dict[str, Any] = {
-        "exists": {"type": "boolean"},
-        "equals": plain,
-        "in": {"type": "array", "items": plain},
-        "contains": _SCALAR,
+        "exists": {
+            "description": "true: the value is present; false: it is absent.",
+            "type": "boolean",
+        },
+        "equals": {"description": "The value equals this.", **plain},
+        "in": {
+            "description": "The value equals one of these.",
+            "type": "array",
+            "items": plain,
+        },
+        "contains": {
+            "description": "A substring of a string value, or a member of "
+            "a list value.",
+            **_SCALAR,
+        },
         "matches": {
             "type": "string",
             "description": "An RE2 regular expression, searched for in "
             "the value (no lookaround, no backreferences).",
         },
-        "gt": {"type": "number"},
-        "gte": {"type": "number"},
-        "lt": {"type": "number"},
-        "lte": {"type": "number"},
+        "gt": {"description": "The value is above this.", "type": "number"},
+        "gte": {
+            "description": "The value is this or above.",
+            "type": "number",
+        },
+        "lt": {"description": "The value is below this.", "type": "number"},
+        "lte": {
+            "description": "The value is this or below.",
+            "type": "number",
+        },
     }
     if attempt:
         del ops["contains"], ops["matches"]
@@ -365,13 +382,52 @@ _DOCS: Final[dict[tuple[type, str], str]] = {
     "(default: 120s).",
     (s.ServerDelayDoc, "on_exceed"): "fail: a longer hint aborts; cap: wait "
     "max instead (default: fail).",
-    (s.AlertDoc, "severity"): "default: warning",
+    (s.AlertDoc, "kind"): "What the alert is about (topup, config, ...): "
+    "alerts are de-duplicated by policy and kind.",
+    (s.AlertDoc, "severity"): "info, warning, error or critical (default: "
+    "warning).",
     (s.AlertDoc, "dedupe"): "At most one alert of this kind per window.",
     (s.AlertDoc, "message"): "A template such as '{status}: {body.message}'.",
     (s.BreakerDoc, "methods"): "The calls the open breaker stops "
     "(default: every call).",
     (s.WebhookDoc, "url"): "An environment variable reference: "
     "'${SLACK_WEBHOOK_URL}'.",
+    (s.WebhookDoc, "min_severity"): "Alerts less severe are not posted "
+    "(default: warning).",
+    (s.WebhookDoc, "timeout"): "How long one post may take (default: 5s).",
+    (s.AlertsDoc, "webhook"): "Post each alert as Slack-compatible JSON to "
+    "a URL read from the environment.",
+    (s.BreakerDoc, "name"): "The breaker's name: rules that name the same "
+    "breaker share it.",
+    (s.BreakerDoc, "open_for"): "How long the breaker stays open.",
+    (s.BreakerDefaultsDoc, "failure_ratio"): "The share of failed outcomes "
+    "in the window that opens it: above 0, at most 1 (default: 0.5).",
+    (s.BreakerDefaultsDoc, "window"): "The sliding window outcomes are "
+    "counted over (default: 30s).",
+    (s.BreakerDefaultsDoc, "min_calls"): "The fewest outcomes in the window "
+    "before the ratio is acted on (default: 20).",
+    (s.BreakerDefaultsDoc, "open_for"): "How long it stays open before it "
+    "lets one probe through (default: 30s).",
+    (s.BudgetDoc, "tokens"): "The size of the bucket, per policy and host; "
+    "retries are allowed while more than half is left (default: 10).",
+    (s.BudgetDoc, "refill"): "The tokens each success gives back (default: "
+    "0.1).",
+    (s.RateLimitDoc, "requests"): "The most sends per window (required).",
+    (s.RateLimitDoc, "per"): "The length of the window (required).",
+    (s.RateLimitDoc, "methods"): "The methods paced (default: every method).",
+    (s.RateLimitDoc, "by_path"): "true: a separate limit for each request "
+    "path; false: one for the whole policy (default: false).",
+    (s.DefaultsDoc, "retry"): "The retry settings of every retry rule: "
+    "attempts, backoff, unsafe_methods, delay_from, delay_min.",
+    (s.DefaultsDoc, "poll"): "The poll schedule of every poll rule.",
+    (s.DefaultsDoc, "server_delay"): "The ceiling on delays that server "
+    "hints impose.",
+    (s.RetryDoc, "backoff"): "The delay schedule when no server hint applies.",
+    (s.PollRequestDoc, "method"): "The poll's method (default: GET when url "
+    "is given, else the request's own).",
+    (s.PollRequestDoc, "url"): "A template over {request.url}, "
+    "{request.path}, {body.<path>} and {header.<Name>}; a relative URL is "
+    "resolved against the request's.",
 }
 
 
@@ -428,11 +484,18 @@ class _Builder:
                 if args[1] is s.ErrorDoc
                 else {"type": "string", "minLength": 1}
             )
+            value = self.fragment(args[1], cls, "")
+            if args[1] is s.ErrorDoc:
+                value = {
+                    "description": "An error class, by its name: a "
+                    "CamelCase Python identifier, not a built-in error's.",
+                    **value,
+                }
             return {
                 "type": "object",
                 "minProperties": 1,
                 "propertyNames": names,
-                "additionalProperties": self.fragment(args[1], cls, ""),
+                "additionalProperties": value,
             }
         simple = {str: "string", bool: "boolean", float: "number"}
         if tp in simple:
