@@ -8,7 +8,8 @@ Set up and run referee from a fresh clone, with nothing but Python 3.
     python3 dev.py bench ...   # run the benchmarks
 
 The first run makes ``.venv`` and installs referee (editable) with its
-development dependencies; later runs reuse it.
+development dependencies and the vendor SDKs its recipes are tested with
+(the `sdks` group); later runs reuse it.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ def _setup() -> None:
             ".[httpx,httpx2,requests,aiohttp,redis]",
             "--group",
             "dev",
+            "--group",
+            "sdks",
         )
         != 0
     ):
