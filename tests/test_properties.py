@@ -76,13 +76,21 @@ def _all_decisions(snap, state, now, seed):
 def _ceiling(policy, decision):
     """
     The largest delay *decision* may carry: the rule's backoff (or poll)
-    max for a scheduled delay, server_delay.max for a server hint.
+    max for a scheduled delay, server_delay.max for a server hint (the
+    rule's own, when it has one), and never less than the rule's floor
+    (``delay_min``, itself capped by that server_delay.max).
     """
     rule = policy.rule(decision.rule_id)
     settings = rule.retry if isinstance(decision, referee.Retry) else rule.poll
+    hints = policy.server_delay_max
+    floor = 0.0
+    if isinstance(decision, referee.Retry):
+        if settings.server_delay_max is not None:
+            hints = settings.server_delay_max
+        floor = min(settings.delay_min, hints)
     if decision.delay_source in SCHEDULES:
-        return settings.max
-    return policy.server_delay_max
+        return max(settings.max, floor)
+    return max(hints, floor)
 
 
 class TestDecideIsTotal:

@@ -250,10 +250,19 @@ def _value_types(errors: list[str]) -> dict[Any, tuple[str, dict[str, Any]]]:
                                 "type": "object",
                                 "properties": {
                                     "header": {
+                                        "description": "The response "
+                                        "header that gives the pause's "
+                                        "end.",
                                         "type": "string",
                                         "pattern": f"^{_HEADER_NAME}$",
                                     },
-                                    "format": {"enum": sorted(FORMATS)},
+                                    "format": {
+                                        "description": "How the header "
+                                        "gives it: an epoch time, a delta "
+                                        "in seconds, a duration, and so "
+                                        "on (as in delay_from).",
+                                        "enum": sorted(FORMATS),
+                                    },
                                 },
                                 "required": ["header"],
                                 "additionalProperties": False,
