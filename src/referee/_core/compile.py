@@ -13,13 +13,14 @@ from __future__ import annotations
 import math
 import types
 from itertools import islice, repeat
-from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Final, ParamSpec, Self, TypeVar
 
 import attrs
 import backoff
 
 from . import schema as s
 from .backend import BreakerSettings, BudgetSettings, RateLimitSettings
+from .codegen import MAX_RULES, Generated, generate
 from .decisions import BreakerSpec
 from .errors import (
     Aborted,
@@ -35,7 +36,12 @@ from .errors import (
 )
 from .idempotency import IdempotencySettings, implied_rules
 from .idempotency import settings as idempotency_settings
-from .matchers import CompiledCondition, compile_condition, make_prefilter
+from .matchers import (
+    CompiledCondition,
+    Context,
+    compile_condition,
+    make_prefilter,
+)
 from .redact import DEFAULT, Redaction
 from .units import round_seconds
 
@@ -353,13 +359,21 @@ class Policy:
         word) and method, in order.  Empty: the outcome is accepted as it
         is, and an adapter need not build a snapshot at all.
         """
-        found: Any = self.index.get(key, self.fallback)
-        if type(found) is dict:
-            found = found.get(method) or found[None]
-        if type(found) is Gated:
-            found = found.rules
-        rules: Candidates = found
-        return rules
+        return self.index.get(key, self.fallback).candidates(method)
+
+    def generated_source(self) -> str:
+        """
+        The source of the functions the policy decides with, one per
+        status (or failure word) and one for the rest: what
+        :func:`referee.decide` runs, for reading and debugging.
+        """
+        out = [f"# policy {self.name!r}"]
+        for key, bucket in self.index.items():
+            out.append(f"# --- {key!r}: {[r.id for r in bucket]}")
+            out.append(bucket.source)
+        out.append(f"# --- any other: {[r.id for r in self.fallback]}")
+        out.append(self.fallback.source)
+        return "\n".join(out)
 
     lines: Mapping[str, Mapping[str, int]] = attrs.field(
         factory=dict, repr=False
@@ -697,7 +711,8 @@ def compile_policy(
             )
         taken.update(ids)
 
-    index, fallback = build_index(rules)
+    assert resolved.body_limit is not None  # noqa: S101
+    index, fallback = build_index(rules, resolved.body_limit)
     assert resolved.deadline is not None  # noqa: S101
     assert resolved.server_delay.max is not None  # noqa: S101
     assert resolved.body_limit is not None  # noqa: S101
@@ -841,54 +856,201 @@ SPLIT_BY_METHOD: Final = 4
 Candidates = tuple[CompiledRule, ...]
 
 
-class Gated:
+# A tuple subclass cannot have non-empty slots: the instance dict holds
+# the settings and, once generated, `run`.
+class Bucket(tuple[CompiledRule, ...]):  # noqa: SLOT001
     """
-    Candidates that all look for bytes in the body: when the body has none
-    of them (and no backslash: an escape could spell one), no candidate can
-    match, and the outcome is accepted after one scan per needle.
+    The candidates for one status (or failure word): a tuple of rules, in
+    order, which also decides with them.
+
+    :meth:`run` generates the bucket's function (:mod:`.codegen`) on the
+    first decision and then is that function: ``run(policy, snap, state,
+    now, rng, act)`` returns *act*'s decision for the first rule that
+    matches, or None.  A bucket split by method dispatches on the
+    request's method to the bucket of that method (*by_method*, None for
+    the rest).  A bucket is a tuple so that ``not bucket`` (no candidates:
+    the runners' fast path) costs what it did.
     """
 
-    __slots__ = ("rules", "skip")
+    # `run`, once generated, sits in the instance dict and shadows the
+    # method below.
+    body_limit: int
+    by_method: dict[str | None, Bucket] | None
+    label: str
 
-    def __init__(self, rules: Candidates) -> None:
-        self.rules = rules
-        needles = tuple(dict.fromkeys(r.needle for r in rules if r.needle))
-        self.skip = _skipper(needles)
+    def __new__(
+        cls,
+        rules: Sequence[CompiledRule],
+        body_limit: int,
+        label: str,
+        by_method: dict[str | None, Bucket] | None = None,
+    ) -> Self:
+        self = super().__new__(cls, rules)
+        self.body_limit = body_limit
+        self.label = label
+        self.by_method = by_method
+        return self
+
+    @property
+    def rules(self) -> Candidates:
+        """
+        The candidates as a plain tuple.
+        """
+        return tuple(self)
+
+    def candidates(self, method: str | None) -> Candidates:
+        """
+        The candidates for a request with *method*.
+        """
+        split = self.by_method
+        if split is None:
+            return tuple(self)
+        return tuple(split.get(method) or split[None])
+
+    def run(
+        self,
+        policy: Policy,
+        snap: Any,
+        state: Any,
+        now: float,
+        rng: Any,
+        act: Callable[..., Any],
+    ) -> Any:
+        """
+        Decide with these candidates: the first call generates the
+        function (a race makes it twice, harmlessly) and keeps it.
+        """
+        fn = self.generated().fn
+        return fn(policy, snap, state, now, rng, act)
+
+    def generated(self) -> Generated:
+        """
+        The generated function and its source.
+        """
+        made: Generated | None = self.__dict__.get("_generated")
+        if made is not None:
+            return made
+        split = self.by_method
+        if split is not None:
+            made = _dispatcher(split, self.label)
+        elif len(self) > MAX_RULES:
+            made = Generated(_interpreter(tuple(self)), "(interpreted)")
+        else:
+            made = generate(tuple(self), self.body_limit, self.label)
+        self.__dict__["_generated"] = made
+        self.__dict__["run"] = made.fn
+        return made
+
+    @property
+    def source(self) -> str:
+        """
+        The generated source (for a bucket split by method, each
+        method's too), for reading and debugging.
+        """
+        own = self.generated().source
+        if self.by_method is None:
+            return own
+        subs = [
+            f"# method {m!r}\n{b.source}" for m, b in self.by_method.items()
+        ]
+        return "\n".join([own, *subs])
 
     def __repr__(self) -> str:
-        return f"Gated({[r.id for r in self.rules]!r})"
+        return f"Bucket({self.label}: {[r.id for r in self]!r})"
 
 
-def _skipper(needles: tuple[bytes, ...]) -> Callable[[bytes], bool]:
-    # bytes.find() is about twice as fast as `in` on bytes (which goes
-    # through the buffer protocol).  A body with any backslash is never
-    # skipped: one is cheaper to look for than the \u escapes that matter.
-    escape = b"\\"
-    if len(needles) == 1:
-        (a,) = needles
-        return lambda body: body.find(a) < 0 and body.find(escape) < 0
-    if len(needles) == 2:  # the common case, unrolled
-        a, b = needles
-        return lambda body: (
-            body.find(a) < 0 and body.find(b) < 0 and body.find(escape) < 0
-        )
-    return lambda body: (
-        all(body.find(n) < 0 for n in needles) and body.find(escape) < 0
+def _dispatcher(split: dict[str | None, Bucket], label: str) -> Generated:
+    rest = split[None]
+
+    def dispatch(
+        policy: Policy,
+        snap: Any,
+        state: Any,
+        now: float,
+        rng: Any,
+        act: Callable[..., Any],
+    ) -> Any:
+        bucket = split.get(snap.method) or rest
+        return bucket.run(policy, snap, state, now, rng, act)
+
+    methods = ", ".join(repr(m) for m in split if m is not None)
+    return Generated(
+        dispatch,
+        f"# {label}: by method ({methods}; None for the rest)",
     )
 
 
-Bucket = Candidates | Gated
-Index = dict[int | str, "Bucket | dict[str | None, Bucket]"]
+def _interpreter(rules: Candidates) -> Callable[..., Any]:
+    """
+    For a list too long to generate: the rules tried one by one, as
+    :func:`referee._core.engine.interpret` does.
+    """
+
+    def interpret(
+        policy: Policy,
+        snap: Any,
+        state: Any,
+        now: float,
+        rng: Any,
+        act: Callable[..., Any],
+    ) -> Any:
+        return try_rules(rules, policy, snap, state, now, rng, act)
+
+    return interpret
 
 
-def _bucket(rules: Sequence[CompiledRule]) -> Bucket:
-    if rules and all(r.needle is not None for r in rules):
-        return Gated(tuple(rules))
-    return tuple(rules)
+def try_rules(
+    rules: Candidates,
+    policy: Policy,
+    snap: Any,
+    state: Any,
+    now: float,
+    rng: Any,
+    act: Callable[..., Any],
+) -> Any:
+    """
+    The interpreted matcher: *rules* tried in order, each through its
+    needle, prefilter and predicate; *act*'s decision for the first that
+    matches, or None.  The generated functions must agree with it.
+    """
+    ctx: Context | None = None
+    escaped = None
+    for rule in rules:
+        needle = rule.needle
+        prefilter = rule.prefilter
+        if needle is not None or prefilter is not None:
+            body = snap.body
+            if body is None:
+                if ctx is None:
+                    ctx = Context(snap, state, policy.body_limit)
+                body = ctx.body()
+                if body is None:
+                    continue
+            if (needle is not None and body.find(needle) < 0) or (
+                prefilter is not None and not prefilter(body)
+            ):
+                # The needles are plain ASCII without quotes, slashes or
+                # backslashes: JSON can spell them otherwise only with
+                # escapes, so a body with a backslash is never skipped.
+                if escaped is None:
+                    escaped = body.find(b"\\") >= 0
+                if not escaped:
+                    continue
+        test = rule.when.test
+        if test is not None:
+            if ctx is None:
+                ctx = Context(snap, state, policy.body_limit)
+            if not test(ctx):
+                continue
+        return act(policy, rule, snap, state, ctx, now, rng)
+    return None
+
+
+Index = dict[int | str, Bucket]
 
 
 def build_index(
-    rules: Sequence[CompiledRule],
+    rules: Sequence[CompiledRule], body_limit: int = 1 << 20
 ) -> tuple[Index, Bucket]:
     """
     For every status (or failure word) some rule names, the rules that can
@@ -916,25 +1078,41 @@ def build_index(
     index: Index = {}
     for k, lst in lists.items():
         index[k] = (
-            _by_method(lst) if len(lst) > SPLIT_BY_METHOD else _bucket(lst)
+            _by_method(lst, body_limit, str(k))
+            if len(lst) > SPLIT_BY_METHOD
+            else Bucket(lst, body_limit, str(k))
         )
-    return index, _bucket(fallback)
+    return index, Bucket(fallback, body_limit, "fallback")
 
 
 def _by_method(
-    rules: Sequence[CompiledRule],
-) -> Bucket | dict[str | None, Bucket]:
+    rules: Sequence[CompiledRule], body_limit: int, label: str
+) -> Bucket:
     methods: set[str] = set()
     for r in rules:
         if r.when.methods is not None:
             methods |= r.when.methods
     if not methods:
-        return _bucket(rules)
+        return Bucket(rules, body_limit, label)
     split: dict[str | None, Bucket] = {
-        m: _bucket(
-            [r for r in rules if r.when.methods is None or m in r.when.methods]
+        m: Bucket(
+            [
+                r
+                for r in rules
+                if r.when.methods is None or m in r.when.methods
+            ],
+            body_limit,
+            f"{label}_{_ident(m)}",
         )
         for m in methods
     }
-    split[None] = _bucket([r for r in rules if r.when.methods is None])
-    return split
+    split[None] = Bucket(
+        [r for r in rules if r.when.methods is None],
+        body_limit,
+        f"{label}_rest",
+    )
+    return Bucket(rules, body_limit, label, split)
+
+
+def _ident(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text)

@@ -10,9 +10,12 @@ to a decision that says so.
 
 The hot path: the status (or failure word) picks the candidate rules from
 the policy's index; when there are none the outcome is accepted after that
-one look-up.  Otherwise each candidate is tried in order; a body condition
-first checks that the raw body contains the bytes it needs, so a response
-that cannot match is not parsed at all.
+one look-up.  Otherwise the candidates' generated function
+(:mod:`.codegen`) tries them in order, with their conditions inlined; a
+body condition first checks that the raw body contains the bytes it needs,
+so a response that cannot match is not parsed at all.  :func:`interpret`
+is the same decision without generated code, the reference it is tested
+against.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import re
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote, urljoin, urlsplit
 
-from .compile import Gated, default_error
+from .compile import default_error, try_rules
 from .decisions import Abort, Accept, AlertNotice, Poll, PollRequest, Retry
 from .errors import Aborted, DeadlineExceeded, RetriesExhausted
 from .hints import parse_hint
@@ -34,13 +37,13 @@ from .units import format_duration, round_seconds
 
 
 if TYPE_CHECKING:
-    from .compile import Candidates, CompiledRule, Policy
+    from .compile import CompiledRule, Policy
     from .decisions import Decision
     from .snapshot import Snapshot
     from .state import AttemptState
 
 
-__all__ = ["NO_MATCH", "decide"]
+__all__ = ["NO_MATCH", "decide", "interpret"]
 
 NO_MATCH: Final = Accept(rule_id=None, why=("no rule matched",))
 _RNG: Final = random.Random()
@@ -71,58 +74,28 @@ def decide(
         :class:`Abort`.  No rule matching is :data:`NO_MATCH`: an accept
         with no rule (for a transport failure: let it propagate).
     """
-    found: Any = policy.index.get(snap.key, policy.fallback)  # type: ignore[arg-type]
+    found = policy.index.get(snap.key, policy.fallback)  # type: ignore[arg-type]
     if not found:
         return NO_MATCH
-    ctx: Context | None = None
-    if type(found) is not tuple:
-        if type(found) is dict:  # a key with many rules, split by method
-            found = found.get(snap.method) or found[None]
-            if not found:
-                return NO_MATCH
-        if type(found) is Gated:  # every candidate needs bytes in the body
-            body = snap.body
-            if body is None:
-                if snap.load_body is None:
-                    return NO_MATCH
-                ctx = Context(snap, state, policy.body_limit)
-                body = ctx.body()
-                if body is None:
-                    return NO_MATCH
-            if found.skip(body):
-                return NO_MATCH
-            found = found.rules
-    cands: Candidates = found
-    escaped = None
-    for rule in cands:
-        needle = rule.needle
-        prefilter = rule.prefilter
-        if needle is not None or prefilter is not None:
-            body = snap.body
-            if body is None:
-                if ctx is None:
-                    ctx = Context(snap, state, policy.body_limit)
-                body = ctx.body()
-                if body is None:
-                    continue
-            if (needle is not None and body.find(needle) < 0) or (
-                prefilter is not None and not prefilter(body)
-            ):
-                # The needles are plain ASCII without quotes, slashes or
-                # backslashes: JSON can spell them otherwise only with
-                # escapes, so a body with a backslash is never skipped.
-                if escaped is None:
-                    escaped = body.find(b"\\") >= 0
-                if not escaped:
-                    continue
-        test = rule.when.test
-        if test is not None:
-            if ctx is None:
-                ctx = Context(snap, state, policy.body_limit)
-            if not test(ctx):
-                continue
-        return _act(policy, rule, snap, state, ctx, now, rng or _RNG)
-    return NO_MATCH
+    return found.run(policy, snap, state, now, rng or _RNG, _act) or NO_MATCH
+
+
+def interpret(
+    policy: Policy,
+    snap: Snapshot,
+    state: AttemptState,
+    *,
+    now: float,
+    rng: random.Random | None = None,
+) -> Decision:
+    """
+    :func:`decide` without the generated functions: the candidates tried
+    one by one (:func:`~referee._core.compile.try_rules`).  The reference
+    the generated code is tested against; it decides alike, slower.
+    """
+    rules = policy.candidates(snap.key, snap.method)  # type: ignore[arg-type]
+    decided = try_rules(rules, policy, snap, state, now, rng or _RNG, _act)
+    return decided or NO_MATCH
 
 
 def _act(
