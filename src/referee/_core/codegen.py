@@ -40,7 +40,7 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING, Any, Final
 
-from .matchers import MISSING, Context
+from .matchers import MISSING, UNPARSED, Context, parse
 
 
 if TYPE_CHECKING:
@@ -63,6 +63,8 @@ _CMP: Final = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 
 #: The conjuncts tried before the body is looked at.
 _CHEAP: Final = frozenset({"method", "failure", "attempt"})
+#: The conjuncts that read the parsed body.
+_BODY: Final = frozenset({"body", "body_eq"})
 
 _counter = itertools.count()
 
@@ -92,10 +94,18 @@ class _Writer:
         self.ns: dict[str, Any] = {
             "Context": Context,
             "MISSING": MISSING,
+            "UNPARSED": UNPARSED,
             "ESCAPE": ESCAPE,
+            "parse": parse,
         }
         self.depth = 1
         self._names: dict[Any, str] = {}
+        #: For each needle, the local that says whether the body holds it.
+        self.flags: dict[bytes, str] = {}
+        #: The name of the body limit.
+        self.limit = ""
+        #: Whether the function reads the body at all.
+        self.bodied = False
 
     def const(self, value: Any) -> str:
         # Equal strings share a name; anything else is named by identity
@@ -133,36 +143,41 @@ def generate(rules: Sequence[Any], body_limit: int, label: str) -> Generated:
     *label* names the function (``200``, ``connect``, ``fallback``).
     """
     w = _Writer()
-    limit = w.const(body_limit)
-    bodied = [r for r in rules if r.needle is not None or r.prefilter]
-    if bodied:
-        w.line("ctx = None")
+    w.limit = w.const(body_limit)
+    w.bodied = any(_looks(r) or _parses(r) for r in rules)
+    w.line("ctx = None")
+    if w.bodied:
         w.line("body = snap.body")
         w.line("loaded = body is not None")
         w.line("esc = None")
-    else:
-        w.line("ctx = None")
+        w.line("doc = UNPARSED")
+    needles = list(dict.fromkeys(r.needle for r in rules if r.needle))
+    for i, needle in enumerate(needles):
+        w.flags[needle] = f"n{i}"
+        w.line(f"n{i} = None  # where the body holds {needle!r} (-1: not)")
     gated = bool(rules) and all(r.needle is not None for r in rules)
     if gated:
-        needles = list(dict.fromkeys(r.needle for r in rules))
-        w.line("# the body must contain one of these, or no candidate can")
-        w.line(f"# match: {', '.join(repr(n) for n in needles)}")
+        w.line("# the body must hold one of the needles, or no candidate")
+        w.line("# can match")
         w.open("body is None")
         w.open("snap.load_body is None")
         w.line("return None")
         w.depth -= 1
-        w.line(f"ctx = Context(snap, state, {limit})")
+        _new_ctx(w)
         w.line("body = ctx.body()")
         w.line("loaded = True")
         w.open("body is None")
         w.line("return None")
         w.depth -= 2
-        finds = " and ".join(f"body.find({w.const(n)}) < 0" for n in needles)
-        w.open(f"{finds} and body.find(ESCAPE) < 0")
+        finds = " or ".join(
+            f"(n{i} := body.find({w.const(n)})) >= 0"
+            for i, n in enumerate(needles)
+        )
+        w.open(f"not ({finds}) and body.find(ESCAPE) < 0")
         w.line("return None")
         w.depth -= 1
     for rule in rules:
-        if _rule(w, rule, limit, loaded=gated):
+        if _rule(w, rule, loaded=gated):
             break  # it always matches: the rules after it never run
     else:
         w.depth = 1
@@ -178,7 +193,67 @@ def generate(rules: Sequence[Any], body_limit: int, label: str) -> Generated:
     return Generated(w.ns[name], source)
 
 
-def _rule(w: _Writer, rule: Any, limit: str, *, loaded: bool) -> bool:
+def _looks(rule: Any) -> bool:
+    """
+    Whether *rule* looks for bytes in the body before parsing it.
+    """
+    return rule.needle is not None or rule.prefilter is not None
+
+
+def _pair_keys(rule: Any) -> tuple[bytes, ...]:
+    """
+    For a rule whose one needle is a value under a key, the spellings of
+    that key that may stand right before the value (``"status":``,
+    ``"status": ``); else nothing.
+    """
+    needles = rule.when.needles
+    if rule.needle is None or not needles or len(needles) != 1:
+        return ()
+    only = needles[0]
+    return only.keys if only.pair is not None else ()
+
+
+def _renders(rule: Any) -> bool:
+    """
+    Whether deciding with *rule* may render a template (an alert, a poll
+    request), which reads the outcome through the context.
+    """
+    poll = rule.poll
+    return rule.alert is not None or (
+        poll is not None
+        and (poll.request_url is not None or poll.request_method is not None)
+    )
+
+
+def _parses(rule: Any) -> bool:
+    return any(p.kind in _BODY for p in rule.when.parts)
+
+
+def _new_ctx(w: _Writer) -> None:
+    """
+    Make the :class:`Context` if there is none yet; it shares the parse
+    made here, so that nothing parses the body twice.
+    """
+    w.open("ctx is None")
+    w.line(f"ctx = Context(snap, state, {w.limit})")
+    if w.bodied:
+        w.line("ctx._json = doc")
+    w.depth -= 1
+
+
+def _parse(w: _Writer) -> None:
+    """
+    Parse the body (known to be there) once, as :meth:`Context.json`
+    does.
+    """
+    w.open("doc is UNPARSED")
+    w.line(f"doc = parse(body, {w.limit})")
+    w.open("ctx is not None")
+    w.line("ctx._json = doc")
+    w.depth -= 2
+
+
+def _rule(w: _Writer, rule: Any, *, loaded: bool) -> bool:
     """
     The block that tries *rule*; *loaded*: the body is there already
     (after the prologue of a list whose every rule needs it).  Returns
@@ -191,49 +266,69 @@ def _rule(w: _Writer, rule: Any, limit: str, *, loaded: bool) -> bool:
     costly = [p for p in parts if p.kind not in _CHEAP]
     for part in cheap:
         w.open(_cheap(w, part))
-    if rule.needle is not None or rule.prefilter is not None:
+    there = False  # whether the body is known to be there
+    if _looks(rule):
+        there = True
         if not loaded:
             w.open("not loaded")
-            w.open("ctx is None")
-            w.line(f"ctx = Context(snap, state, {limit})")
-            w.depth -= 1
+            _new_ctx(w)
             w.line("body = ctx.body()")
             w.line("loaded = True")
             w.depth -= 1
             w.open("body is not None")
+        # Once the body is parsed, its conditions are cheaper to test
+        # than its bytes: the needle and the prefilter only spare a parse.
         tests = []
         if rule.needle is not None:
-            tests.append(f"body.find({w.const(rule.needle)}) >= 0")
-        if rule.prefilter is not None:
+            flag = w.flags[rule.needle]
+            tests.append(
+                f"({flag} if {flag} is not None else "
+                f"({flag} := body.find({w.const(rule.needle)}))) >= 0"
+            )
+        keys = _pair_keys(rule)
+        if keys:
+            # The key just before the value, as writers spell it; the
+            # pattern (any spacing, any occurrence) when it is not.
+            flag = w.flags[rule.needle]
+            tests.extend(
+                f"body.endswith({w.const(k)}, 0, {flag})" for k in keys
+            )
+            near = " or ".join(tests[1:])
+            pattern = f"{w.const(rule.prefilter)}(body)"
+            tests = [tests[0], f"({near} or {pattern})"]
+        elif rule.prefilter is not None:
             tests.append(f"{w.const(rule.prefilter)}(body)")
-        w.line(f"ok = {' and '.join(tests)}")
-        w.open("not ok")
-        w.open("esc is None")
-        w.line("esc = body.find(ESCAPE) >= 0")
-        w.depth -= 1
-        w.line("ok = esc")
-        w.depth -= 1
-        w.open("ok")
+        test = " and ".join(tests)
+        if len(tests) > 1:
+            test = f"({test})"
+        w.open(
+            f"doc is not UNPARSED or {test} or (esc if esc is not None "
+            f"else (esc := body.find(ESCAPE) >= 0))"
+        )
     for part in costly:
-        w.open("ctx is None")
-        w.line(f"ctx = Context(snap, state, {limit})")
-        w.depth -= 1
+        if part.kind in _BODY and there:
+            _parse(w)
+        else:
+            _new_ctx(w)
+            if part.kind in _BODY:
+                w.line("doc = ctx.json()")
         if part.kind == "body_eq":
             key, want = part.args
-            w.line("doc = ctx.json()")
             w.open(
                 f"type(doc) is dict and doc.get({w.const(key)}) == "
                 f"{w.const(want)}"
             )
         elif part.kind == "body":
             get, ok = part.args
-            w.line("doc = ctx.json()")
             w.open(
                 f"doc is not MISSING and {w.const(ok)}({w.const(get)}(doc))"
             )
         else:
             w.open(f"{w.const(part.test)}(ctx)")
     always = w.depth == 1
+    if w.bodied and _renders(rule):
+        # What renders templates reads the body through the context.
+        _new_ctx(w)
     w.line(f"return act(policy, {w.const(rule)}, snap, state, ctx, now, rng)")
     return always
 

@@ -116,9 +116,7 @@ def _act(
     if action == "retry":
         return _retry(policy, rule, snap, state, now, rng, alert)
     if action == "poll":
-        if ctx is None:
-            ctx = Context(snap, state, policy.body_limit)
-        return _poll(policy, rule, ctx, now, rng, alert)
+        return _poll(policy, rule, snap, state, ctx, now, rng, alert)
     if action == "abort":
         err = rule.error or default_error(snap.status)
         return Abort(
@@ -189,9 +187,21 @@ _POLL_REQUEST: Final = "{0} {1}: {2}"
 
 
 def _what(snap: Snapshot) -> tuple[str, str]:
-    if snap.status is None:
-        return snap.method, f"failed ({snap.failure})"
-    return snap.method, f"got {snap.status}"
+    return snap.method, _outcome(snap.status, snap.failure)
+
+
+#: "got 200", "failed (connect)": made once per status.
+_OUTCOMES: dict[Any, str] = {}
+
+
+def _outcome(status: int | None, failure: str | None) -> str:
+    said = _OUTCOMES.get(status if status is not None else failure)
+    if said is None:
+        said = f"failed ({failure})" if status is None else f"got {status}"
+        # Only the statuses HTTP has, and the failure words: bounded.
+        if status is None or (type(status) is int and 100 <= status < 1000):
+            _OUTCOMES[status if status is not None else failure] = said
+    return said
 
 
 def _unsafe(snap: Snapshot, policy: Policy) -> bool:
@@ -288,7 +298,11 @@ def _retry(
 ) -> Decision:
     settings = rule.retry
     assert settings is not None  # noqa: S101 - retry rules have settings
-    if not settings.unsafe_methods and _unsafe(snap, policy):
+    if (
+        not settings.unsafe_methods
+        and snap.method not in IDEMPOTENT_METHODS
+        and _unsafe(snap, policy)
+    ):
         return _give_up(
             rule,
             (_UNSAFE, *_what(snap), rule.id),
@@ -572,15 +586,15 @@ def _alert(policy: Policy, rule: CompiledRule, ctx: Context) -> AlertNotice:
 def _poll(
     policy: Policy,
     rule: CompiledRule,
-    ctx: Context,
+    snap: Snapshot,
+    state: AttemptState,
+    ctx: Context | None,
     now: float,
     rng: random.Random,
     alert: AlertNotice | None,
 ) -> Decision:
     settings = rule.poll
     assert settings is not None  # noqa: S101 - poll rules have settings
-    state = ctx.state
-    snap = ctx.snap
     hint = (
         _hint(snap, settings.delay_from, now) if settings.delay_from else None
     )
@@ -593,7 +607,8 @@ def _poll(
         n = state.polls
         schedule = settings.schedule
         base = schedule[n] if n < len(schedule) else schedule[-1]
-        delay = _jitter(base, settings.jitter, rng)
+        jitter = settings.jitter
+        delay = base if jitter == "none" else _jitter(base, jitter, rng)
         source = "schedule"
     started = now if state.poll_started is None else state.poll_started
     if now + delay > started + settings.deadline:
@@ -610,6 +625,8 @@ def _poll(
         )
     request = None
     if settings.request_url is not None or settings.request_method is not None:
+        if ctx is None:
+            ctx = Context(snap, state, policy.body_limit)
         built = _poll_request(policy, rule, ctx, settings)
         if isinstance(built, str):
             return _give_up(
@@ -624,9 +641,13 @@ def _poll(
     # that builds another request (a GET of the job's status, the 202's
     # Location) may go.
     if (
-        request is None
-        or (request.method == snap.method and request.url == snap.url)
-    ) and _unsafe(snap, policy):
+        snap.method not in IDEMPOTENT_METHODS
+        and (
+            request is None
+            or (request.method == snap.method and request.url == snap.url)
+        )
+        and _unsafe(snap, policy)
+    ):
         return _give_up(
             rule,
             (_UNSAFE_POLL, *_what(snap), rule.id),
@@ -635,7 +656,15 @@ def _poll(
         )
     return Poll(
         rule.id,
-        (_POLLS, *_what(snap), rule.id, delay, state.polls + 1, source),
+        (
+            _POLLS,
+            snap.method,
+            _outcome(snap.status, snap.failure),
+            rule.id,
+            delay,
+            state.polls + 1,
+            source,
+        ),
         delay,
         state.polls + 1,
         request,
