@@ -27,6 +27,12 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
 
+class Unavailable(Exception):
+    """
+    A comparison that cannot run here (its adapter is not installed).
+    """
+
+
 #: The GETs each contender sends per round.
 BATCH = 20
 #: The policy the referee contenders run under: its 200s need their body
@@ -190,6 +196,43 @@ def httpx_async(rounds: int, body: bytes) -> dict[str, dict[str, Any]]:
         httpd.shutdown()
 
 
+def httpx2_sync(rounds: int, body: bytes) -> dict[str, dict[str, Any]]:
+    """
+    httpx2 (what the openai and anthropic SDKs are built on) beside the
+    bare httpx2 client and bare httpx: the same transports' API, its own
+    classes.
+    """
+    try:
+        import httpx2
+        from referee.httpx2 import PolicyTransport
+    except ImportError as exc:
+        msg = f"httpx2 or referee.httpx2 is not importable here ({exc})"
+        raise Unavailable(msg) from None
+    import httpx
+
+    url, httpd = serve(body)
+    clients: dict[str, Any] = {
+        f"httpx2.Client + referee ({POLICY})": httpx2.Client(
+            transport=PolicyTransport(referee.load_policy(POLICY))
+        ),
+        "bare httpx2.Client": httpx2.Client(),
+        "bare httpx.Client": httpx.Client(),
+    }
+    try:
+        return paired_sync(
+            {
+                name: (lambda c=client: c.get(url).content)
+                for name, client in clients.items()
+            },
+            rounds,
+            BATCH,
+        )
+    finally:
+        for client in clients.values():
+            client.close()
+        httpd.shutdown()
+
+
 def requests_(rounds: int, body: bytes) -> dict[str, dict[str, Any]]:
     import requests
     from requests.adapters import HTTPAdapter
@@ -281,6 +324,7 @@ def aiohttp_(rounds: int, body: bytes) -> dict[str, dict[str, Any]]:
 E2E: list[tuple[str, str, Callable[[int, bytes], dict[str, Any]]]] = [
     ("e2e_httpx", "httpx (sync)", httpx_sync),
     ("e2e_httpx_async", "httpx (async)", httpx_async),
+    ("e2e_httpx2", "httpx2 (sync)", httpx2_sync),
     ("e2e_requests", "requests", requests_),
     ("e2e_aiohttp", "aiohttp", aiohttp_),
 ]

@@ -361,6 +361,13 @@ class Policy:
         """
         return self.index.get(key, self.fallback).candidates(method)
 
+    def bucket(self, key: int | str, method: str | None = None) -> Bucket:
+        """
+        As :meth:`candidates`, with what the bucket knows of them
+        (``needs_body``, ``reads_events``).
+        """
+        return self.index.get(key, self.fallback).candidates(method)
+
     def generated_source(self) -> str:
         """
         The source of the functions the policy decides with, one per
@@ -877,6 +884,8 @@ class Bucket(tuple[CompiledRule, ...]):  # noqa: SLOT001
     body_limit: int
     by_method: dict[str | None, Bucket] | None
     label: str
+    needs_body: bool
+    reads_events: bool
 
     def __new__(
         cls,
@@ -889,6 +898,10 @@ class Bucket(tuple[CompiledRule, ...]):  # noqa: SLOT001
         self.body_limit = body_limit
         self.label = label
         self.by_method = by_method
+        #: Whether a candidate may read the body, and whether one opts in
+        #: to reading an event stream: what the flow asks before deciding.
+        self.needs_body = any(r.needs_body for r in self)
+        self.reads_events = any(r.reads_events for r in self)
         return self
 
     @property
@@ -898,14 +911,14 @@ class Bucket(tuple[CompiledRule, ...]):  # noqa: SLOT001
         """
         return tuple(self)
 
-    def candidates(self, method: str | None) -> Candidates:
+    def candidates(self, method: str | None) -> Bucket:
         """
-        The candidates for a request with *method*.
+        The candidates for a request with *method* (a bucket: a tuple).
         """
         split = self.by_method
         if split is None:
-            return tuple(self)
-        return tuple(split.get(method) or split[None])
+            return self
+        return split.get(method) or split[None]
 
     def run(
         self,
