@@ -14,7 +14,7 @@ from tests.strategies import FEATURES, nows, snapshots, states
 
 import referee
 from referee._core import codegen
-from referee._core.engine import _act, interpret
+from referee._core.engine import _ACTIONS, interpret
 
 
 FAST = settings(
@@ -263,7 +263,12 @@ class TestSource:
         snap = referee.Snapshot.response(404)
 
         d = made.fn(
-            policy, snap, referee.AttemptState(), 0.0, random.Random(), _act
+            policy,
+            snap,
+            referee.AttemptState(),
+            0.0,
+            random.Random(),
+            _ACTIONS,
         )
 
         assert rid == d.rule_id

@@ -138,7 +138,9 @@ def generate(rules: Sequence[Any], body_limit: int, label: str) -> Generated:
     The function that tries *rules* (compiled rules, in order) on an
     outcome: ``fn(policy, snap, state, now, rng, act)`` returns
     ``act(policy, rule, snap, state, ctx, now, rng)`` for the first rule
-    that matches, or None.
+    that matches, or None.  *act* also has ``poll`` and ``retry``, what
+    it calls for those actions when the rule raises no alert; they are
+    called directly.
 
     *label* names the function (``200``, ``connect``, ``fallback``).
     """
@@ -287,15 +289,19 @@ def _rule(w: _Writer, rule: Any, *, loaded: bool) -> bool:
             )
         keys = _pair_keys(rule)
         if keys:
-            # The key just before the value, as writers spell it; the
+            # The key just before the value, as writers spell it (the
+            # byte before the value says which spelling to compare); the
             # pattern (any spacing, any occurrence) when it is not.
             flag = w.flags[rule.needle]
-            tests.extend(
-                f"body.endswith({w.const(k)}, 0, {flag})" for k in keys
+            compact, spaced = keys
+            near = (
+                f"({flag} >= {len(spaced)} and body[{flag} - {len(spaced)}:"
+                f"{flag}] == {w.const(spaced)} if body[{flag} - 1] == 32 "
+                f"else {flag} >= {len(compact)} and body[{flag} - "
+                f"{len(compact)}:{flag}] == {w.const(compact)})"
             )
-            near = " or ".join(tests[1:])
             pattern = f"{w.const(rule.prefilter)}(body)"
-            tests = [tests[0], f"({near} or {pattern})"]
+            tests.append(f"({near} or {pattern})")
         elif rule.prefilter is not None:
             tests.append(f"{w.const(rule.prefilter)}(body)")
         test = " and ".join(tests)
@@ -329,7 +335,16 @@ def _rule(w: _Writer, rule: Any, *, loaded: bool) -> bool:
     if w.bodied and _renders(rule):
         # What renders templates reads the body through the context.
         _new_ctx(w)
-    w.line(f"return act(policy, {w.const(rule)}, snap, state, ctx, now, rng)")
+    r = w.const(rule)
+    if rule.alert is None and rule.action == "poll":
+        # What act() would do for it, without the dispatch.
+        w.line(
+            f"return act.poll(policy, {r}, snap, state, ctx, now, rng, None)"
+        )
+    elif rule.alert is None and rule.action == "retry":
+        w.line(f"return act.retry(policy, {r}, snap, state, now, rng, None)")
+    else:
+        w.line(f"return act(policy, {r}, snap, state, ctx, now, rng)")
     return always
 
 

@@ -77,7 +77,9 @@ def decide(
     found = policy.index.get(snap.key, policy.fallback)  # type: ignore[arg-type]
     if not found:
         return NO_MATCH
-    return found.run(policy, snap, state, now, rng or _RNG, _act) or NO_MATCH
+    return (
+        found.run(policy, snap, state, now, rng or _RNG, _ACTIONS) or NO_MATCH
+    )
 
 
 def interpret(
@@ -94,7 +96,7 @@ def interpret(
     the generated code is tested against; it decides alike, slower.
     """
     rules = policy.candidates(snap.key, snap.method)  # type: ignore[arg-type]
-    decided = try_rules(rules, policy, snap, state, now, rng or _RNG, _act)
+    decided = try_rules(rules, policy, snap, state, now, rng or _RNG, _ACTIONS)
     return decided or NO_MATCH
 
 
@@ -751,3 +753,19 @@ def _origin_of(url: str) -> str:
 def _same_origin(a: str, b: str) -> bool:
     oa, ob = _origin(a), _origin(b)
     return oa is not None and oa == ob
+
+
+class _Actions:
+    """
+    What the candidates' functions call on a match: :func:`_act`, and,
+    for a rule without an alert, the poll and retry it would dispatch to,
+    one call fewer.
+    """
+
+    __slots__ = ()
+    __call__ = staticmethod(_act)
+    poll = staticmethod(_poll)
+    retry = staticmethod(_retry)
+
+
+_ACTIONS: Final = _Actions()
