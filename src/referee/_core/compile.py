@@ -366,7 +366,9 @@ class Policy:
         As :meth:`candidates`, with what the bucket knows of them
         (``needs_body``, ``reads_events``).
         """
-        return self.index.get(key, self.fallback).candidates(method)
+        found = self.index.get(key, self.fallback)
+        split = found.by_method  # candidates(), inline: once per response
+        return found if split is None else (split.get(method) or split[None])
 
     def generated_source(self) -> str:
         """

@@ -661,7 +661,7 @@ def _poll(
         (
             _POLLS,
             snap.method,
-            _outcome(snap.status, snap.failure),
+            _OUTCOMES.get(snap.status) or _outcome(snap.status, snap.failure),
             rule.id,
             delay,
             state.polls + 1,
