@@ -173,6 +173,12 @@ def _peers(
 ) -> Path:
     fig, ax = plt.subplots(figsize=(8, 0.4 * len(labels) + 1.5))
     y = range(len(labels))
+    # A ratio of overheads can reach ~0 in a noisy round (an overhead
+    # clamped at 0): the axis stops at a third of the smallest median,
+    # and whiskers are cut there, so that one round does not squash the
+    # chart.
+    left = min(ratios) / 3
+    lows = [min(lo, r - left) for r, lo in zip(ratios, lows, strict=True)]
     colors = ["tab:green" if r <= 1 else "tab:orange" for r in ratios]
     ax.barh(y, ratios, xerr=[lows, highs], color=colors, capsize=3)
     marked = [(i, lim) for i, lim in enumerate(limits) if lim is not None]
@@ -199,7 +205,8 @@ def _peers(
     for i, (r, hi) in enumerate(zip(ratios, highs, strict=True)):
         ax.text((r + hi) * 1.1, i, f"{r:.3g}×", va="center", fontsize=7)
     ax.set_xlim(
-        right=max(r + h for r, h in zip(ratios, highs, strict=True)) * 2
+        left=left,
+        right=max(r + h for r, h in zip(ratios, highs, strict=True)) * 2,
     )
     fig.tight_layout()
     path = where / "peers.png"
