@@ -26,10 +26,11 @@ import re
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote, urljoin, urlsplit
 
-from .compile import default_error, try_rules
+from .compile import default_error
 from .decisions import Abort, Accept, AlertNotice, Poll, PollRequest, Retry
 from .errors import Aborted, DeadlineExceeded, RetriesExhausted
 from .hints import parse_hint
+from .index import try_rules
 from .matchers import MISSING, Context, path_getter
 from .redact import REDACTED
 from .snapshot import IDEMPOTENT_METHODS
@@ -92,7 +93,7 @@ def interpret(
 ) -> Decision:
     """
     :func:`decide` without the generated functions: the candidates tried
-    one by one (:func:`~referee._core.compile.try_rules`).  The reference
+    one by one (:func:`~referee._core.index.try_rules`).  The reference
     the generated code is tested against; it decides alike, slower.
     """
     rules = policy.candidates(snap.key, snap.method)  # type: ignore[arg-type]
