@@ -27,6 +27,12 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
 
+class Unavailable(Exception):
+    """
+    A comparison that cannot run here (its adapter is not installed).
+    """
+
+
 #: The GETs each contender sends per round.
 BATCH = 20
 #: The policy the referee contenders run under: its 200s need their body
@@ -191,18 +197,27 @@ def httpx_async(rounds: int, body: bytes) -> dict[str, dict[str, Any]]:
 
 
 def httpx2_sync(rounds: int, body: bytes) -> dict[str, dict[str, Any]]:
-    # httpx2 (the openai and anthropic SDKs' client) has no retrying
-    # transport of its own to compare with: referee against the bare client.
-    import httpx2
+    """
+    httpx2 (what the openai and anthropic SDKs are built on) beside the
+    bare httpx2 client and bare httpx: the same transports' API, its own
+    classes.
+    """
+    try:
+        import httpx2
 
-    from referee.httpx2 import PolicyTransport
+        from referee.httpx2 import PolicyTransport
+    except ImportError as exc:
+        msg = f"httpx2 or referee.httpx2 is not importable here ({exc})"
+        raise Unavailable(msg) from None
+    import httpx
 
     url, httpd = serve(body)
-    clients = {
+    clients: dict[str, Any] = {
         f"httpx2.Client + referee ({POLICY})": httpx2.Client(
             transport=PolicyTransport(referee.load_policy(POLICY))
         ),
         "bare httpx2.Client": httpx2.Client(),
+        "bare httpx.Client": httpx.Client(),
     }
     try:
         return paired_sync(
@@ -220,9 +235,13 @@ def httpx2_sync(rounds: int, body: bytes) -> dict[str, dict[str, Any]]:
 
 
 def httpx2_async(rounds: int, body: bytes) -> dict[str, dict[str, Any]]:
-    import httpx2
+    try:
+        import httpx2
 
-    from referee.httpx2 import AsyncPolicyTransport
+        from referee.httpx2 import AsyncPolicyTransport
+    except ImportError as exc:
+        msg = f"httpx2 or referee.httpx2 is not importable here ({exc})"
+        raise Unavailable(msg) from None
 
     url, httpd = serve(body)
     loop = asyncio.new_event_loop()

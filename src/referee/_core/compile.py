@@ -35,6 +35,7 @@ from .errors import (
 )
 from .idempotency import IdempotencySettings, implied_rules
 from .idempotency import settings as idempotency_settings
+from .index import Bucket, Candidates, Index, build_index
 from .matchers import CompiledCondition, compile_condition, make_prefilter
 from .redact import DEFAULT, Redaction
 from .units import round_seconds
@@ -359,13 +360,30 @@ class Policy:
         word) and method, in order.  Empty: the outcome is accepted as it
         is, and an adapter need not build a snapshot at all.
         """
-        found: Any = self.index.get(key, self.fallback)
-        if type(found) is dict:
-            found = found.get(method) or found[None]
-        if type(found) is Gated:
-            found = found.rules
-        rules: Candidates = found
-        return rules
+        return self.index.get(key, self.fallback).candidates(method)
+
+    def bucket(self, key: int | str, method: str | None = None) -> Bucket:
+        """
+        As :meth:`candidates`, with what the bucket knows of them
+        (``needs_body``, ``reads_events``).
+        """
+        found = self.index.get(key, self.fallback)
+        split = found.by_method  # candidates(), inline: once per response
+        return found if split is None else (split.get(method) or split[None])
+
+    def generated_source(self) -> str:
+        """
+        The source of the functions the policy decides with, one per
+        status (or failure word) and one for the rest: what
+        :func:`referee.decide` runs, for reading and debugging.
+        """
+        out = [f"# policy {self.name!r}"]
+        for key, bucket in self.index.items():
+            out.append(f"# --- {key!r}: {[r.id for r in bucket]}")
+            out.append(bucket.source)
+        out.append(f"# --- any other: {[r.id for r in self.fallback]}")
+        out.append(self.fallback.source)
+        return "\n".join(out)
 
     lines: Mapping[str, Mapping[str, int]] = attrs.field(
         factory=dict, repr=False
@@ -745,7 +763,8 @@ def compile_policy(
             )
         taken.update(ids)
 
-    index, fallback = build_index(rules)
+    assert resolved.body_limit is not None  # noqa: S101
+    index, fallback = build_index(rules, resolved.body_limit)
     assert resolved.deadline is not None  # noqa: S101
     assert resolved.server_delay.max is not None  # noqa: S101
     assert resolved.body_limit is not None  # noqa: S101
@@ -887,108 +906,3 @@ def _error(
     registered.
     """
     return scope.get(name) or error_class(name)
-
-
-#: A key with more candidates than this is split by method.
-SPLIT_BY_METHOD: Final = 4
-
-Candidates = tuple[CompiledRule, ...]
-
-
-class Gated:
-    """
-    Candidates that all look for bytes in the body: when the body has none
-    of them (and no backslash: an escape could spell one), no candidate can
-    match, and the outcome is accepted after one scan per needle.
-    """
-
-    __slots__ = ("rules", "skip")
-
-    def __init__(self, rules: Candidates) -> None:
-        self.rules = rules
-        needles = tuple(dict.fromkeys(r.needle for r in rules if r.needle))
-        self.skip = _skipper(needles)
-
-    def __repr__(self) -> str:
-        return f"Gated({[r.id for r in self.rules]!r})"
-
-
-def _skipper(needles: tuple[bytes, ...]) -> Callable[[bytes], bool]:
-    # bytes.find() is about twice as fast as `in` on bytes (which goes
-    # through the buffer protocol).  A body with any backslash is never
-    # skipped: one is cheaper to look for than the \u escapes that matter.
-    escape = b"\\"
-    if len(needles) == 1:
-        (a,) = needles
-        return lambda body: body.find(a) < 0 and body.find(escape) < 0
-    if len(needles) == 2:  # the common case, unrolled
-        a, b = needles
-        return lambda body: (
-            body.find(a) < 0 and body.find(b) < 0 and body.find(escape) < 0
-        )
-    return lambda body: (
-        all(body.find(n) < 0 for n in needles) and body.find(escape) < 0
-    )
-
-
-Bucket = Candidates | Gated
-Index = dict[int | str, "Bucket | dict[str | None, Bucket]"]
-
-
-def _bucket(rules: Sequence[CompiledRule]) -> Bucket:
-    if rules and all(r.needle is not None for r in rules):
-        return Gated(tuple(rules))
-    return tuple(rules)
-
-
-def build_index(
-    rules: Sequence[CompiledRule],
-) -> tuple[Index, Bucket]:
-    """
-    For every status (or failure word) some rule names, the rules that can
-    match it, in order; and the rules that name none, for every other key.
-
-    A key with many candidates gets a second level by method: a dict from
-    each method some candidate names to its candidates, with the rules that
-    name no method under None for every other method.
-    """
-    named: set[int | str] = set()
-    for r in rules:
-        if r.when.keys is not None:
-            named |= r.when.keys
-    lists: dict[int | str, list[CompiledRule]] = {k: [] for k in named}
-    fallback: list[CompiledRule] = []
-    for r in rules:
-        keys = r.when.keys
-        if keys is None:
-            fallback.append(r)
-            for lst in lists.values():
-                lst.append(r)
-        else:
-            for k in keys:
-                lists[k].append(r)
-    index: Index = {}
-    for k, lst in lists.items():
-        index[k] = (
-            _by_method(lst) if len(lst) > SPLIT_BY_METHOD else _bucket(lst)
-        )
-    return index, _bucket(fallback)
-
-
-def _by_method(
-    rules: Sequence[CompiledRule],
-) -> Bucket | dict[str | None, Bucket]:
-    methods: set[str] = set()
-    for r in rules:
-        if r.when.methods is not None:
-            methods |= r.when.methods
-    if not methods:
-        return _bucket(rules)
-    split: dict[str | None, Bucket] = {
-        m: _bucket(
-            [r for r in rules if r.when.methods is None or m in r.when.methods]
-        )
-        for m in methods
-    }
-    split[None] = _bucket([r for r in rules if r.when.methods is None])
-    return split

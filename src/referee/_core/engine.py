@@ -10,9 +10,12 @@ to a decision that says so.
 
 The hot path: the status (or failure word) picks the candidate rules from
 the policy's index; when there are none the outcome is accepted after that
-one look-up.  Otherwise each candidate is tried in order; a body condition
-first checks that the raw body contains the bytes it needs, so a response
-that cannot match is not parsed at all.
+one look-up.  Otherwise the candidates' generated function
+(:mod:`.codegen`) tries them in order, with their conditions inlined; a
+body condition first checks that the raw body contains the bytes it needs,
+so a response that cannot match is not parsed at all.  :func:`interpret`
+is the same decision without generated code, the reference it is tested
+against.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import attrs
 
-from .compile import Gated, default_error
+from .compile import default_error
 from .decisions import (
     Abort,
     Accept,
@@ -37,6 +40,7 @@ from .decisions import (
 )
 from .errors import Aborted, DeadlineExceeded, RetriesExhausted
 from .hints import parse_hint, parse_pause
+from .index import try_rules
 from .matchers import MISSING, Context, path_getter
 from .redact import REDACTED
 from .snapshot import IDEMPOTENT_METHODS
@@ -44,7 +48,7 @@ from .units import format_duration, round_seconds
 
 
 if TYPE_CHECKING:
-    from .compile import Candidates, CompiledRule, Policy
+    from .compile import CompiledRule, Policy
     from .decisions import Decision, PauseSpec
     from .snapshot import Snapshot
     from .state import AttemptState
@@ -54,6 +58,7 @@ __all__ = [
     "NO_MATCH",
     "decide",
     "host_of",
+    "interpret",
     "pause_key",
     "pause_notice",
     "scope_parts",
@@ -89,63 +94,30 @@ def decide(
         :class:`Abort`.  No rule matching is :data:`NO_MATCH`: an accept
         with no rule (for a transport failure: let it propagate).
     """
-    found: Any = policy.index.get(snap.key, policy.fallback)  # type: ignore[arg-type]
+    found = policy.index.get(snap.key, policy.fallback)  # type: ignore[arg-type]
     if not found:
         return NO_MATCH
-    ctx: Context | None = None
-    if type(found) is not tuple:
-        if type(found) is dict:  # a key with many rules, split by method
-            found = found.get(snap.method) or found[None]
-            if not found:
-                return NO_MATCH
-        if type(found) is Gated:  # every candidate needs bytes in the body
-            body = snap.body
-            if body is None:
-                if snap.load_body is None:
-                    return NO_MATCH
-                ctx = Context(snap, state, policy.body_limit)
-                body = ctx.body()
-                if body is None:
-                    return NO_MATCH
-            if found.skip(body):
-                return NO_MATCH
-            found = found.rules
-    cands: Candidates = found
-    escaped = None
-    for rule in cands:
-        needle = rule.needle
-        prefilter = rule.prefilter
-        if needle is not None or prefilter is not None:
-            body = snap.body
-            if body is None:
-                if ctx is None:
-                    ctx = Context(snap, state, policy.body_limit)
-                body = ctx.body()
-                if body is None:
-                    continue
-            if (needle is not None and body.find(needle) < 0) or (
-                prefilter is not None and not prefilter(body)
-            ):
-                # The needles are plain ASCII without quotes, slashes or
-                # backslashes: JSON can spell them otherwise only with
-                # escapes, so a body with a backslash is never skipped.
-                if escaped is None:
-                    escaped = body.find(b"\\") >= 0
-                if not escaped:
-                    continue
-        test = rule.when.test
-        if test is not None:
-            if ctx is None:
-                ctx = Context(snap, state, policy.body_limit)
-            if not test(ctx):
-                continue
-        decision = _act(policy, rule, snap, state, ctx, now, rng or _RNG)
-        if rule.pause is not None:
-            notice = pause_notice(rule.pause, snap, now)
-            if notice is not None:
-                decision = attrs.evolve(decision, pause=notice)
-        return decision
-    return NO_MATCH
+    return (
+        found.run(policy, snap, state, now, rng or _RNG, _ACTIONS) or NO_MATCH
+    )
+
+
+def interpret(
+    policy: Policy,
+    snap: Snapshot,
+    state: AttemptState,
+    *,
+    now: float,
+    rng: random.Random | None = None,
+) -> Decision:
+    """
+    :func:`decide` without the generated functions: the candidates tried
+    one by one (:func:`~referee._core.index.try_rules`).  The reference
+    the generated code is tested against; it decides alike, slower.
+    """
+    rules = policy.candidates(snap.key, snap.method)  # type: ignore[arg-type]
+    decided = try_rules(rules, policy, snap, state, now, rng or _RNG, _ACTIONS)
+    return decided or NO_MATCH
 
 
 def pause_notice(
@@ -225,6 +197,23 @@ def _act(
     now: float,
     rng: random.Random,
 ) -> Decision:
+    decision = _acted(policy, rule, snap, state, ctx, now, rng)
+    if rule.pause is not None:
+        notice = pause_notice(rule.pause, snap, now)
+        if notice is not None:
+            return attrs.evolve(decision, pause=notice)
+    return decision
+
+
+def _acted(
+    policy: Policy,
+    rule: CompiledRule,
+    snap: Snapshot,
+    state: AttemptState,
+    ctx: Context | None,
+    now: float,
+    rng: random.Random,
+) -> Decision:
     action = rule.action
     alert = None
     if rule.alert is not None:
@@ -234,9 +223,7 @@ def _act(
     if action == "retry":
         return _retry(policy, rule, snap, state, now, rng, alert)
     if action == "poll":
-        if ctx is None:
-            ctx = Context(snap, state, policy.body_limit)
-        return _poll(policy, rule, ctx, now, rng, alert)
+        return _poll(policy, rule, snap, state, ctx, now, rng, alert)
     if action == "abort":
         err = rule.error or default_error(snap.status)
         return Abort(
@@ -307,9 +294,21 @@ _POLL_REQUEST: Final = "{0} {1}: {2}"
 
 
 def _what(snap: Snapshot) -> tuple[str, str]:
-    if snap.status is None:
-        return snap.method, f"failed ({snap.failure})"
-    return snap.method, f"got {snap.status}"
+    return snap.method, _outcome(snap.status, snap.failure)
+
+
+#: "got 200", "failed (connect)": made once per status.
+_OUTCOMES: dict[Any, str] = {}
+
+
+def _outcome(status: int | None, failure: str | None) -> str:
+    said = _OUTCOMES.get(status if status is not None else failure)
+    if said is None:
+        said = f"failed ({failure})" if status is None else f"got {status}"
+        # Only the statuses HTTP has, and the failure words: bounded.
+        if status is None or (type(status) is int and 100 <= status < 1000):
+            _OUTCOMES[status if status is not None else failure] = said
+    return said
 
 
 def _unsafe(snap: Snapshot, policy: Policy) -> bool:
@@ -406,7 +405,11 @@ def _retry(
 ) -> Decision:
     settings = rule.retry
     assert settings is not None  # noqa: S101 - retry rules have settings
-    if not settings.unsafe_methods and _unsafe(snap, policy):
+    if (
+        not settings.unsafe_methods
+        and snap.method not in IDEMPOTENT_METHODS
+        and _unsafe(snap, policy)
+    ):
         return _give_up(
             rule,
             (_UNSAFE, *_what(snap), rule.id),
@@ -690,15 +693,15 @@ def _alert(policy: Policy, rule: CompiledRule, ctx: Context) -> AlertNotice:
 def _poll(
     policy: Policy,
     rule: CompiledRule,
-    ctx: Context,
+    snap: Snapshot,
+    state: AttemptState,
+    ctx: Context | None,
     now: float,
     rng: random.Random,
     alert: AlertNotice | None,
 ) -> Decision:
     settings = rule.poll
     assert settings is not None  # noqa: S101 - poll rules have settings
-    state = ctx.state
-    snap = ctx.snap
     hint = (
         _hint(snap, settings.delay_from, now) if settings.delay_from else None
     )
@@ -711,7 +714,8 @@ def _poll(
         n = state.polls
         schedule = settings.schedule
         base = schedule[n] if n < len(schedule) else schedule[-1]
-        delay = _jitter(base, settings.jitter, rng)
+        jitter = settings.jitter
+        delay = base if jitter == "none" else _jitter(base, jitter, rng)
         source = "schedule"
     started = now if state.poll_started is None else state.poll_started
     if now + delay > started + settings.deadline:
@@ -728,6 +732,8 @@ def _poll(
         )
     request = None
     if settings.request_url is not None or settings.request_method is not None:
+        if ctx is None:
+            ctx = Context(snap, state, policy.body_limit)
         built = _poll_request(policy, rule, ctx, settings)
         if isinstance(built, str):
             return _give_up(
@@ -742,9 +748,13 @@ def _poll(
     # that builds another request (a GET of the job's status, the 202's
     # Location) may go.
     if (
-        request is None
-        or (request.method == snap.method and request.url == snap.url)
-    ) and _unsafe(snap, policy):
+        snap.method not in IDEMPOTENT_METHODS
+        and (
+            request is None
+            or (request.method == snap.method and request.url == snap.url)
+        )
+        and _unsafe(snap, policy)
+    ):
         return _give_up(
             rule,
             (_UNSAFE_POLL, *_what(snap), rule.id),
@@ -753,7 +763,15 @@ def _poll(
         )
     return Poll(
         rule.id,
-        (_POLLS, *_what(snap), rule.id, delay, state.polls + 1, source),
+        (
+            _POLLS,
+            snap.method,
+            _OUTCOMES.get(snap.status) or _outcome(snap.status, snap.failure),
+            rule.id,
+            delay,
+            state.polls + 1,
+            source,
+        ),
         delay,
         state.polls + 1,
         request,
@@ -840,3 +858,19 @@ def _origin_of(url: str) -> str:
 def _same_origin(a: str, b: str) -> bool:
     oa, ob = _origin(a), _origin(b)
     return oa is not None and oa == ob
+
+
+class _Actions:
+    """
+    What the candidates' functions call on a match: :func:`_act`, and,
+    for a rule without an alert, the poll and retry it would dispatch to,
+    one call fewer.
+    """
+
+    __slots__ = ()
+    __call__ = staticmethod(_act)
+    poll = staticmethod(_poll)
+    retry = staticmethod(_retry)
+
+
+_ACTIONS: Final = _Actions()

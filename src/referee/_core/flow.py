@@ -385,16 +385,16 @@ def _reads_body(policy: Policy, snap: Snapshot) -> bool | None:
     """
     if snap.status is None or snap.body is not None or snap.load_body:
         return None
-    rules = policy.candidates(snap.status, snap.method)
-    if not any(r.needs_body for r in rules):
+    rules = policy.bucket(snap.status, snap.method)
+    if not rules.needs_body:
         return None
     headers = snap.headers
     if declared_too_long(headers, policy.body_limit):
         return None
     if is_event_stream(headers):
-        return True if any(r.reads_events for r in rules) else None
+        return True if rules.reads_events else None
     # A rule that can match an event stream only reads no other body.
-    if all(r.only_events for r in rules if r.needs_body):
+    if rules.only_events:
         return None
     return False
 

@@ -36,12 +36,15 @@ if TYPE_CHECKING:
 __all__ = [
     "MISSING",
     "REGEX_INPUT_LIMIT",
+    "UNPARSED",
     "CompiledCondition",
     "Context",
     "Needles",
+    "Part",
     "compile_condition",
     "compile_regex",
     "make_prefilter",
+    "parse",
     "path_getter",
 ]
 
@@ -58,7 +61,9 @@ class _Missing:
 
 
 MISSING: Final = _Missing()
-_NOT_PARSED: Final = _Missing()
+#: What :class:`Context` holds before it has parsed (or loaded) the body.
+UNPARSED: Final = _Missing()
+_NOT_PARSED: Final = UNPARSED
 
 Predicate = Callable[["Context"], bool]
 Keys = frozenset[int | str] | None
@@ -108,13 +113,7 @@ class Context:
         doc = self._json
         if doc is _NOT_PARSED:
             body = self.body()
-            if body is None or len(body) > self.body_limit:
-                doc = MISSING
-            else:
-                try:
-                    doc = orjson.loads(body)
-                except orjson.JSONDecodeError:
-                    doc = MISSING
+            doc = MISSING if body is None else parse(body, self.body_limit)
             self._json = doc
         return doc
 
@@ -131,6 +130,19 @@ class Context:
                 parts = ("", "")
             self._url = parts
         return parts
+
+
+def parse(body: bytes, limit: int) -> Any:
+    """
+    *body* parsed as JSON, or MISSING when it is longer than *limit* or
+    not JSON: the one parse of the engine.
+    """
+    if len(body) > limit:
+        return MISSING
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return MISSING
 
 
 def _too_long(snap: Snapshot, limit: int) -> bool:
@@ -507,6 +519,11 @@ class Needles:
 
     values: frozenset[bytes]
     pair: re.Pattern[bytes] | None
+    #: The pair as JSON writers spell it (``"k":"v"``, ``"k": "v"``):
+    #: looked for with a byte search before the pattern is run.
+    spellings: tuple[bytes, ...] = ()
+    #: The key as it may stand right before a value: ``"k":``, ``"k": ``.
+    keys: tuple[bytes, ...] = ()
 
 
 def _body_needles(dotted: str, vm: ValueMatch) -> Needles | None:
@@ -524,7 +541,12 @@ def _body_needles(dotted: str, vm: ValueMatch) -> Needles | None:
         + alternatives
         + b")"
     )
-    return Needles(values, re.compile(pattern))
+    key = b'"' + last.encode() + b'"'
+    spellings = tuple(
+        key + sep + v for v in sorted(values) for sep in (b":", b": ")
+    )
+    keys = (key + b":", key + b": ")
+    return Needles(values, re.compile(pattern), spellings, keys)
 
 
 def _needles(vm: ValueMatch) -> frozenset[bytes] | None:
@@ -557,6 +579,26 @@ def _needles(vm: ValueMatch) -> frozenset[bytes] | None:
     return None
 
 
+@attrs.frozen
+class Part:
+    """
+    One conjunct of a top-level condition, described for the code
+    generator (:mod:`referee._core.codegen`), which inlines the common
+    shapes instead of calling their predicates.
+
+    *kind* is one of ``method`` (``args``: the methods), ``failure`` (the
+    failure words), ``attempt`` (the comparisons ``(op, bound)``, or a
+    value test), ``body_eq`` (a top-level key and the string it must
+    equal), ``body`` (a path getter and a value test) or ``ctx`` (any
+    predicate of the :class:`Context`).  *test* is the conjunct's
+    predicate, what the interpreted matcher calls.
+    """
+
+    kind: str
+    args: tuple[Any, ...]
+    test: Predicate
+
+
 class CompiledCondition:
     """
     A compiled ``when``.
@@ -568,9 +610,11 @@ class CompiledCondition:
             the top level; None when no such prefilter applies.
         methods: The methods of a top-level ``method`` condition (None:
             any).
+        parts: The conjuncts of *test*, in the order it tries them (empty
+            when *test* is None).
     """
 
-    __slots__ = ("keys", "methods", "needles", "test")
+    __slots__ = ("keys", "methods", "needles", "parts", "test")
 
     def __init__(
         self,
@@ -578,11 +622,13 @@ class CompiledCondition:
         keys: Keys,
         needles: tuple[Needles, ...] | None,
         methods: frozenset[str] | None = None,
+        parts: tuple[Part, ...] = (),
     ) -> None:
         self.test = test
         self.keys = keys
         self.needles = needles
         self.methods = methods
+        self.parts = parts
 
 
 def _and(tests: list[Predicate]) -> Predicate | None:
@@ -611,52 +657,74 @@ def compile_condition(cond: ConditionDoc | None) -> CompiledCondition:
     """
     if cond is None:
         return CompiledCondition(None, None, None)
-    test, keys, needles = _compile(cond, top=True)
-    return CompiledCondition(test, keys, needles, cond.method)
+    parts: list[Part] = []
+    test, keys, needles = _compile(cond, top=True, parts=parts)
+    return CompiledCondition(test, keys, needles, cond.method, tuple(parts))
+
+
+class _Tests(list[Predicate]):
+    """
+    The conjuncts of a condition, each also described as a :class:`Part`.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: list[Part] = []
+
+    def add(self, test: Predicate, kind: str = "ctx", *args: Any) -> None:
+        self.append(test)
+        self.parts.append(Part(kind, args, test))
 
 
 def _compile(
-    cond: ConditionDoc, *, top: bool
+    cond: ConditionDoc, *, top: bool, parts: list[Part] | None = None
 ) -> tuple[Predicate | None, Keys, tuple[Needles, ...] | None]:
-    cheap: list[Predicate] = []
-    costly: list[Predicate] = []
+    cheap = _Tests()
+    costly = _Tests()
     keys: Keys = None
     if cond.status is not None:
         statuses: frozenset[int | str] = frozenset(cond.status)
         keys = statuses
         if not top:
-            cheap.append(lambda c: c.snap.status in statuses)
+            cheap.add(lambda c: c.snap.status in statuses)
     if cond.failure is not None:
         failures: frozenset[int | str] = frozenset(cond.failure)
         keys = _keys_and(keys, failures)
         if not top or cond.status is not None:
-            cheap.append(lambda c: c.snap.failure in failures)
+            cheap.add(
+                lambda c: c.snap.failure in failures, "failure", failures
+            )
     if cond.method is not None:
         methods = cond.method
         if len(methods) == 1:
             (only,) = methods
-            cheap.append(lambda c: c.snap.method == only)
+            cheap.add(lambda c: c.snap.method == only, "method", only)
         else:
-            cheap.append(lambda c: c.snap.method in methods)
+            cheap.add(lambda c: c.snap.method in methods, "method", *methods)
     if cond.attempt is not None:
         attempt_ok = compile_value(cond.attempt)
-        cheap.append(lambda c: attempt_ok(c.state.attempt))
+        cheap.add(
+            lambda c: attempt_ok(c.state.attempt),
+            "attempt",
+            attempt_ok,
+            *_bounds(cond.attempt),
+        )
     if cond.host is not None:
         host_ok = _glob(cond.host, case=False)
-        costly.append(lambda c: host_ok(c.url_parts()[0]))
+        costly.add(lambda c: host_ok(c.url_parts()[0]))
     if cond.path is not None:
         path_ok = _glob(cond.path, case=True)
-        costly.append(lambda c: path_ok(c.url_parts()[1]))
+        costly.add(lambda c: path_ok(c.url_parts()[1]))
     if cond.headers is not None:
         for name, vm in cond.headers.items():
-            costly.append(_header_test(name, vm))
+            costly.add(_header_test(name, vm))
     if cond.request_headers is not None:
         for name, vm in cond.request_headers.items():
-            costly.append(_request_header_test(name, vm))
+            costly.add(_request_header_test(name, vm))
     needles: list[Needles] = []
     if cond.body is not None:
         for dotted, vm in cond.body.items():
-            costly.append(_body_test(dotted, vm))
+            costly.add(*_body_part(dotted, vm))
             group = _body_needles(dotted, vm)
             if group is not None:
                 needles.append(group)
@@ -664,7 +732,7 @@ def _compile(
         t, k, _n = _compile(sub, top=False)
         keys = _keys_and(keys, k)
         if t is not None:
-            costly.append(t)
+            costly.add(t)
     if cond.any is not None:
         branches = [_compile(sub, top=False) for sub in cond.any]
         any_keys: Keys = frozenset()
@@ -676,7 +744,7 @@ def _compile(
             # A branch that always holds makes the whole any() hold: but its
             # key constraint still applies, so test the keys of each branch.
             keyed = [(t, k) for t, k, _n in branches]
-            costly.append(
+            costly.add(
                 lambda c: any(
                     (k is None or _key(c) in k) and (t is None or t(c))
                     for t, k in keyed
@@ -684,7 +752,7 @@ def _compile(
             )
         else:
             keyed2 = [(t, k) for t, k, _n in branches]
-            costly.append(
+            costly.add(
                 lambda c: any(
                     (k is None or _key(c) in k) and t(c)  # type: ignore[misc]
                     for t, k in keyed2
@@ -699,8 +767,10 @@ def _compile(
                 return True
             return not (t is None or t(c))
 
-        costly.append(negated)
+        costly.add(negated)
     test = _and(cheap + costly)
+    if parts is not None:
+        parts += cheap.parts + costly.parts
     if not top and cond.status is not None and cond.failure is not None:
         keys = frozenset()
     return test, keys, (tuple(needles) if needles and top else None)
@@ -736,9 +806,38 @@ def _request_header_test(name: str, vm: ValueMatch) -> Predicate:
     return test
 
 
-def _body_test(dotted: str, vm: ValueMatch) -> Predicate:
+def _bounds(vm: ValueMatch) -> tuple[tuple[str, float], ...]:
+    """
+    *vm*'s comparisons, when that is all it holds (then, on an integer,
+    they are the whole test); else nothing.
+    """
+    if (
+        vm.one_of is not None
+        or vm.has_contains
+        or vm.matches is not None
+        or vm.exists is not None
+    ):
+        return ()
+    ops = (("gt", vm.gt), ("gte", vm.gte), ("lt", vm.lt), ("lte", vm.lte))
+    return tuple((op, float(b)) for op, b in ops if b is not None)
+
+
+def _body_part(dotted: str, vm: ValueMatch) -> tuple[Any, ...]:
+    """
+    A body condition's predicate and its :class:`Part` description.
+    """
+    test = _body_test(dotted, vm)
     raw = dotted.split(".")
-    plain = (
+    if len(raw) == 1 and _plain(vm):
+        return test, "body_eq", raw[0], vm.one_of[0]  # type: ignore[index]
+    return test, "body", path_getter(dotted), compile_value(vm)
+
+
+def _plain(vm: ValueMatch) -> bool:
+    """
+    Whether *vm* is ``one_of`` a single string and nothing else.
+    """
+    return (
         vm.one_of is not None
         and len(vm.one_of) == 1
         and type(vm.one_of[0]) is str
@@ -747,7 +846,11 @@ def _body_test(dotted: str, vm: ValueMatch) -> Predicate:
         and vm.matches is None
         and vm.gt is vm.gte is vm.lt is vm.lte is None
     )
-    if plain and len(raw) == 1:
+
+
+def _body_test(dotted: str, vm: ValueMatch) -> Predicate:
+    raw = dotted.split(".")
+    if _plain(vm) and len(raw) == 1:
         # The common shape, `qualification: ongoing`, without the general
         # machinery.
         key = raw[0]
@@ -785,7 +888,9 @@ def make_prefilter(
     if len(needles) == 1 and len(needles[0].values) == 1:
         (only,) = needles[0].values
         pair = needles[0].pair
-        return only, (None if pair is None else _searches(pair))
+        return only, (
+            None if pair is None else _searches(pair, needles[0].spellings)
+        )
     groups = tuple((tuple(n.values), n.pair) for n in needles)
 
     def prefilter(body: bytes) -> bool:
@@ -799,6 +904,19 @@ def make_prefilter(
     return None, prefilter
 
 
-def _searches(pair: re.Pattern[bytes]) -> Callable[[bytes], bool]:
+def _searches(
+    pair: re.Pattern[bytes], spellings: tuple[bytes, ...]
+) -> Callable[[bytes], bool]:
+    # A byte search costs about a third of the pattern's: the common
+    # spellings first, the pattern (any spacing) when they are absent.
     search = pair.search
-    return lambda body: search(body) is not None
+    if len(spellings) == 2:  # one value: compact and spaced, unrolled
+        compact, spaced = spellings
+        return lambda body: (
+            body.find(compact) >= 0
+            or body.find(spaced) >= 0
+            or search(body) is not None
+        )
+    return lambda body: (
+        any(body.find(s) >= 0 for s in spellings) or search(body) is not None
+    )

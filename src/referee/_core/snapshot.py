@@ -67,7 +67,7 @@ def _body_repr(body: bytes | None) -> str:
     return "None" if body is None else f"<{len(body)} bytes>"
 
 
-@attrs.define(eq=True)
+@attrs.define(eq=True, init=False)
 class Snapshot:
     """
     One outcome of one attempt.
@@ -113,9 +113,33 @@ class Snapshot:
         default=None, eq=False, repr=False
     )
 
-    def __attrs_post_init__(self) -> None:
-        if self.key is None:
-            self.key = self.failure if self.status is None else self.status
+    # Written out rather than generated: attrs' __init__ would call a
+    # post-init hook for *key*, a second call on every response.
+    def __init__(
+        self,
+        status: int | None,
+        failure: str | None = None,
+        method: str = "GET",
+        url: str | None = "",
+        headers: Mapping[str, str] = NO_HEADERS,
+        request_headers: Mapping[str, str] = NO_HEADERS,
+        body: bytes | None = None,
+        load_body: Callable[[], bytes | None] | None = None,
+        key: int | str | None = None,
+        url_from: Callable[[], str] | None = None,
+    ) -> None:
+        self.status = status
+        self.failure = failure
+        self.method = method
+        self._url = url
+        self.headers = headers
+        self.request_headers = request_headers
+        self.body = body
+        self.load_body = load_body
+        self.key = (
+            key if key is not None else (failure if status is None else status)
+        )
+        self.url_from = url_from
 
     @property
     def url(self) -> str:
