@@ -18,6 +18,7 @@ import pytest
 from tests.redis_server import RedisServer
 
 import referee
+from referee._run.stateio import adrain, drain
 from referee.httpx import PolicyTransport
 from referee.redis import RedisState
 from referee.testing import no_sleep
@@ -118,10 +119,12 @@ def _trips(
     try:
         with no_sleep(), httpx.Client(transport=transport) as http:
             http.request(method, "https://api.example.com/v1/things")
+            drain()
             client.execute_command = counting
             response = http.request(
                 method, "https://api.example.com/v1/things"
             )
+            drain()  # a success's settlement is on the settling thread
         assert 200 == response.status_code
     finally:
         state.close()
@@ -262,6 +265,7 @@ class TestAsyncRoundTrips:
             )
             async with httpx.AsyncClient(transport=transport) as http:
                 await http.post("https://api.example.com/v1/things")
+                await adrain()
                 scripts = state._async_scripts()
                 assert scripts is not None
                 names = {s.sha: name for name, s in scripts.items()}
@@ -277,6 +281,7 @@ class TestAsyncRoundTrips:
 
                 client.execute_command = counting  # type: ignore[method-assign]
                 await http.post("https://api.example.com/v1/things")
+                await adrain()  # a success's settlement is a task
             await state.aclose()
 
         try:

@@ -71,13 +71,17 @@ def api() -> Iterator[ScriptedServer]:
         yield srv
 
 
-def probes(ends: list[float]) -> list[float]:
+def probes(slow: list[tuple[float, float]]) -> list[float]:
     """
-    The end times of the slow calls after the first ones (the calls in
-    flight when Redis froze all pay the timeout together): the probes.
+    The end times of the slow calls (start, end) that began after the
+    first slow one ended — when the outage was first seen: the probes.
+    The calls in flight before that (their operations already waiting on
+    the frozen server) all pay the timeout.
     """
-    ends = sorted(ends)
-    return [t for t in ends if t > ends[0] + TIMEOUT]
+    if not slow:
+        return []
+    seen = min(end for _, end in slow)
+    return sorted(end for start, end in slow if start >= seen)
 
 
 class TestTimeouts:
@@ -252,7 +256,9 @@ class TestFrozenRedis:
             time.sleep(RECHECK)  # the back-off after the last probe
             shared = state.check_breakers("frozen", time.time())
 
-        slow = [end for start, end, _ in calls if end - start >= TIMEOUT]
+        slow = [
+            (start, end) for start, end, _ in calls if end - start >= TIMEOUT
+        ]
         paid = probes(slow)
         gaps = [b - a for a, b in itertools.pairwise(paid)]
         print(  # noqa: T201 - the figures the acceptance run reports
@@ -268,7 +274,7 @@ class TestFrozenRedis:
         assert all(g >= RECHECK for g in gaps), gaps
         assert len(paid) <= 10 / RECHECK
         assert len(paid) >= 5  # the freeze was seen throughout
-        assert all(end > frozen_at for end in slow)
+        assert all(end > frozen_at for _, end in slow)
         assert shared is None
         assert repr(state).endswith(" shared>")
         state.close()
@@ -283,7 +289,7 @@ class TestFrozenRedis:
         pays the timeout.
         """
 
-        async def main() -> tuple[float, list[float], list[int]]:
+        async def main() -> tuple[float, list[tuple[float, float]], list[int]]:
             state = RedisState.from_url(
                 redis_server.url, timeout=TIMEOUT, recheck_after=RECHECK
             )
@@ -300,7 +306,7 @@ class TestFrozenRedis:
                     worst = max(worst, now - last)
                     last = now
 
-            ends: list[float] = []
+            ends: list[tuple[float, float]] = []
             statuses: list[int] = []
 
             async def caller(client: httpx.AsyncClient) -> None:
@@ -310,7 +316,7 @@ class TestFrozenRedis:
                     end = time.monotonic()
                     statuses.append(response.status_code)
                     if end - start >= TIMEOUT:
-                        ends.append(end)
+                        ends.append((start, end))
                     await asyncio.sleep(0.1)
 
             tick = asyncio.create_task(ticker())

@@ -11,6 +11,10 @@ Breakers seen open or opened are logged and told to the hooks here.
 
 from __future__ import annotations
 
+import asyncio
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -35,13 +39,15 @@ from . import hooks
 
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from referee._core.backend import BreakerState
     from referee._core.ops import StateOp
 
     from .runtime import Runtime
 
 
-__all__ = ["aanswer", "answer"]
+__all__ = ["aanswer", "adrain", "answer", "drain"]
 
 _log = structlog.get_logger("referee")
 
@@ -62,6 +68,8 @@ def answer(op: StateOp, runtime: Runtime) -> Any:
                 native = getattr(state, "settle", None)
                 if native is None:
                     return _settle(op, runtime)
+                if _deferrable(op) and _defer(op, runtime, native):
+                    return Settlement()
                 return _settled(op, runtime, native(op))
             case CheckBreakers():
                 found = (
@@ -111,6 +119,9 @@ async def aanswer(op: StateOp, runtime: Runtime) -> Any:
                 native = getattr(state, "asettle", None)
                 if native is None:
                     return await _asettle(op, runtime)
+                if _deferrable(op):
+                    _adefer(op, runtime, native)
+                    return Settlement()
                 return _settled(op, runtime, await native(op))
             case CheckBreakers():
                 found = (
@@ -241,6 +252,117 @@ async def _asettle(op: Settle, runtime: Runtime) -> Settlement:
             ratio = got
     token = True if op.token is None else await aanswer(op.token, runtime)
     return Settlement(ratio=ratio, token=token is not False)
+
+
+# --- A success's settlement, off the call's path ----------------------------
+#
+# What a success leaves in a shared backend (the outcome counted for the
+# ratio breaker, the budget refunded) changes nothing the call is waiting
+# for, and nothing a later call must see at once: its settlement goes to a
+# worker (a thread; a task on the running loop) and the call returns after
+# one round trip, the admission.  Whatever a later call must see — a
+# breaker or a pause set, a failure counted, a retry's token — is settled
+# before the call goes on.
+
+
+def _deferrable(op: Settle) -> bool:
+    return (
+        op.pause is None
+        and op.open is None
+        and op.token is None
+        and op.alert is None
+        and (op.record is None or not op.record.failed)
+    )
+
+
+#: Settlements waiting for the worker; past this many a call settles its
+#: own (the backend is slower than the calls: they wait for it).
+_MOST_PENDING = 1000
+
+_settler: ThreadPoolExecutor | None = None
+_pending = 0
+_settler_lock = threading.Lock()
+_tasks: set[asyncio.Task[None]] = set()
+
+
+def _defer(
+    op: Settle, runtime: Runtime, native: Callable[[Settle], Settlement]
+) -> bool:
+    """
+    Hand *op* to the settling thread: False when too many are waiting.
+    """
+    global _settler, _pending  # noqa: PLW0603 - the one worker of the process
+    with _settler_lock:
+        if _pending >= _MOST_PENDING:
+            return False
+        _pending += 1
+        if _settler is None:
+            _settler = ThreadPoolExecutor(1, "referee-settle")
+        settler = _settler
+
+    def settle() -> None:
+        global _pending  # noqa: PLW0603
+        try:
+            _settled(op, runtime, native(op))
+        except Exception as exc:  # noqa: BLE001 - state trouble fails nothing
+            _failed(op, exc)
+        finally:
+            with _settler_lock:
+                _pending -= 1
+
+    settler.submit(settle)
+    return True
+
+
+def _adefer(
+    op: Settle,
+    runtime: Runtime,
+    native: Callable[[Settle], Awaitable[Settlement]],
+) -> None:
+    """
+    Settle *op* in a task of its own on the running loop.
+    """
+
+    async def settle() -> None:
+        try:
+            _settled(op, runtime, await native(op))
+        except Exception as exc:  # noqa: BLE001 - state trouble fails nothing
+            _failed(op, exc)
+
+    task = asyncio.get_running_loop().create_task(settle())
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+
+
+def drain() -> None:
+    """
+    Wait until every settlement handed to the settling thread so far is
+    done (tests, and shutdown hooks that want the last ones written).
+    """
+    with _settler_lock:
+        settler = _settler
+    if settler is not None:
+        settler.submit(lambda: None).result()
+
+
+async def adrain() -> None:
+    """
+    Wait until every settlement task of the running loop is done.
+    """
+    loop = asyncio.get_running_loop()
+    mine = [t for t in _tasks if t.get_loop() is loop]
+    if mine:
+        await asyncio.gather(*mine, return_exceptions=True)
+
+
+def _after_fork() -> None:
+    # A forked child has no settling thread: it starts its own.
+    global _settler, _pending
+    _settler, _pending = None, 0
+    _tasks.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def _admitted(op: Admit, got: Admission) -> Admission:
