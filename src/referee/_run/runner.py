@@ -702,13 +702,7 @@ class AsyncRunner(_Twin[Req, Resp]):
                 return await send(req)
             except Exception as exc:  # noqa: BLE001 - the flow sorts it
                 return exc
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task(loop)
-        assert task is not None  # noqa: S101 - runs in a task
-        deadlines = self._deadlines
-        if deadlines is None or deadlines.loop is not loop:
-            deadlines = self._deadlines = Deadlines(loop)
-        key, note = deadlines.enter(task, end)
+        deadlines, task, key, note = self._enter(end)
         try:
             return await send(req)
         except asyncio.CancelledError:
@@ -721,6 +715,24 @@ class AsyncRunner(_Twin[Req, Resp]):
             if not note[2]:
                 del deadlines.sends[key]
 
+    def _enter(
+        self, end: float
+    ) -> tuple[Deadlines, asyncio.Task[Any], int, list[Any]]:
+        """
+        Bound what this task awaits next by *end* (a :func:`clock.wall`
+        reading): the loop's deadlines, the task, the note's key and the
+        note (its third item is True once the timer has cancelled the
+        task for it).
+        """
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
+        assert task is not None  # noqa: S101 - runs in a task
+        deadlines = self._deadlines
+        if deadlines is None or deadlines.loop is not loop:
+            deadlines = self._deadlines = Deadlines(loop)
+        key, note = deadlines.enter(task, end)
+        return deadlines, task, key, note
+
     async def _read(self, call: Call[Req, Resp], action: ReadBody) -> Any:
         response = call.response
         assert response is not None  # noqa: S101 - the flow reads responses only
@@ -731,9 +743,10 @@ class AsyncRunner(_Twin[Req, Resp]):
         size = 0
         chunks = self.exchange.chunks(response)
         left = action.until - clock.now()
-        try:
-            if left > 0:
-                async with asyncio.timeout(left) as scope:
+        if left > 0:
+            deadlines, task, key, note = self._enter(clock.wall() + left)
+            try:
+                try:
                     async for chunk in chunks:
                         head.append(chunk)
                         size += len(chunk)
@@ -743,13 +756,15 @@ class AsyncRunner(_Twin[Req, Resp]):
                             await self.exchange.restore(response, head, chunks)
                             return b"".join(head) if action.event else None
                     return await self.exchange.restore(response, head, None)
-        except TimeoutError as exc:
-            if not scope.expired():
+                finally:
+                    if not note[2]:
+                        del deadlines.sends[key]
+            except asyncio.CancelledError:
+                if not note[2] or task.uncancel():
+                    raise
+            except Exception as exc:  # noqa: BLE001 - sorted by the exchange
                 await self._close(response)
                 return None if action.optional else call.read_failed(exc)
-        except Exception as exc:  # noqa: BLE001 - sorted by the exchange
-            await self._close(response)
-            return None if action.optional else call.read_failed(exc)
         await self._close(response)
         return None if action.optional else call.timed_out()
 
