@@ -59,7 +59,7 @@ from ._run.runner import AsyncRunner
 
 if TYPE_CHECKING:
     import random
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 
     from ._core.compile import Policy
     from ._core.decisions import PollRequest
@@ -418,15 +418,17 @@ class PolicyMiddleware:
             )
         )
 
-    async def __call__(
+    # Plain functions that return coroutines, here and in send(): no
+    # frame of their own for every resumption of the call.
+    def __call__(
         self,
         request: aiohttp.ClientRequest,
         handler: aiohttp.ClientHandlerType,
-    ) -> aiohttp.ClientResponse:
-        async def send(attempt: _Attempt) -> aiohttp.ClientResponse:
-            return await handler(attempt.request)
+    ) -> Coroutine[Any, Any, aiohttp.ClientResponse]:
+        def send(attempt: _Attempt) -> Awaitable[aiohttp.ClientResponse]:
+            return handler(attempt.request)
 
-        return await self._runner.call(
+        return self._runner.call(
             self.policy.current,
             _Attempt(request, request.method, request.url),
             send,

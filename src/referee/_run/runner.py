@@ -61,7 +61,7 @@ from .stateio import aanswer, answer
 
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Generator
+    from collections.abc import Awaitable, Callable, Coroutine, Generator
 
     from referee._core.compile import Policy
     from referee._core.flow import Action
@@ -516,7 +516,8 @@ class AsyncRunner(_Twin[Req, Resp]):
         self._deadlines: Deadlines | None = None
         #: As ``Runner.call``, with awaited sends, reads and sleeps.
         self.call: Callable[
-            [Policy, Req, Callable[[Req], Awaitable[Resp]]], Awaitable[Resp]
+            [Policy, Req, Callable[[Req], Awaitable[Resp]]],
+            Coroutine[Any, Any, Resp],
         ] = self._sdk_call if sdk else self._call
 
     async def _sdk_call(
