@@ -52,6 +52,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.streams import StreamReader
 from yarl import URL
 
+from ._core.compile import Policy
 from ._core.snapshot import Snapshot
 from ._core.state import CallOutcome
 from ._run.runner import AsyncRunner
@@ -61,7 +62,6 @@ if TYPE_CHECKING:
     import random
     from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 
-    from ._core.compile import Policy
     from ._core.decisions import PollRequest
     from ._files.watch import PolicyWatcher
 
@@ -428,8 +428,9 @@ class PolicyMiddleware:
         def send(attempt: _Attempt) -> Awaitable[aiohttp.ClientResponse]:
             return handler(attempt.request)
 
+        policy = self.policy
         return self._runner.call(
-            self.policy.current,
+            policy if type(policy) is Policy else policy.current,
             _Attempt(request, request.method, request.url),
             send,
         )

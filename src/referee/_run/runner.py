@@ -369,7 +369,11 @@ class Runner(_Twin[Req, Resp]):
             got = self._read(call, read)
             if got is not None and not isinstance(got, bytes):
                 return self._run(call, send, got)  # the read ended badly
-            snap = with_read(snap, got, read)
+            snap = (
+                with_read(snap, got, read)
+                if read.event
+                else snap.with_body(got)
+            )
         if unmatched(policy, snap):
             return first
         return self._run(call, send, snap)
@@ -616,7 +620,11 @@ class AsyncRunner(_Twin[Req, Resp]):
             got = await self._read(call, read)
             if got is not None and not isinstance(got, bytes):
                 return await self._run(call, send, got)  # it ended badly
-            snap = with_read(snap, got, read)
+            snap = (
+                with_read(snap, got, read)
+                if read.event
+                else snap.with_body(got)
+            )
         if unmatched(policy, snap):
             return first
         return await self._run(call, send, snap)
