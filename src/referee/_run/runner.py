@@ -366,7 +366,10 @@ class Runner(_Twin[Req, Resp]):
         snap = call.observed(request, first, None)
         read = first_read(policy, snap, call.started)
         if read is not None:
-            got = self._read(call, read)
+            # A body all there already is taken without a read's frame.
+            got = None if read.event else exchange.arrived(first, read.limit)
+            if got is None:
+                got = self._read(call, read, ask=read.event)
             if got is not None and not isinstance(got, bytes):
                 return self._run(call, send, got)  # the read ended badly
             snap = (
@@ -429,10 +432,16 @@ class Runner(_Twin[Req, Resp]):
                 self._pause(action.seconds)
         return None
 
-    def _read(self, call: Call[Req, Resp], action: ReadBody) -> Any:
+    def _read(
+        self, call: Call[Req, Resp], action: ReadBody, *, ask: bool = True
+    ) -> Any:
+        """
+        Read the body *action* asks for; *ask*: first ask the exchange for
+        a body all there already (False: the runner just did).
+        """
         response = call.response
         assert response is not None  # noqa: S101 - the flow reads responses only
-        whole = self.exchange.arrived(response, action.limit)
+        whole = self.exchange.arrived(response, action.limit) if ask else None
         if whole is not None and not action.event:
             return whole
         head: list[bytes] = []
@@ -617,13 +626,18 @@ class AsyncRunner(_Twin[Req, Resp]):
         snap = call.observed(request, first, None)
         read = first_read(policy, snap, call.started)
         if read is not None:
-            got = await self._read(call, read)
-            if got is not None and not isinstance(got, bytes):
-                return await self._run(call, send, got)  # it ended badly
+            # A body all there already is taken without a read's frame.
+            body: Any = (
+                None if read.event else exchange.arrived(first, read.limit)
+            )
+            if body is None:
+                body = await self._read(call, read, ask=read.event)
+            if body is not None and not isinstance(body, bytes):
+                return await self._run(call, send, body)  # it ended badly
             snap = (
-                with_read(snap, got, read)
+                with_read(snap, body, read)
                 if read.event
-                else snap.with_body(got)
+                else snap.with_body(body)
             )
         if unmatched(policy, snap):
             return first
@@ -742,10 +756,16 @@ class AsyncRunner(_Twin[Req, Resp]):
         key, note = deadlines.enter(task, end)
         return deadlines, task, key, note
 
-    async def _read(self, call: Call[Req, Resp], action: ReadBody) -> Any:
+    async def _read(
+        self, call: Call[Req, Resp], action: ReadBody, *, ask: bool = True
+    ) -> Any:
+        """
+        Read the body *action* asks for; *ask*: first ask the exchange for
+        a body all there already (False: the runner just did).
+        """
         response = call.response
         assert response is not None  # noqa: S101 - the flow reads responses only
-        whole = self.exchange.arrived(response, action.limit)
+        whole = self.exchange.arrived(response, action.limit) if ask else None
         if whole is not None and not action.event:
             return whole  # all there already: no wait, no timeout to arm
         head: list[bytes] = []
