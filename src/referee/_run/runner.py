@@ -90,6 +90,33 @@ def next_step(
         return finished
 
 
+#: Whether a call of (policy, method) must run the flow from its start:
+#: its send admitted, or its success reported to the state.  Policies
+#: hash by identity; the map is emptied when it grows past a few hundred
+#: (policies reloaded by a watcher are new ones).
+_GATED: dict[tuple[Policy, str], bool] = {}
+
+
+def _gated(policy: Policy, method: str) -> bool:
+    """
+    Whether a call of *method* under *policy* must run the flow from its
+    start (no fast path): something must admit its send, or hear of its
+    success.
+    """
+    if not policy.settles and policy.runtime is None:
+        return False
+    key = (policy, method)
+    try:
+        return _GATED[key]
+    except KeyError:
+        pass
+    found = policy.settles or needs_admission(policy, method)
+    if len(_GATED) > 256:
+        _GATED.clear()
+    _GATED[key] = found
+    return found
+
+
 #: Where minted idempotency keys come from: the OS's entropy, not the
 #: jitter rng, which a caller may seed (``rng=random.Random(0)``) -- two
 #: processes seeded alike would send the same keys, and a server would
@@ -333,13 +360,7 @@ class Runner(_Twin[Req, Resp]):
         started = clock.wall()
         # The request's method and URL, once, where something may need them.
         where = None if policy.quiet else exchange.method_url(request)
-        if where is not None and (
-            policy.settles
-            or (
-                policy.runtime is not None
-                and needs_admission(policy, where[0])
-            )
-        ):
+        if where is not None and _gated(policy, where[0]):
             return self._run(
                 self._start(policy, request, started, where), send
             )
@@ -562,13 +583,7 @@ class AsyncRunner(_Twin[Req, Resp]):
             request = self._keyed(policy, request)
         started = clock.wall()
         where = None if policy.quiet else exchange.method_url(request)
-        if where is not None and (
-            policy.settles
-            or (
-                policy.runtime is not None
-                and needs_admission(policy, where[0])
-            )
-        ):
+        if where is not None and _gated(policy, where[0]):
             return await self._run(
                 self._start(policy, request, started, where), send
             )
