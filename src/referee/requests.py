@@ -341,7 +341,11 @@ class _Exchange:
 
     def chunks(self, response: Response) -> Iterator[bytes]:
         raw = response.raw
-        if not isinstance(raw, BaseHTTPResponse):
+        # urllib3's own class first: isinstance on an ABC-registered base
+        # costs two calls.
+        if type(raw) is not HTTPResponse and not isinstance(
+            raw, BaseHTTPResponse
+        ):
             # Not urllib3's (a stub's file object): requests reads it
             # whole, and keeps it.
             yield response.content
