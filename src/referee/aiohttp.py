@@ -52,6 +52,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.streams import StreamReader
 from yarl import URL
 
+from ._core.compile import Policy
 from ._core.snapshot import Snapshot
 from ._core.state import CallOutcome
 from ._run.runner import AsyncRunner
@@ -59,9 +60,8 @@ from ._run.runner import AsyncRunner
 
 if TYPE_CHECKING:
     import random
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 
-    from ._core.compile import Policy
     from ._core.decisions import PollRequest
     from ._files.watch import PolicyWatcher
 
@@ -418,16 +418,19 @@ class PolicyMiddleware:
             )
         )
 
-    async def __call__(
+    # Plain functions that return coroutines, here and in send(): no
+    # frame of their own for every resumption of the call.
+    def __call__(
         self,
         request: aiohttp.ClientRequest,
         handler: aiohttp.ClientHandlerType,
-    ) -> aiohttp.ClientResponse:
-        async def send(attempt: _Attempt) -> aiohttp.ClientResponse:
-            return await handler(attempt.request)
+    ) -> Coroutine[Any, Any, aiohttp.ClientResponse]:
+        def send(attempt: _Attempt) -> Awaitable[aiohttp.ClientResponse]:
+            return handler(attempt.request)
 
-        return await self._runner.call(
-            self.policy.current,
+        policy = self.policy
+        return self._runner.call(
+            policy if type(policy) is Policy else policy.current,
             _Attempt(request, request.method, request.url),
             send,
         )

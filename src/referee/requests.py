@@ -70,6 +70,7 @@ from urllib3.response import BaseHTTPResponse, HTTPResponse
 from urllib3.util import Timeout as Urllib3Timeout
 from urllib3.util.retry import Retry as _Urllib3Retry
 
+from ._core.compile import Policy
 from ._core.snapshot import Snapshot
 from ._run.runner import Runner
 
@@ -82,7 +83,6 @@ if TYPE_CHECKING:
     from urllib3 import HTTPHeaderDict
     from urllib3.connection import HTTPConnection
 
-    from ._core.compile import Policy
     from ._core.decisions import PollRequest
     from ._core.state import CallOutcome
     from ._files.watch import PolicyWatcher
@@ -341,7 +341,11 @@ class _Exchange:
 
     def chunks(self, response: Response) -> Iterator[bytes]:
         raw = response.raw
-        if not isinstance(raw, BaseHTTPResponse):
+        # urllib3's own class first: isinstance on an ABC-registered base
+        # costs two calls.
+        if type(raw) is not HTTPResponse and not isinstance(
+            raw, BaseHTTPResponse
+        ):
             # Not urllib3's (a stub's file object): requests reads it
             # whole, and keeps it.
             yield response.content
@@ -669,13 +673,19 @@ class PolicyAdapter(HTTPAdapter):
         """
 
         def send_once(req: PreparedRequest) -> Response:
+            cap = getattr(req, _BOUND, None)  # a re-send's
             return super(PolicyAdapter, self).send(
                 req,
                 stream=stream,
-                timeout=_bounded(timeout, getattr(req, _BOUND, None)),
+                timeout=timeout if cap is None else _bounded(timeout, cap),
                 verify=verify,
                 cert=cert,
                 proxies=proxies,
             )
 
-        return self._runner.call(self.policy.current, request, send_once)
+        policy = self.policy
+        return self._runner.call(
+            policy if type(policy) is Policy else policy.current,
+            request,
+            send_once,
+        )

@@ -702,15 +702,20 @@ def _poll(
 ) -> Decision:
     settings = rule.poll
     assert settings is not None  # noqa: S101 - poll rules have settings
-    hint = (
-        _hint(snap, settings.delay_from, now) if settings.delay_from else None
-    )
-    if hint is not None:
-        delay, source = hint
-        if delay > policy.server_delay_max:
-            delay = policy.server_delay_max
-            source = f"{source} (capped)"
-    else:
+    # _hint, inline: a poll is decided on every answer of a running job.
+    source = None
+    headers = snap.headers
+    for lower, fmt, name in settings.delay_from:
+        value = headers.get(lower)
+        if value is not None:
+            hinted = parse_hint(value, fmt, now)
+            if hinted is not None and hinted >= 0:
+                delay, source = round_seconds(hinted), name
+                if delay > policy.server_delay_max:
+                    delay = policy.server_delay_max
+                    source = f"{source} (capped)"
+                break
+    if source is None:
         n = state.polls
         schedule = settings.schedule
         base = schedule[n] if n < len(schedule) else schedule[-1]

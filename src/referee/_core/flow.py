@@ -388,10 +388,20 @@ def _reads_body(policy: Policy, snap: Snapshot) -> bool | None:
     rules = policy.bucket(snap.status, snap.method)
     if not rules.needs_body:
         return None
+    # declared_too_long and is_event_stream, inline: this runs on every
+    # response a body rule may match.
     headers = snap.headers
-    if declared_too_long(headers, policy.body_limit):
+    declared = headers.get("content-length")
+    if (
+        declared is not None
+        and declared.isdigit()
+        and int(declared) > policy.body_limit
+    ):
         return None
-    if is_event_stream(headers):
+    kind = headers.get("content-type")
+    if kind is not None and kind.lstrip().lower().startswith(
+        "text/event-stream"
+    ):
         return True if rules.reads_events else None
     # A rule that can match an event stream only reads no other body.
     if rules.only_events:

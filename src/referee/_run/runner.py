@@ -8,7 +8,7 @@ the logging.  Every client goes through one of the two.
     runner = Runner(exchange, raise_on_abort=True)
     response = runner.call(policy, request, send)
 
-:meth:`Runner.call` sends the first request itself: a response whose
+``Runner.call`` sends the first request itself: a response whose
 status no rule names (and that nothing in the state must hear of) is
 returned untouched, with no snapshot and no header look-up — the fast
 path.  Everything else runs :func:`~referee._core.flow.call_flow` to its
@@ -56,11 +56,12 @@ from referee._core.sdk import KEY_HEADER, STOP, hands_back, is_outer_retry
 
 from . import clock
 from .call import RNG, Call, close_failed, outer_retry_refused
+from .deadlines import Deadlines
 from .stateio import aanswer, answer
 
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Generator
+    from collections.abc import Awaitable, Callable, Coroutine, Generator
 
     from referee._core.compile import Policy
     from referee._core.flow import Action
@@ -89,19 +90,31 @@ def next_step(
         return finished
 
 
-def _fast(policy: Policy, method: str) -> bool:
-    """
-    Whether the first send may go before the flow starts: nothing must
-    admit it and nothing must hear of a plain success.
-    """
-    return not policy.settles and not needs_admission(policy, method)
+#: Whether a call of (policy, method) must run the flow from its start:
+#: its send admitted, or its success reported to the state.  Policies
+#: hash by identity; the map is emptied when it grows past a few hundred
+#: (policies reloaded by a watcher are new ones).
+_GATED: dict[tuple[Policy, str], bool] = {}
 
 
-def _limit(seconds: float) -> float | None:
+def _gated(policy: Policy, method: str) -> bool:
     """
-    A bound for asyncio.timeout: None for no deadline.
+    Whether a call of *method* under *policy* must run the flow from its
+    start (no fast path): something must admit its send, or hear of its
+    success.
     """
-    return None if seconds == math.inf else max(seconds, 0.001)
+    if not policy.settles and policy.runtime is None:
+        return False
+    key = (policy, method)
+    try:
+        return _GATED[key]
+    except KeyError:
+        pass
+    found = policy.settles or needs_admission(policy, method)
+    if len(_GATED) > 256:
+        _GATED.clear()
+    _GATED[key] = found
+    return found
 
 
 #: Where minted idempotency keys come from: the OS's entropy, not the
@@ -305,27 +318,32 @@ class Runner(_Twin[Req, Resp]):
         self.sdk = sdk
         self.rng = rng or RNG
         self.sleep = sleep
+        #: ``call(policy, request, send)``: send *request* with *send* as
+        #: *policy* says, once, or again and again until the policy accepts
+        #: or aborts.  Bound here to what the mode needs, so that a call
+        #: goes through no wrapper it has no use for.
+        self.call: Callable[[Policy, Req, Callable[[Req], Resp]], Resp] = (
+            self._sdk_call if sdk else self._call
+        )
 
-    def call(
+    def _sdk_call(
         self,
         policy: Policy,
         request: Req,
         send: Callable[[Req], Resp],
     ) -> Resp:
         """
-        Send *request* with *send* as *policy* says: once, or again and
-        again until the policy accepts or aborts.
+        :meth:`_call` in SDK mode: an SDK's own retry of a call given up
+        on is refused, and an error response is handed back with advice.
         """
-        if self.sdk:
-            refused = self._outer_retry(policy, request)
-            if refused is not None:
-                raise refused
-            try:
-                return self._handed(self._call(policy, request, send))
-            except Exception as exc:
-                self._gave_up(request, exc)
-                raise
-        return self._call(policy, request, send)
+        refused = self._outer_retry(policy, request)
+        if refused is not None:
+            raise refused
+        try:
+            return self._handed(self._call(policy, request, send))
+        except Exception as exc:
+            self._gave_up(request, exc)
+            raise
 
     def _call(
         self,
@@ -342,7 +360,7 @@ class Runner(_Twin[Req, Resp]):
         started = clock.wall()
         # The request's method and URL, once, where something may need them.
         where = None if policy.quiet else exchange.method_url(request)
-        if where is not None and not _fast(policy, where[0]):
+        if where is not None and _gated(policy, where[0]):
             return self._run(
                 self._start(policy, request, started, where), send
             )
@@ -356,14 +374,30 @@ class Runner(_Twin[Req, Resp]):
             status, policy.fallback
         ):
             return first
-        call = self._start(policy, request, started, where)
+        if where is None:
+            where = exchange.method_url(request)
+        call = Call(
+            policy,
+            exchange,
+            request,
+            where[0],
+            where[1],
+            clock.started_at(started),
+        )
         snap = call.observed(request, first, None)
         read = first_read(policy, snap, call.started)
         if read is not None:
-            got = self._read(call, read)
+            # A body all there already is taken without a read's frame.
+            got = None if read.event else exchange.arrived(first, read.limit)
+            if got is None:
+                got = self._read(call, read, ask=read.event)
             if got is not None and not isinstance(got, bytes):
                 return self._run(call, send, got)  # the read ended badly
-            snap = with_read(snap, got, read)
+            snap = (
+                with_read(snap, got, read)
+                if read.event
+                else snap.with_body(got)
+            )
         if unmatched(policy, snap):
             return first
         return self._run(call, send, snap)
@@ -419,10 +453,16 @@ class Runner(_Twin[Req, Resp]):
                 self._pause(action.seconds)
         return None
 
-    def _read(self, call: Call[Req, Resp], action: ReadBody) -> Any:
+    def _read(
+        self, call: Call[Req, Resp], action: ReadBody, *, ask: bool = True
+    ) -> Any:
+        """
+        Read the body *action* asks for; *ask*: first ask the exchange for
+        a body all there already (False: the runner just did).
+        """
         response = call.response
         assert response is not None  # noqa: S101 - the flow reads responses only
-        whole = self.exchange.arrived(response, action.limit)
+        whole = self.exchange.arrived(response, action.limit) if ask else None
         if whole is not None and not action.event:
             return whole
         head: list[bytes] = []
@@ -505,26 +545,32 @@ class AsyncRunner(_Twin[Req, Resp]):
         self.sdk = sdk
         self.rng = rng or RNG
         self.sleep = sleep
+        #: The deadlines of this runner's sends in flight, on the loop it
+        #: last ran on.
+        self._deadlines: Deadlines | None = None
+        #: As ``Runner.call``, with awaited sends, reads and sleeps.
+        self.call: Callable[
+            [Policy, Req, Callable[[Req], Awaitable[Resp]]],
+            Coroutine[Any, Any, Resp],
+        ] = self._sdk_call if sdk else self._call
 
-    async def call(
+    async def _sdk_call(
         self,
         policy: Policy,
         request: Req,
         send: Callable[[Req], Awaitable[Resp]],
     ) -> Resp:
         """
-        As :meth:`Runner.call`, with awaited sends, reads and sleeps.
+        As :meth:`Runner._sdk_call`.
         """
-        if self.sdk:
-            refused = self._outer_retry(policy, request)
-            if refused is not None:
-                raise refused
-            try:
-                return self._handed(await self._call(policy, request, send))
-            except Exception as exc:
-                self._gave_up(request, exc)
-                raise
-        return await self._call(policy, request, send)
+        refused = self._outer_retry(policy, request)
+        if refused is not None:
+            raise refused
+        try:
+            return self._handed(await self._call(policy, request, send))
+        except Exception as exc:
+            self._gave_up(request, exc)
+            raise
 
     async def _call(
         self,
@@ -537,14 +583,37 @@ class AsyncRunner(_Twin[Req, Resp]):
             request = self._keyed(policy, request)
         started = clock.wall()
         where = None if policy.quiet else exchange.method_url(request)
-        if where is not None and not _fast(policy, where[0]):
+        if where is not None and _gated(policy, where[0]):
             return await self._run(
                 self._start(policy, request, started, where), send
             )
         # Even the first send answers to the deadline: a client may hold a
         # request for seconds before it reaches the wire (httpcore's pool
         # under load waits with no timeout of its own).
-        got = await self._send(request, send, _limit(policy.deadline))
+        deadline = policy.deadline
+        got: Resp | Exception | None
+        if deadline == math.inf:
+            got = await self._send(request, send, None)
+        else:
+            # _send, inline: this runs on every call.
+            loop = asyncio.get_running_loop()
+            task = asyncio.current_task(loop)
+            assert task is not None  # noqa: S101 - runs in a task
+            deadlines = self._deadlines
+            if deadlines is None or deadlines.loop is not loop:
+                deadlines = self._deadlines = Deadlines(loop)
+            key, note = deadlines.enter(task, started + deadline)
+            try:
+                got = await send(request)
+            except asyncio.CancelledError:
+                if not note[2] or task.uncancel():
+                    raise
+                got = None
+            except Exception as exc:  # noqa: BLE001 - the flow sorts it
+                got = exc
+            finally:
+                if not note[2]:
+                    del deadlines.sends[key]
         if got is None or isinstance(got, Exception):
             call = self._start(policy, request, started, where)
             if got is None:
@@ -559,14 +628,32 @@ class AsyncRunner(_Twin[Req, Resp]):
             status, policy.fallback
         ):
             return first
-        call = self._start(policy, request, started, where)
+        if where is None:
+            where = exchange.method_url(request)
+        call = Call(
+            policy,
+            exchange,
+            request,
+            where[0],
+            where[1],
+            clock.started_at(started),
+        )
         snap = call.observed(request, first, None)
         read = first_read(policy, snap, call.started)
         if read is not None:
-            got = await self._read(call, read)
-            if got is not None and not isinstance(got, bytes):
-                return await self._run(call, send, got)  # it ended badly
-            snap = with_read(snap, got, read)
+            # A body all there already is taken without a read's frame.
+            body: Any = (
+                None if read.event else exchange.arrived(first, read.limit)
+            )
+            if body is None:
+                body = await self._read(call, read, ask=read.event)
+            if body is not None and not isinstance(body, bytes):
+                return await self._run(call, send, body)  # it ended badly
+            snap = (
+                with_read(snap, body, read)
+                if read.event
+                else snap.with_body(body)
+            )
         if unmatched(policy, snap):
             return first
         return await self._run(call, send, snap)
@@ -606,10 +693,12 @@ class AsyncRunner(_Twin[Req, Resp]):
                 )
                 left = action.timeout
                 if left is None:  # the first send: the call's whole time
-                    left = _limit(
-                        call.started + call.policy.deadline - clock.now()
-                    )
-                got = await self._send(req, send, left)
+                    left = call.started + call.policy.deadline - clock.now()
+                got = await self._send(
+                    req,
+                    send,
+                    None if left == math.inf else clock.wall() + left,
+                )
                 if got is None:
                     call.sent = req
                     return call.timed_out()
@@ -634,58 +723,74 @@ class AsyncRunner(_Twin[Req, Resp]):
         self,
         req: Req,
         send: Callable[[Req], Awaitable[Resp]],
-        time_left: float | None,
+        end: float | None,
     ) -> Resp | Exception | None:
         """
-        Send within *time_left* seconds (None: no bound): the response,
-        what the send raised, or None when the time ran out.
+        Send before *end* (a :func:`clock.wall` reading; None: no bound):
+        the response, what the send raised, or None when the time ran out.
 
-        This is :func:`asyncio.timeout` pared down to what one send needs
-        (it runs on every call, and costs half as much): a timer that
-        cancels this task, and the cancellation turned back into None if
-        it was the timer's.  The timer can only fire at an await inside
-        *send*, so once *send* has returned it is cancelled in time.
+        The bound is a note in the loop's :class:`Deadlines`, whose one
+        timer cancels this task if the send outlives it; the cancellation
+        is turned back into None if it was the timer's.  The timer can
+        only fire at an await inside *send*, so once *send* has returned
+        the note is taken back in time.
         """
-        if time_left is None:
+        if end is None:
             try:
                 return await send(req)
             except Exception as exc:  # noqa: BLE001 - the flow sorts it
                 return exc
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        assert task is not None  # noqa: S101 - runs in a task
-        expired = False
-
-        def expire() -> None:
-            nonlocal expired
-            expired = True
-            task.cancel()
-
-        timer = loop.call_at(loop.time() + time_left, expire)
+        deadlines, task, key, note = self._enter(end)
         try:
             return await send(req)
         except asyncio.CancelledError:
-            if expired and task.uncancel() == 0:
+            if note[2] and task.uncancel() == 0:
                 return None
             raise
         except Exception as exc:  # noqa: BLE001 - the flow sorts it
             return exc
         finally:
-            timer.cancel()
+            if not note[2]:
+                del deadlines.sends[key]
 
-    async def _read(self, call: Call[Req, Resp], action: ReadBody) -> Any:
+    def _enter(
+        self, end: float
+    ) -> tuple[Deadlines, asyncio.Task[Any], int, list[Any]]:
+        """
+        Bound what this task awaits next by *end* (a :func:`clock.wall`
+        reading): the loop's deadlines, the task, the note's key and the
+        note (its third item is True once the timer has cancelled the
+        task for it).
+        """
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
+        assert task is not None  # noqa: S101 - runs in a task
+        deadlines = self._deadlines
+        if deadlines is None or deadlines.loop is not loop:
+            deadlines = self._deadlines = Deadlines(loop)
+        key, note = deadlines.enter(task, end)
+        return deadlines, task, key, note
+
+    async def _read(
+        self, call: Call[Req, Resp], action: ReadBody, *, ask: bool = True
+    ) -> Any:
+        """
+        Read the body *action* asks for; *ask*: first ask the exchange for
+        a body all there already (False: the runner just did).
+        """
         response = call.response
         assert response is not None  # noqa: S101 - the flow reads responses only
-        whole = self.exchange.arrived(response, action.limit)
+        whole = self.exchange.arrived(response, action.limit) if ask else None
         if whole is not None and not action.event:
             return whole  # all there already: no wait, no timeout to arm
         head: list[bytes] = []
         size = 0
         chunks = self.exchange.chunks(response)
         left = action.until - clock.now()
-        try:
-            if left > 0:
-                async with asyncio.timeout(left) as scope:
+        if left > 0:
+            deadlines, task, key, note = self._enter(clock.wall() + left)
+            try:
+                try:
                     async for chunk in chunks:
                         head.append(chunk)
                         size += len(chunk)
@@ -695,13 +800,15 @@ class AsyncRunner(_Twin[Req, Resp]):
                             await self.exchange.restore(response, head, chunks)
                             return b"".join(head) if action.event else None
                     return await self.exchange.restore(response, head, None)
-        except TimeoutError as exc:
-            if not scope.expired():
+                finally:
+                    if not note[2]:
+                        del deadlines.sends[key]
+            except asyncio.CancelledError:
+                if not note[2] or task.uncancel():
+                    raise
+            except Exception as exc:  # noqa: BLE001 - sorted by the exchange
                 await self._close(response)
                 return None if action.optional else call.read_failed(exc)
-        except Exception as exc:  # noqa: BLE001 - sorted by the exchange
-            await self._close(response)
-            return None if action.optional else call.read_failed(exc)
         await self._close(response)
         return None if action.optional else call.timed_out()
 
