@@ -594,13 +594,8 @@ class PolicyAdapter(HTTPAdapter):
             instead of raising; ``response.referee_outcome`` holds the
             :class:`~referee.CallOutcome` and its trail.
         sdk: The client belongs to a vendor SDK that retries on its own
-            (openai, anthropic, stripe): make the policy the only retry
-            layer.  An error response is handed back to the SDK with
-            ``x-should-retry: false`` and ``Stripe-Should-Retry: false``
-            (the SDK raises its own status error, with the API's body, at
-            once; the outcome is attached as for *raise_on_abort*); the
-            SDK's own retry of a call referee gave up on is answered with
-            that call's error, without sending.  See the SDK guide.
+            (openai, anthropic, stripe): the policy is then the only
+            retry layer (the docs' *Vendor SDKs* page).
         rng: The source of jitter.
         pool_connections: As for :class:`~requests.adapters.HTTPAdapter`.
         pool_maxsize: Likewise.
