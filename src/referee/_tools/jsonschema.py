@@ -470,7 +470,8 @@ _DOCS: Final[dict[tuple[type, str], str]] = {
     "path; false: one for the whole policy (default: false).",
     (s.RateLimitDoc, "seed"): "ratelimit-policy: a response's "
     "RateLimit-Policy field tightens its bucket's pace to the strictest "
-    "quota it declares, for that quota's window; requests/per stays the "
+    "quota it declares, for two of its windows after the last response "
+    "that declared it; requests/per stays the "
     "ceiling (default: off).",
     (s.DefaultsDoc, "retry"): "The retry settings of every retry rule: "
     "attempts, backoff, unsafe_methods, delay_from, delay_min.",
