@@ -242,7 +242,6 @@ class TestRoundTripsPerSend:
         finally:
             state.close()
 
-
     def test_a_seeded_rate_limit_costs_no_extra_round_trip(
         self, server: RedisServer
     ) -> None:

@@ -24,6 +24,7 @@ from referee._core.backend import RateLimitSettings, SeedState
 from referee._core.hints import parse_quota_policy
 from referee._run.memory import PACING_MARGIN, MemoryState
 from referee._run.stateio import drain
+from referee._tools.table import render_table
 from referee.httpx import PolicyTransport
 from referee.redis import RedisState
 from referee.testing import SleepRecorder, no_sleep
@@ -325,3 +326,12 @@ class TestThroughAClient:
         assert 2 == len(waits), slept.delays
         assert all(2.8 < w <= 3 * (1 + PACING_MARGIN) + 1e-6 for w in waits)
         assert math.isfinite(sum(waits))
+
+
+def test_the_table_names_the_seed() -> None:
+    """`referee table` tells a seeded rate limit from a static one."""
+    seeded = render_table(referee.load_policy_text(_policy("t-seed")), "md")
+    static = render_table(referee.load_policy_text(_policy("t-off", "")), "md")
+
+    assert "- rate\\_limit: 10 per 1s, seeded by RateLimit-Policy\n" in seeded
+    assert "- rate\\_limit: 10 per 1s\n" in static
