@@ -9,6 +9,7 @@ so on RedisState a fleet shares it, set within the settlement.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import TYPE_CHECKING
 
@@ -18,14 +19,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 from tests.redis_server import RedisServer
 from tests.server import Reply, ScriptedServer
+from tests.test_flow import drive, outcome
 
 import referee
 from referee._core.backend import RateLimitSettings, SeedState
+from referee._core.flow import Store
 from referee._core.hints import parse_quota_policy
+from referee._core.ops import SeedLimit
 from referee._run.memory import PACING_MARGIN, MemoryState
-from referee._run.stateio import drain
+from referee._run.stateio import adrain, drain
 from referee._tools.table import render_table
-from referee.httpx import PolicyTransport
+from referee.httpx import AsyncPolicyTransport, PolicyTransport
 from referee.redis import RedisState
 from referee.testing import SleepRecorder, no_sleep
 
@@ -34,6 +38,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from referee._core.backend import StateBackend
+    from referee._core.snapshot import Snapshot
 
 
 # --- Parsing ----------------------------------------------------------------
@@ -119,6 +124,71 @@ class TestParse:
         assert got is not None
         assert min(q / w for q, w, _ in items) == pytest.approx(
             got[0] / got[1]
+        )
+
+
+# --- The flow ---------------------------------------------------------------
+
+
+def _seeds(text: str, *sends: Snapshot) -> list[SeedLimit]:
+    policy = referee.load_policy_text(text)
+    actions, _ = drive(policy, *sends)
+    return [
+        a.op
+        for a in actions
+        if isinstance(a, Store) and isinstance(a.op, SeedLimit)
+    ]
+
+
+FIELD = {"RateLimit-Policy": '"burst";q=100;w=60, "daily";q=1000;w=86400'}
+
+
+class TestFlow:
+    def test_the_settlement_carries_the_strictest_item(self):
+        """1000 a day is stricter than 100 a minute; it lives two days."""
+        snap = outcome(200, headers=FIELD)
+        assert [
+            SeedLimit("flow-seed", "*", SeedState(1000, 86400.0, 2 * 86400.0))
+        ] == _seeds(_policy("flow-seed"), snap)
+
+    def test_by_path_seeds_the_path_bucket(self):
+        """With by_path, the request's path is the bucket seeded."""
+        text = _policy("flow-path", ", by_path: true, seed: ratelimit-policy")
+        snap = outcome(200, headers=FIELD)
+        assert ["/jobs"] == [s.bucket for s in _seeds(text, snap)]
+
+    def test_every_response_seeds_even_a_retried_one(self):
+        """A 503 with the field seeds too, and so does the 200 after it."""
+        text = (
+            _policy("flow-retry").replace("rules: []\n", "rules:\n")
+            + "  - {id: down, when: {status: 503}, do: retry}\n"
+        )
+        sends = (outcome(503, headers=FIELD), outcome(200, headers=FIELD))
+        assert 2 == len(_seeds(text, *sends))
+
+    def test_an_unpaced_method_seeds_nothing(self):
+        """A response to a method the limit does not count seeds nothing."""
+        text = _policy(
+            "flow-post", ", methods: [POST], seed: ratelimit-policy"
+        )
+        assert [] == _seeds(text, outcome(200, headers=FIELD))
+
+    @pytest.mark.parametrize(
+        "headers",
+        [
+            {},
+            {"RateLimit-Policy": "garbage;"},
+            {"RateLimit-Policy": '"p";q=5'},
+        ],
+        ids=["absent", "malformed", "no-window"],
+    )
+    def test_no_rate_no_seed(self, headers: dict[str, str]):
+        """Nothing usable in the field: no seed, and no settlement at all."""
+        policy = referee.load_policy_text(_policy("flow-none"))
+        actions, _ = drive(policy, outcome(200, headers=headers))
+        assert not any(
+            isinstance(a, Store) and isinstance(a.op, SeedLimit)
+            for a in actions
         )
 
 
@@ -326,6 +396,52 @@ class TestThroughAClient:
         assert 2 == len(waits), slept.delays
         assert all(2.8 < w <= 3 * (1 + PACING_MARGIN) + 1e-6 for w in waits)
         assert math.isfinite(sum(waits))
+
+
+class TestAsync:
+    @pytest.mark.parametrize("kind", ["memory", "redis"])
+    def test_the_async_runner_seeds_and_paces(
+        self,
+        http: ScriptedServer,
+        slept: SleepRecorder,
+        request: pytest.FixtureRequest,
+        kind: str,
+    ):
+        """
+        The async runner settles the seed through the backend's async
+        twins (MemoryState's, RedisState's settle script), and paces by it.
+        """
+        http.script(
+            "/a", [Reply(200, headers={"RateLimit-Policy": '"p";q=1;w=2'})]
+        )
+        state: MemoryState | RedisState
+        if kind == "memory":
+            state = MemoryState()
+        else:
+            srv: RedisServer = request.getfixturevalue("redis_server")
+            state = RedisState.from_url(srv.url)
+            state._client.flushall()
+        pol = referee.load_policy_text(
+            _policy(f"seed-async-{kind}"), state=state
+        )
+
+        async def main() -> list[int]:
+            transport = AsyncPolicyTransport(pol, httpx.AsyncHTTPTransport())
+            async with httpx.AsyncClient(transport=transport) as client:
+                out = []
+                for _ in range(4):
+                    out.append((await client.get(http.url("/a"))).status_code)
+                    await adrain()  # a success's settlement is a task
+                return out
+
+        try:
+            assert [200] * 4 == asyncio.run(main())
+        finally:
+            if isinstance(state, RedisState):
+                state.close()
+        waits = _long_waits(slept)
+        assert 2 == len(waits), slept.delays
+        assert all(1.9 < w <= 2 * (1 + PACING_MARGIN) + 1e-6 for w in waits)
 
 
 def test_the_table_names_the_seed() -> None:
