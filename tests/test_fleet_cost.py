@@ -94,6 +94,7 @@ def _trips(
     text: str,
     method: str,
     statuses: tuple[int, ...] = (200,),
+    headers: dict[str, str] | None = None,
 ) -> Counter[str]:
     """
     The commands of one *method* call under *text* answered with
@@ -114,7 +115,9 @@ def _trips(
     answers = iter((200, *statuses))
     transport = PolicyTransport(
         referee.load_policy_text(text, state=state),
-        httpx.MockTransport(lambda request: httpx.Response(next(answers))),
+        httpx.MockTransport(
+            lambda request: httpx.Response(next(answers), headers=headers)
+        ),
     )
     try:
         with no_sleep(), httpx.Client(transport=transport) as http:
@@ -238,6 +241,26 @@ class TestRoundTripsPerSend:
                     http.get("https://api.example.com/v1/things")
         finally:
             state.close()
+
+    def test_a_seeded_rate_limit_costs_no_extra_round_trip(
+        self, server: RedisServer
+    ) -> None:
+        """
+        A RateLimit-Policy field seeds the pace within the settlement: a
+        send costs the admission and one settlement, nothing more; with
+        the budget's refund too, still one settlement.
+        """
+        seed = "  rate_limit: {requests: 1000000, per: 1s, seed: "
+        seed += "ratelimit-policy}\n"
+        field = {"RateLimit-Policy": '"p";q=1000000;w=1'}
+        assert {"admit": 1, "settle": 1} == dict(
+            _trips(server, _policy(seed), "GET", headers=field)
+        )
+        assert {"admit": 1, "settle": 1} == dict(
+            _trips(server, _policy(seed + BUDGET), "GET", headers=field)
+        )
+        # No field, nothing to seed: the admission only.
+        assert {"admit": 1} == dict(_trips(server, _policy(seed), "GET"))
 
 
 class TestAsyncRoundTrips:

@@ -285,7 +285,7 @@ def _by_parts(
             wait=ask(Acquire(op.policy, op.bucket, op.now, op.limit))
         ), asked
     ratio = None
-    for part in (op.alert, op.pause, op.open, op.record, op.refund):
+    for part in (op.alert, op.pause, op.open, op.record, op.refund, op.seed):
         if part is not None:
             got = ask(part)
             if isinstance(part, RecordOutcome):

@@ -126,6 +126,9 @@ EXPECTED = {
         "bad-value-matchers.yaml:13: $.rules[1].when.body.items: found [['nested']] (a list); a list here must hold one or more plain values (strings, numbers, booleans, null)",
         "bad-value-matchers.yaml:14: $.rules[1].when.body.empty: found {} (a mapping); expected a value, a list of values, or a mapping of operators (exists, equals, in, contains, matches, gt, gte, lt, lte)",
     ],
+    "bad-rate-seed.yaml": [
+        "bad-rate-seed.yaml:3: $.defaults.rate_limit.seed: found 'RateLimit-Policy' (a string); expected one of ratelimit-policy; did you mean 'ratelimit-policy'?",
+    ],
     "bad-words.yaml": [
         "bad-words.yaml:4: $.defaults.retry.backoff.jitter: found 'half' (a string); expected one of full, equal, none",
         "bad-words.yaml:5: $.defaults.body_limit: found '64 kilobytes'; expected a size: a number of bytes or a string such as '64KiB', '1MiB', '500kB'",

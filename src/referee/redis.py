@@ -56,6 +56,7 @@ from ._core.backend import (
     Admission,
     BreakerState,
     PauseState,
+    SeedState,
     Settlement,
 )
 from ._run.memory import (
@@ -64,6 +65,7 @@ from ._run.memory import (
     RATIO_BREAKER,
     MemoryState,
     interval,
+    seeded,
 )
 
 
@@ -313,17 +315,43 @@ return 1
 """
 )
 
-# KEYS: the pace (a string: when the next send may go).  ARGV: now, the
+# KEYS: the pace (a string: when the next send may go), and the bucket's
+# seed when the rate limit takes one (a hash pace, until).  ARGV: now, the
 # interval between sends, ttl (ms).  Returns {1} when the send may go (the
-# next is then an interval later), else {0, when the next may go}.
+# next is then an interval later: the seed's, while it lives and is
+# longer), else {0, when the next may go}.
 _ACQUIRE: Final = (
     _PRELUDE
     + """
 local now = tonumber(ARGV[1])
 local at = redis.call('GET', KEYS[1])
 if at and now < tonumber(at) then return {0, at} end
-redis.call('SET', KEYS[1], fmt(now + tonumber(ARGV[2])), 'PX', ARGV[3])
+local pace, ms = tonumber(ARGV[2]), ARGV[3]
+if KEYS[2] then
+  local s = redis.call('HMGET', KEYS[2], 'pace', 'until')
+  if s[1] and s[2] and now < tonumber(s[2]) and tonumber(s[1]) > pace then
+    pace = tonumber(s[1])
+    ms = ttl(pace)
+  end
+end
+redis.call('SET', KEYS[1], fmt(now + pace), 'PX', ms)
 return {1}
+"""
+)
+
+# A bucket's seed (what the server's RateLimit-Policy declared) replaces
+# the one before; it expires a minute after its until, on Redis's clock.
+# KEYS: the seed.  ARGV: pace, until.
+_SEED_LIMIT: Final = (
+    _PRELUDE
+    + f"""
+if redis.replicate_commands then redis.replicate_commands() end
+redis.call('HSET', KEYS[1], 'pace', ARGV[1], 'until', ARGV[2])
+local t = redis.call('TIME')
+local left = tonumber(ARGV[2]) - (tonumber(t[1]) + tonumber(t[2]) / 1e6)
+if left < 0 then left = 0 end
+redis.call('PEXPIRE', KEYS[1], life(left + {MIN_TTL}))
+return 1
 """
 )
 
@@ -449,8 +477,8 @@ return {{'ok'}}
 )
 
 # settle: set_pause, open_breaker, record_outcome, refund,
-# take_retry_token, each optional, in that order: every part's answer, in
-# order (false where a part answers nothing).
+# take_retry_token, seed_limit, each optional, in that order: every part's
+# answer, in order (false where a part answers nothing).
 _SETTLE: Final = (
     _PRELUDE
     + "if redis.replicate_commands then redis.replicate_commands() end\n"
@@ -459,11 +487,12 @@ _SETTLE: Final = (
     + _part("record_outcome", _RECORD_OUTCOME)
     + _part("refund", _REFUND)
     + _part("take_retry_token", _TAKE_RETRY_TOKEN)
+    + _part("seed_limit", _SEED_LIMIT)
     + _DRIVER
     + """
 local parts = {set_pause = set_pause, open_breaker = open_breaker,
   record_outcome = record_outcome, refund = refund,
-  take_retry_token = take_retry_token}
+  take_retry_token = take_retry_token, seed_limit = seed_limit}
 local out = {}
 for p = 1, n do
   local name, k, a = nxt(p)
@@ -485,6 +514,7 @@ _SCRIPTS: Final = {
     "alert_gate": _ALERT_GATE,
     "set_pause": _SET_PAUSE,
     "check_pause": _CHECK_PAUSE,
+    "seed_limit": _SEED_LIMIT,
 }
 
 
@@ -804,6 +834,19 @@ class RedisState:
             return True, 0
         return await self._arun(self._alert_gate(key, window, now))
 
+    def seed_limit(self, policy: str, bucket: str, seed: SeedState) -> None:
+        """
+        Pace *bucket*'s sends at *seed* until ``seed.until``, for every
+        process that shares this Redis (see
+        :class:`~referee._core.backend.SeedState`).
+        """
+        return self._run(self._seed_limit(policy, bucket, seed))
+
+    async def aseed_limit(
+        self, policy: str, bucket: str, seed: SeedState
+    ) -> None:
+        return await self._arun(self._seed_limit(policy, bucket, seed))
+
     def set_pause(self, policy: str, pause: PauseState) -> None:
         return self._run(self._set_pause(policy, pause))
 
@@ -885,6 +928,10 @@ class RedisState:
         if op.token is not None:
             t = op.token
             parts.append(self._take_retry_token(t.policy, t.host, t.settings))
+        if op.seed is not None:
+            parts.append(
+                self._seed_limit(op.seed.policy, op.seed.bucket, op.seed.seed)
+            )
 
         def settled(answers: list[Any]) -> Settlement:
             ratio: BreakerState | None = None
@@ -908,6 +955,22 @@ class RedisState:
             return settled([part.local(state) for part in parts])
 
         return _combined("settle", parts, convert, local)
+
+    def _seed_limit(
+        self, policy: str, bucket: str, seed: SeedState
+    ) -> _Op[None]:
+        def local(state: StateBackend) -> None:
+            keep = getattr(state, "seed_limit", None)
+            if keep is not None:
+                keep(policy, bucket, seed)
+
+        return _Op(
+            "seed_limit",
+            (self._key(policy, "seed", bucket),),
+            (_num(seeded(seed)), _num(seed.until)),
+            _none,
+            local,
+        )
 
     def _set_pause(self, policy: str, pause: PauseState) -> _Op[None]:
         return _Op(
@@ -1034,9 +1097,12 @@ class RedisState:
             return wait
 
         pace = interval(settings)
+        keys: tuple[str, ...] = (self._key(policy, "pace", bucket),)
+        if settings.seed:
+            keys += (self._key(policy, "seed", bucket),)
         return _Op(
             "acquire",
-            (self._key(policy, "pace", bucket),),
+            keys,
             (_num(now), _num(pace), _ms(max(pace * 2, MIN_TTL))),
             convert,
             lambda local: local.acquire(policy, bucket, now, settings),

@@ -33,6 +33,7 @@ __all__ = [
     "BudgetSettings",
     "PauseState",
     "RateLimitSettings",
+    "SeedState",
     "Settlement",
     "StateBackend",
 ]
@@ -75,13 +76,33 @@ class RateLimitSettings:
     """
     At most *requests* sends per *per* seconds, for the methods in
     *methods* (None: all), counted per *bucket* (the policy, or the policy
-    and the request's path).
+    and the request's path).  With *seed*, a bucket's responses that carry
+    a ``RateLimit-Policy`` field may tighten its pace for a while (see
+    :class:`SeedState`); a backend without ``seed_limit`` ignores them.
     """
 
     requests: int
     per: float
     methods: frozenset[str] | None
     by_path: bool
+    seed: bool = False
+
+
+@attrs.frozen
+class SeedState:
+    """
+    A pace the server declared for one rate-limit bucket (its strictest
+    ``RateLimit-Policy`` item): at most *requests* sends per *per*
+    seconds, until *until*.  It only tightens: a bucket's sends are paced
+    at the slower of this and the policy's own ``requests``/``per``.
+    A backend that keeps seeds has ``seed_limit(policy, bucket, seed)``
+    (and ``aseed_limit``), which replaces the bucket's seed, and honours
+    the live seed in ``acquire`` when ``settings.seed`` is set.
+    """
+
+    requests: int
+    per: float
+    until: float
 
 
 @attrs.frozen

@@ -797,6 +797,7 @@ def compile_policy(
             per=d.rate_limit.per,
             methods=d.rate_limit.methods,
             by_path=bool(d.rate_limit.by_path),
+            seed=d.rate_limit.seed is not None,
         )
     redaction = DEFAULT
     for _src, doc in chain:

@@ -49,7 +49,13 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from .backend import PAUSE_SLACK, Admission, PauseState, Settlement
+from .backend import (
+    PAUSE_SLACK,
+    Admission,
+    PauseState,
+    SeedState,
+    Settlement,
+)
 from .bodies import declared_too_long, event_data, is_event_stream
 from .decisions import Abort, Accept, Poll, PollRequest, Retry
 from .engine import (
@@ -68,12 +74,14 @@ from .errors import (
     RateLimited,
     RetriesExhausted,
 )
+from .hints import parse_quota_policy
 from .ops import (
     Admit,
     OpenBreaker,
     RaiseAlert,
     RecordOutcome,
     Refund,
+    SeedLimit,
     SetPause,
     Settle,
     StateOp,
@@ -905,6 +913,7 @@ def _settle(
                 now,
             )
         ),
+        seed=_seed(policy, snap, now),
     )
     if (
         op.pause is None
@@ -913,11 +922,39 @@ def _settle(
         and op.refund is None
         and op.token is None
         and op.alert is None
+        and op.seed is None
     ):
         return True
     reply = yield Store(op)
     settled: Settlement = reply.value
     return settled.token
+
+
+def _seed(policy: Policy, snap: Snapshot, now: float) -> SeedLimit | None:
+    """
+    What a response's ``RateLimit-Policy`` field seeds, when the policy's
+    rate limit asks for it (``seed: ratelimit-policy``) and counts the
+    request: its strictest item paces the request's bucket for two
+    windows of that item (one would end before the slot it grants when
+    the quota is 1).  None when the field is absent, malformed or names
+    no rate of requests.
+    """
+    limit = policy.rate_limit
+    if limit is None or not limit.seed:
+        return None
+    if limit.methods is not None and snap.method not in limit.methods:
+        return None
+    value = snap.headers.get("ratelimit-policy")
+    if value is None:
+        return None
+    found = parse_quota_policy(value)
+    if found is None:
+        return None
+    requests, per = found
+    bucket = _path(snap.url) if limit.by_path else "*"
+    return SeedLimit(
+        policy.name, bucket, SeedState(requests, float(per), now + 2 * per)
+    )
 
 
 def failed(decision: Decision, snap: Snapshot) -> bool:

@@ -38,7 +38,13 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 
-__all__ = ["FORMATS", "default_format", "parse_hint", "parse_pause"]
+__all__ = [
+    "FORMATS",
+    "default_format",
+    "parse_hint",
+    "parse_pause",
+    "parse_quota_policy",
+]
 
 FORMATS: Final[frozenset[str]] = frozenset(
     {
@@ -339,3 +345,71 @@ _PARSERS: Final[dict[str, Callable[[str, float], float | None]]] = {
     "duration": _duration,
     "auto": _auto,
 }
+
+
+# --- RateLimit-Policy --------------------------------------------------------
+
+# The RFC 9651 (Structured Fields) pieces a RateLimit-Policy field is made
+# of: a list of items (a string or a token, the policy's name), each with
+# parameters whose values are bare items.
+_SF_STRING: Final = r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\])*"'
+_SF_TOKEN: Final = r"[A-Za-z*][A-Za-z0-9:/!#$%&'*+\-.^_`|~]*"  # noqa: S105
+_SF_BARE: Final = (
+    rf"(?:-?[0-9]{{1,15}}(?:\.[0-9]{{1,3}})?|{_SF_STRING}|{_SF_TOKEN}"
+    r"|:[A-Za-z0-9+/=]*:|\?[01])"
+)
+_SF_PARAM: Final = re.compile(
+    rf";[ ]*([a-z*][a-z0-9_\-.*]*)(?:=({_SF_BARE}))?"
+)
+_SF_MEMBER: Final = re.compile(
+    rf"[ \t]*(?:{_SF_STRING}|{_SF_TOKEN})((?:;[ ]*[a-z*][a-z0-9_\-.*]*"
+    rf"(?:={_SF_BARE})?)*)[ \t]*(?:,|$)"
+)
+
+
+def parse_quota_policy(value: str) -> tuple[int, int] | None:
+    """
+    The strictest quota a ``RateLimit-Policy`` field declares, as
+    ``(q, w)``: the item with the lowest rate ``q / w`` (quota units per
+    second), or None.
+
+    The field is a Structured Fields list (draft-ietf-httpapi-ratelimit-
+    headers): ``"burst";q=100;w=60, "daily";q=1000;w=86400``.  Only the
+    items that give a rate of requests count: ``q`` >= 1, ``w`` >= 1, and
+    ``qu`` absent or ``"requests"``; an item without ``w`` names no window,
+    one of zero quota is the ``RateLimit`` field's business, and one
+    counted in other units (``qu="content-bytes"``) says nothing about
+    requests.  A malformed field — not a list, a ``q`` or ``w`` that is
+    not a non-negative integer, an item without ``q`` — is ignored
+    whole, as the draft requires.  Total: never raises.
+    """
+    if not value or len(value) > _MAX_FIELD:
+        return None
+    best: tuple[int, int] | None = None
+    pos = 0
+    end = len(value)
+    while pos < end:
+        member = _SF_MEMBER.match(value, pos)
+        if member is None or member.end() == pos:
+            return None
+        pos = member.end()
+        if value[pos - 1 : pos] == "," and pos >= end:
+            return None  # a trailing comma
+        params: dict[str, str] = {}
+        for param in _SF_PARAM.finditer(member.group(1)):
+            params[param.group(1)] = param.group(2) or "?1"
+        q = params.get("q")
+        if q is None or not q.isdigit():
+            return None
+        w = params.get("w")
+        if w is not None and not w.isdigit():
+            return None
+        unit = params.get("qu")
+        if w is None or int(q) < 1 or int(w) < 1:
+            continue
+        if unit is not None and unit != '"requests"':
+            continue
+        item = (int(q), int(w))
+        if best is None or item[0] * best[1] < best[0] * item[1]:
+            best = item
+    return best

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         BudgetSettings,
         PauseState,
         RateLimitSettings,
+        SeedState,
     )
     from .decisions import AlertNotice
 
@@ -41,6 +42,7 @@ __all__ = [
     "RaiseAlert",
     "RecordOutcome",
     "Refund",
+    "SeedLimit",
     "SetPause",
     "StateOp",
     "TakeRetryToken",
@@ -154,6 +156,20 @@ class SetPause:
 
 
 @attrs.frozen
+class SeedLimit:
+    """
+    Pace *bucket*'s later sends at *seed* (what the server's
+    ``RateLimit-Policy`` declared) until ``seed.until``, replacing the
+    bucket's earlier seed; the policy's own rate limit stays the ceiling.
+    """
+
+    policy: str
+    bucket: str
+    seed: SeedState
+    fallback: None = None
+
+
+@attrs.frozen
 class CheckPause:
     """
     The pause of one of *scopes* that holds a send now (a
@@ -191,9 +207,9 @@ class Settle:
     """
     Everything an outcome leaves in the state, as one operation: set its
     pause, open its breaker, count it for the failure-ratio breaker, refund
-    the retry budget or spend a token for the retry, and raise its alert
-    (the parts that are None are not done).  Answered with a
-    :class:`~referee._core.backend.Settlement`.
+    the retry budget or spend a token for the retry, seed the rate limit,
+    and raise its alert (the parts that are None are not done).  Answered
+    with a :class:`~referee._core.backend.Settlement`.
     """
 
     policy: str
@@ -204,6 +220,7 @@ class Settle:
     refund: Refund | None = None
     token: TakeRetryToken | None = None
     alert: RaiseAlert | None = None
+    seed: SeedLimit | None = None
     fallback: Settlement = attrs.Factory(Settlement)
 
 
@@ -213,6 +230,7 @@ StateOp: TypeAlias = (
     | CheckBreakers
     | CheckPause
     | SetPause
+    | SeedLimit
     | Acquire
     | TakeRetryToken
     | Refund

@@ -23,6 +23,7 @@ __all__ = [
     "ON_EXCEED",
     "PAUSE_SCOPES",
     "PAUSE_THEN",
+    "RATE_SEEDS",
     "RENAMED",
     "RULE_RETRY_KEYS",
     "SEVERITIES",
@@ -71,6 +72,7 @@ ON_EXCEED = ("cap", "fail")
 SEVERITIES = ("info", "warning", "error", "critical")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 MINTS = ("uuid4",)
+RATE_SEEDS = ("ratelimit-policy",)
 
 #: Seconds, from a number or a string with units (``250ms``, ``1m30s``).
 Duration = NewType("Duration", float)
@@ -195,6 +197,7 @@ class RateLimitDoc:
     per: Duration
     methods: Methods | None = None
     by_path: bool | None = None
+    seed: Word | None = None
 
 
 @attrs.frozen

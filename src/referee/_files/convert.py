@@ -562,6 +562,7 @@ _WORDS: Final = {
     (s.IdempotencyDoc, "mint"): s.MINTS,
     (s.PauseDoc, "scope"): s.PAUSE_SCOPES,
     (s.PauseDoc, "then"): s.PAUSE_THEN,
+    (s.RateLimitDoc, "seed"): s.RATE_SEEDS,
 }
 
 DOC_CLASSES: Final = (

@@ -22,10 +22,17 @@ from referee._core.backend import (
     BudgetSettings,
     PauseState,
     RateLimitSettings,
+    SeedState,
 )
 
 
-__all__ = ["PACING_MARGIN", "RATIO_BREAKER", "MemoryState", "interval"]
+__all__ = [
+    "PACING_MARGIN",
+    "RATIO_BREAKER",
+    "MemoryState",
+    "interval",
+    "seeded",
+]
 
 #: The name of the policy-level breaker that trips on a failure ratio.
 RATIO_BREAKER = "failure-ratio"
@@ -144,7 +151,10 @@ class MemoryState:
     *requests* sends, even as the server sees them, late by up to
     ``PACING_MARGIN * per`` more for one send than for another.  There is
     no burst: after a pause the first send goes at once, the next an
-    interval later.
+    interval later.  A rate limit with ``seed`` set uses the slower of
+    its interval and that of the bucket's live seed
+    (:meth:`seed_limit`: what the server's ``RateLimit-Policy`` declared,
+    kept until its ``until``).
 
     **Pauses** the server asked for are kept per policy and scope (``*``
     or a host) with their *until*; setting one keeps a later *until*.
@@ -168,6 +178,8 @@ class MemoryState:
         self._tokens: dict[tuple[str, str], float] = {}
         #: (policy, bucket) -> when the next send may go
         self._paces: dict[tuple[str, str], float] = {}
+        #: (policy, bucket) -> the pace the server declared, and its end
+        self._seeds: dict[tuple[str, str], SeedState] = {}
         self._gates: dict[str, _Gate] = {}
         self._pauses: dict[tuple[str, str], PauseState] = {}
         self._next_sweep = -math.inf
@@ -228,6 +240,11 @@ class MemoryState:
         self, key: str, window: float | None, now: float
     ) -> tuple[bool, int]:
         return self.alert_gate(key, window, now)
+
+    async def aseed_limit(
+        self, policy: str, bucket: str, seed: SeedState
+    ) -> None:
+        self.seed_limit(policy, bucket, seed)
 
     async def aset_pause(self, policy: str, pause: PauseState) -> None:
         self.set_pause(policy, pause)
@@ -408,8 +425,22 @@ class MemoryState:
             at = self._paces.get(key)
             if at is not None and now < at:
                 return _wait(now, at)
-            self._paces[key] = now + interval(settings)
+            pace = interval(settings)
+            if settings.seed:
+                seed = self._seeds.get(key)
+                if seed is not None and now < seed.until:
+                    pace = max(pace, seeded(seed))
+            self._paces[key] = now + pace
             return 0.0
+
+    def seed_limit(self, policy: str, bucket: str, seed: SeedState) -> None:
+        """
+        Pace *bucket*'s sends at *seed* until ``seed.until`` (replacing
+        its earlier seed), where the rate limit asks for seeds and *seed*
+        is slower than its own pace.
+        """
+        with self._lock:
+            self._seeds[policy, bucket] = seed
 
     # Alert de-duplication
 
@@ -466,6 +497,10 @@ class MemoryState:
             if at <= now:
                 del self._paces[key]
 
+        for key, seed in list(self._seeds.items()):
+            if seed.until <= now:
+                del self._seeds[key]
+
         for alert_key, gate in list(self._gates.items()):
             end = gate.sent + gate.window
             if now >= end and (gate.held == 0 or now >= end + HELD_FOR):
@@ -478,6 +513,14 @@ def interval(settings: RateLimitSettings) -> float:
     ``per * (1 + PACING_MARGIN) / requests``.
     """
     return settings.per * (1 + PACING_MARGIN) / settings.requests
+
+
+def seeded(seed: SeedState) -> float:
+    """
+    The time between two sends a seed grants, with the same margin as
+    :func:`interval`.
+    """
+    return seed.per * (1 + PACING_MARGIN) / seed.requests
 
 
 def _index(now: float, width: float) -> int:

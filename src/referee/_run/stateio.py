@@ -30,6 +30,7 @@ from referee._core.ops import (
     RaiseAlert,
     RecordOutcome,
     Refund,
+    SeedLimit,
     SetPause,
     Settle,
     TakeRetryToken,
@@ -97,6 +98,12 @@ def answer(op: StateOp, runtime: Runtime) -> Any:
             case SetPause():
                 state.set_pause(op.policy, op.pause)
                 return _pause_set(op)
+            case SeedLimit():
+                # Optional: a backend that keeps no seeds ignores them.
+                seed = getattr(state, "seed_limit", None)
+                if seed is not None:
+                    seed(op.policy, op.bucket, op.seed)
+                return None
             case RaiseAlert():
                 return _raise(op, runtime, None)
     except Exception as exc:  # noqa: BLE001 - state trouble never fails a call
@@ -155,6 +162,11 @@ async def aanswer(op: StateOp, runtime: Runtime) -> Any:
             case SetPause():
                 await state.aset_pause(op.policy, op.pause)
                 return _pause_set(op)
+            case SeedLimit():
+                aseed = getattr(state, "aseed_limit", None)
+                if aseed is not None:
+                    await aseed(op.policy, op.bucket, op.seed)
+                return None
             case RaiseAlert():
                 # The de-duplication gate is a backend call: awaited here,
                 # so the dispatcher only has to queue the alert.
@@ -229,7 +241,14 @@ def _parts(op: Settle) -> list[StateOp]:
     """
     return [
         part
-        for part in (op.alert, op.pause, op.open, op.record, op.refund)
+        for part in (
+            op.alert,
+            op.pause,
+            op.open,
+            op.record,
+            op.refund,
+            op.seed,
+        )
         if part is not None
     ]
 

@@ -468,6 +468,11 @@ _DOCS: Final[dict[tuple[type, str], str]] = {
     (s.RateLimitDoc, "methods"): "The methods paced (default: every method).",
     (s.RateLimitDoc, "by_path"): "true: a separate limit for each request "
     "path; false: one for the whole policy (default: false).",
+    (s.RateLimitDoc, "seed"): "ratelimit-policy: a response's "
+    "RateLimit-Policy field tightens its bucket's pace to the strictest "
+    "quota it declares, for two of its windows after the last response "
+    "that declared it; requests/per stays the "
+    "ceiling (default: off).",
     (s.DefaultsDoc, "retry"): "The retry settings of every retry rule: "
     "attempts, backoff, unsafe_methods, delay_from, delay_min.",
     (s.DefaultsDoc, "poll"): "The poll schedule of every poll rule.",

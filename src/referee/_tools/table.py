@@ -294,7 +294,8 @@ def summary(policy: Policy) -> list[tuple[str, str]]:
             if r is None
             else f"{r.requests} per {_dur(r.per)}"
             + (f", {','.join(sorted(r.methods))}" if r.methods else "")
-            + (", by path" if r.by_path else ""),
+            + (", by path" if r.by_path else "")
+            + (", seeded by RateLimit-Policy" if r.seed else ""),
         )
     )
     g = policy.budget
