@@ -62,6 +62,7 @@ EXPECTED_API = [
     "bundled_names",
     "decide",
     "flush_alerts",
+    "flush_state",
     "guard",
     "hooks",
     "load_policy",

@@ -60,6 +60,7 @@ if TYPE_CHECKING:
         hooks,
         remove_hook,
     )
+    from ._run.stateio import flush_state
 
 
 __all__ = [
@@ -108,6 +109,7 @@ __all__ = [
     "bundled_names",
     "decide",
     "flush_alerts",
+    "flush_state",
     "guard",
     "hooks",
     "load_policy",
@@ -146,6 +148,7 @@ _LAZY = {
     "guard": "_run.generic",
     "Alert": "_run.alerts",
     "flush_alerts": "_run.alerts",
+    "flush_state": "_run.stateio",
     "PolicyWatcher": "_files.watch",
     "watch_policy": "_files.watch",
 }

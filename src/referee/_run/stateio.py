@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from .runtime import Runtime
 
 
-__all__ = ["aanswer", "adrain", "answer", "drain"]
+__all__ = ["aanswer", "adrain", "answer", "drain", "flush_state"]
 
 _log = structlog.get_logger("referee")
 
@@ -353,15 +353,30 @@ def _adefer(
     task.add_done_callback(_tasks.discard)
 
 
-def drain() -> None:
+def flush_state(timeout: float | None = None) -> bool:
     """
-    Wait until every settlement handed to the settling thread so far is
-    done (tests, and shutdown hooks that want the last ones written).
+    Wait until every settlement of a successful call handed to the
+    settling thread so far is written to its state backend (a shutdown
+    hook's last step, or a test's): True when they are, False when
+    *timeout* seconds passed first.  Settlements go off the call's path
+    only on a backend that settles in one operation (``RedisState``).
     """
     with _settler_lock:
         settler = _settler
-    if settler is not None:
-        settler.submit(lambda: None).result()
+    if settler is None:
+        return True
+    try:
+        settler.submit(lambda: None).result(timeout)
+    except TimeoutError:
+        return False
+    return True
+
+
+def drain() -> None:
+    """
+    :func:`flush_state` with no bound (referee's own tests).
+    """
+    flush_state()
 
 
 async def adrain() -> None:
