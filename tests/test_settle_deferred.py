@@ -97,6 +97,21 @@ class TestSync:
 
         assert [("referee-settle_0", False)] == state.settled
 
+    def test_flush_state_waits_for_the_settling_thread(self):
+        """
+        referee.flush_state() says False while a settlement is held past
+        its timeout, True once it is written.
+        """
+        state = Settling()
+        state.go.clear()
+        with client(state, 200) as http:
+            http.get("https://api.example.com/x")
+
+        assert referee.flush_state(timeout=0.05) is False
+        state.go.set()
+        assert referee.flush_state(timeout=5) is True
+        assert 1 == len(state.settled)
+
     def test_a_failure_is_settled_before_the_call_goes_on(self):
         """
         A retried 503 is counted as a failure (and its token spent) before
