@@ -1013,11 +1013,13 @@ class TestBodiesGivenBack:
             ],
         )
 
+        policy = referee.load_policy_text(READS_EVENTS)
+
         async def main() -> tuple[bool, list[tuple[bytes, float]]]:
             loop = asyncio.get_running_loop()
             started = loop.time()
             async with (
-                session(referee.load_policy_text(READS_EVENTS)) as s,
+                session(policy) as s,
                 s.get(drip_server.url("/events")) as r,
             ):
                 replayed = isinstance(r.content, _Replay)
@@ -1035,9 +1037,12 @@ class TestBodiesGivenBack:
         assert [e.split(b"\n")[0] + b"\n" for e in events] == [
             line for line, _ in seen
         ]
+        # Held back, the events would all arrive together at the end; as
+        # sent, they span the four intervals (a loaded machine may delay
+        # the first, not bring the last forward).
         first, last = seen[0][1], seen[-1][1]
-        assert first < 0.2
-        assert last > 0.8
+        assert first < 0.5
+        assert last - first > 0.8
 
     def test_a_broken_rest_fails_the_callers_read(self):
         """

@@ -1304,11 +1304,12 @@ class TestBodiesGivenBack:
                 )
             ],
         )
+        policy = referee.load_policy_text(READS_EVENTS)
         started = time.monotonic()
 
         with no_sleep():
             response = call(
-                referee.load_policy_text(READS_EVENTS),
+                policy,
                 "GET",
                 drip_server.url("/events"),
                 stream=True,
@@ -1324,10 +1325,13 @@ class TestBodiesGivenBack:
         assert [e.split(b"\n")[0] for e in events] == [
             line for line, _ in seen
         ]
+        # Held back, the events would all arrive together at the end; as
+        # sent, they span the four intervals (a loaded machine may delay
+        # the first, not bring the last forward).
         first, last = seen[0][1], seen[-1][1]
         assert replayed
-        assert first < 0.2
-        assert last > 0.8
+        assert first < 0.5
+        assert last - first > 0.8
 
     def test_a_slow_error_body_still_reaches_the_caller(self, drip_server):
         """
