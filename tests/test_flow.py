@@ -28,7 +28,6 @@ from referee import (
     Snapshot,
 )
 from referee._core.backend import (
-    PAUSE_SLACK,
     Admission,
     BreakerState,
     Settlement,
@@ -49,13 +48,15 @@ from referee._core.ops import (
     Acquire,
     Admit,
     CheckBreakers,
-    CheckPause,
     OpenBreaker,
     RaiseAlert,
     RecordOutcome,
     Refund,
     Settle,
     TakeRetryToken,
+    admit_parts,
+    by_parts,
+    settle_parts,
 )
 
 
@@ -270,28 +271,8 @@ def _by_parts(
         return part.fallback if store is None else store(part)
 
     asked: list[StateOp] = []
-    if isinstance(op, Admit):
-        if op.skip is not None:
-            found = ask(CheckBreakers(op.policy, op.now, op.skip))
-            if found is not None:
-                return Admission(breaker=found), asked
-        if op.scopes:
-            pause = ask(CheckPause(op.policy, op.scopes, op.now))
-            if pause is not None and pause.until - op.now > PAUSE_SLACK:
-                return Admission(pause=pause), asked
-        if op.bucket is None or op.limit is None:
-            return Admission(), asked
-        return Admission(
-            wait=ask(Acquire(op.policy, op.bucket, op.now, op.limit))
-        ), asked
-    ratio = None
-    for part in (op.alert, op.pause, op.open, op.record, op.refund, op.seed):
-        if part is not None:
-            got = ask(part)
-            if isinstance(part, RecordOutcome):
-                ratio = got
-    token = True if op.token is None else ask(op.token)
-    return Settlement(ratio=ratio, token=token is not False), asked
+    parts = admit_parts(op) if isinstance(op, Admit) else settle_parts(op)
+    return by_parts(parts, ask), asked
 
 
 def names(actions: list[Action]) -> list[str]:

@@ -49,6 +49,7 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeAlias, TypeVar
 
+import attrs
 import structlog
 
 from ._core.backend import (
@@ -58,6 +59,20 @@ from ._core.backend import (
     PauseState,
     SeedState,
     Settlement,
+)
+from ._core.ops import (
+    Acquire,
+    CheckBreakers,
+    CheckPause,
+    OpenBreaker,
+    RecordOutcome,
+    Refund,
+    SeedLimit,
+    SetPause,
+    TakeRetryToken,
+    admit_parts,
+    by_parts,
+    settle_parts,
 )
 from ._run.memory import (
     BUCKETS,
@@ -97,7 +112,7 @@ if TYPE_CHECKING:
         RateLimitSettings,
         StateBackend,
     )
-    from ._core.ops import Admit, Settle
+    from ._core.ops import Admit, Settle, StateOp
 
 
 __all__ = ["IDLE_TTL", "MIN_TTL", "TIMEOUT", "RedisState"]
@@ -887,14 +902,8 @@ class RedisState:
     # Plans
 
     def _admit(self, op: Admit) -> _Op[Admission]:
-        parts: list[_Op[Any]] = []
-        if op.skip is not None:
-            parts.append(self._check_breakers(op.policy, op.now, op.skip))
-        if op.scopes:
-            parts.append(self._check_pause(op.policy, op.scopes, op.now))
-        if op.bucket is not None and op.limit is not None:
-            parts.append(self._acquire(op.policy, op.bucket, op.now, op.limit))
-        by_name = {part.script: part for part in parts}
+        plans = [self._plan(part) for part in op.parts()]
+        by_name = {plan.script: plan for plan in plans}
 
         def convert(answer: Any) -> Admission:
             kind = _text(answer[0])
@@ -906,55 +915,69 @@ class RedisState:
                 return Admission(wait=by_name["acquire"].convert(answer[1]))
             return Admission()
 
-        return _combined("admit", parts, convert, _admit_locally(parts))
+        def local(state: StateBackend) -> Admission:
+            return by_parts(
+                admit_parts(op), lambda part: self._plan(part).local(state)
+            )
+
+        return _combined("admit", plans, convert, local)
 
     def _settle(self, op: Settle) -> _Op[Settlement]:
-        parts: list[_Op[Any]] = []
-        if op.pause is not None:
-            parts.append(self._set_pause(op.policy, op.pause.pause))
-        if op.open is not None:
-            o = op.open
-            parts.append(
-                self._open_breaker(o.policy, o.name, o.until, o.rule_id)
-            )
-        if op.record is not None:
-            r = op.record
-            parts.append(
-                self._record_outcome(r.policy, r.failed, r.now, r.settings)
-            )
-        if op.refund is not None:
-            f = op.refund
-            parts.append(self._refund(f.policy, f.host, f.settings))
-        if op.token is not None:
-            t = op.token
-            parts.append(self._take_retry_token(t.policy, t.host, t.settings))
-        if op.seed is not None:
-            parts.append(
-                self._seed_limit(op.seed.policy, op.seed.bucket, op.seed.seed)
-            )
-
-        def settled(answers: list[Any]) -> Settlement:
-            ratio: BreakerState | None = None
-            token = True
-            for part, got in zip(parts, answers, strict=True):
-                if part.script == "record_outcome":
-                    ratio = got
-                elif part.script == "take_retry_token":
-                    token = got
-            return Settlement(ratio=ratio, token=token)
+        # The alert's gate is the dispatcher's (its key is in another slot).
+        op = attrs.evolve(op, alert=None)
+        plans = [self._plan(part) for part in op.parts()]
 
         def convert(answer: Any) -> Settlement:
-            return settled(
+            answers = iter(
                 [
-                    part.convert(got)
-                    for part, got in zip(parts, answer, strict=True)
+                    plan.convert(got)
+                    for plan, got in zip(plans, answer, strict=True)
                 ]
             )
+            return by_parts(settle_parts(op), lambda _part: next(answers))
 
         def local(state: StateBackend) -> Settlement:
-            return settled([part.local(state) for part in parts])
+            return by_parts(
+                settle_parts(op), lambda part: self._plan(part).local(state)
+            )
 
-        return _combined("settle", parts, convert, local)
+        return _combined("settle", plans, convert, local)
+
+    def _plan(self, part: StateOp) -> _Op[Any]:
+        """
+        The plan of one part of an admission or a settlement.
+        """
+        match part:
+            case CheckBreakers():
+                return self._check_breakers(part.policy, part.now, part.skip)
+            case CheckPause():
+                return self._check_pause(part.policy, part.scopes, part.now)
+            case Acquire():
+                return self._acquire(
+                    part.policy, part.bucket, part.now, part.settings
+                )
+            case SetPause():
+                return self._set_pause(part.policy, part.pause)
+            case OpenBreaker():
+                return self._open_breaker(
+                    part.policy, part.name, part.until, part.rule_id
+                )
+            case RecordOutcome():
+                return self._record_outcome(
+                    part.policy, part.failed, part.now, part.settings
+                )
+            case Refund():
+                return self._refund(part.policy, part.host, part.settings)
+            case TakeRetryToken():
+                return self._take_retry_token(
+                    part.policy, part.host, part.settings
+                )
+            case SeedLimit():
+                return self._seed_limit(part.policy, part.bucket, part.seed)
+        msg = (
+            f"{type(part).__name__} is no part of an admission or a settlement"
+        )
+        raise TypeError(msg)
 
     def _seed_limit(
         self, policy: str, bucket: str, seed: SeedState
@@ -1338,31 +1361,6 @@ def _combined(
         keys += part.keys
         args += part.args
     return _Op(script, tuple(keys), (*header, *args), convert, local)
-
-
-def _admit_locally(
-    parts: list[_Op[Any]],
-) -> Callable[[StateBackend], Admission]:
-    """
-    An admission on the local state, part by part, with the combined
-    script's stops.
-    """
-
-    def local(state: StateBackend) -> Admission:
-        for part in parts:
-            got = part.local(state)
-            if part.script == "check_breakers":
-                if got is not None:
-                    return Admission(breaker=got)
-            elif part.script == "check_pause":
-                now = float(part.args[0])  # check_pause's first argument
-                if got is not None and got.until - now > PAUSE_SLACK:
-                    return Admission(pause=got)
-            else:
-                return Admission(wait=got)
-        return Admission()
-
-    return local
 
 
 def _register(

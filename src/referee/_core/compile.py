@@ -418,6 +418,12 @@ class Policy:
     breaker_scopes: Mapping[str, frozenset[str] | None] = attrs.field(
         factory=dict, repr=False
     )
+    #: Per request method, whether a send needs admission and the breakers
+    #: it skips (``referee._core.flow``): derived from the fields above,
+    #: filled on first use.
+    by_method: dict[str, tuple[bool, frozenset[str]]] = attrs.field(
+        factory=dict, repr=False
+    )
     #: The rules with a deadline of their own (``retry: {deadline: ...}``),
     #: by id: what bounds the re-send a retry of theirs makes.
     rule_deadlines: Mapping[str, float] = attrs.field(factory=dict, repr=False)
@@ -563,42 +569,42 @@ def _uses_body(cond: s.ConditionDoc | None) -> bool:
     return any(_uses_body(c) for c in subs)
 
 
-def _names_event_stream(cond: s.ConditionDoc | None) -> bool:
+def _content_type(
+    cond: s.ConditionDoc | None, test: Callable[[s.ValueMatch], bool]
+) -> bool:
     """
-    Whether *cond* (or a condition all of whose parts must hold) asks for
-    ``content-type: text/event-stream``: the opt-in to reading a stream.
-    """
-    if cond is None:
-        return False
-    for name, vm in (cond.headers or {}).items():
-        if name.lower() != "content-type":
-            continue
-        said = [*(vm.one_of or ()), vm.contains, vm.matches]
-        if any(isinstance(v, str) and "event-stream" in v for v in said):
-            return True
-    return any(_names_event_stream(c) for c in cond.all or ())
-
-
-def _only_event_stream(cond: s.ConditionDoc | None) -> bool:
-    """
-    Whether *cond* (or a condition all of whose parts must hold) admits an
-    event stream only: its content-type must contain ``event-stream``, or
-    be one of values that all do.  (A pattern is not taken to exclude
-    anything.)
+    Whether a ``content-type`` condition of *cond* (or of a condition all
+    of whose parts must hold) passes *test*.
     """
     if cond is None:
         return False
     for name, vm in (cond.headers or {}).items():
-        if name.lower() != "content-type":
-            continue
-        if isinstance(vm.contains, str) and "event-stream" in vm.contains:
+        if name.lower() == "content-type" and test(vm):
             return True
-        values = vm.one_of or ()
-        if values and all(
-            isinstance(v, str) and "event-stream" in v for v in values
-        ):
-            return True
-    return any(_only_event_stream(c) for c in cond.all or ())
+    return any(_content_type(c, test) for c in cond.all or ())
+
+
+def _names_event_stream(vm: s.ValueMatch) -> bool:
+    """
+    Whether *vm* asks for ``text/event-stream``: the opt-in to reading a
+    stream.
+    """
+    said = [*(vm.one_of or ()), vm.contains, vm.matches]
+    return any(isinstance(v, str) and "event-stream" in v for v in said)
+
+
+def _only_event_stream(vm: s.ValueMatch) -> bool:
+    """
+    Whether *vm* admits an event stream only: it must contain
+    ``event-stream``, or be one of values that all do.  (A pattern is not
+    taken to exclude anything.)
+    """
+    if isinstance(vm.contains, str) and "event-stream" in vm.contains:
+        return True
+    values = vm.one_of or ()
+    return bool(values) and all(
+        isinstance(v, str) and "event-stream" in v for v in values
+    )
 
 
 def _needs_body(rule: s.RuleDoc) -> bool:
@@ -667,8 +673,8 @@ def _compile_rule(
         path=path,
         action=rd.do,
         when=when,
-        reads_events=_names_event_stream(rd.when),
-        only_events=_only_event_stream(rd.when),
+        reads_events=_content_type(rd.when, _names_event_stream),
+        only_events=_content_type(rd.when, _only_event_stream),
         needs_body=_needs_body(rd)
         or bool(
             poll is not None

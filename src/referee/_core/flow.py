@@ -562,50 +562,41 @@ def needs_admission(policy: Policy, method: str) -> bool:
         and not policy.pause_scopes
     ):
         return False
+    return _by_method(policy, method)[0]
+
+
+def _skips(policy: Policy, method: str) -> frozenset[str]:
+    """
+    The breakers scoped to other methods than *method*.
+    """
+    return _by_method(policy, method)[1]
+
+
+def _by_method(policy: Policy, method: str) -> tuple[bool, frozenset[str]]:
+    """
+    Whether a send of *method* needs admission, and the breakers it skips:
+    computed once per method, kept on the compiled policy.
+    """
+    found = policy.by_method.get(method)
+    if found is not None:
+        return found
     scopes = policy.breaker_scopes
-    key = (id(scopes), method)
-    cached = _ADMITS.get(key)
-    if cached is not None and cached[0] is scopes:
-        return cached[1]
+    skip = frozenset(
+        name
+        for name, scope in scopes.items()
+        if scope is not None and method not in scope
+    )
     limit = policy.rate_limit
-    found = (
+    admits = (
         any(m is None or method in m for _k, m in policy.pause_scopes)
         or policy.breaker is not None
-        or len(_skips(policy, method)) < len(policy.breaker_scopes)
+        or len(skip) < len(scopes)
         or (
             limit is not None
             and (limit.methods is None or method in limit.methods)
         )
     )
-    if len(_ADMITS) > 4096:
-        _ADMITS.clear()
-    # The entry keeps the mapping it was computed for: while it is
-    # cached, no other policy's mapping can take its id.
-    _ADMITS[key] = (scopes, found)
-    return found
-
-
-_ADMITS: dict[tuple[int, str], tuple[object, bool]] = {}
-_SKIPS: dict[tuple[int, str], tuple[object, frozenset[str]]] = {}
-
-
-def _skips(policy: Policy, method: str) -> frozenset[str]:
-    # The breakers scoped to other methods than *method*: computed once per
-    # (policy, method).  Keyed by the scopes mapping's identity, which lives
-    # as long as the compiled policy (and its reloads share nothing).
-    scopes = policy.breaker_scopes
-    key = (id(scopes), method)
-    cached = _SKIPS.get(key)
-    if cached is not None and cached[0] is scopes:
-        return cached[1]
-    found = frozenset(
-        name
-        for name, scope in scopes.items()
-        if scope is not None and method not in scope
-    )
-    if len(_SKIPS) > 4096:
-        _SKIPS.clear()
-    _SKIPS[key] = (scopes, found)
+    found = policy.by_method[method] = (admits, skip)
     return found
 
 

@@ -14,14 +14,18 @@ reads the clock.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import attrs
 
-from .backend import Admission, Settlement
+from .backend import PAUSE_SLACK, Admission, Settlement
 
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Generator
+
     from .backend import (
         BreakerSettings,
         BreakerState,
@@ -46,6 +50,9 @@ __all__ = [
     "SetPause",
     "StateOp",
     "TakeRetryToken",
+    "admit_parts",
+    "by_parts",
+    "settle_parts",
 ]
 
 
@@ -201,6 +208,22 @@ class Admit:
     limit: RateLimitSettings | None
     fallback: Admission = attrs.Factory(Admission)
 
+    def parts(self) -> list[CheckBreakers | CheckPause | Acquire]:
+        """
+        The operations the admission is made of, in the order they are
+        asked (:func:`admit_parts` stops at the first that holds the send).
+        """
+        found: list[CheckBreakers | CheckPause | Acquire] = []
+        if self.skip is not None:
+            found.append(CheckBreakers(self.policy, self.now, self.skip))
+        if self.scopes:
+            found.append(CheckPause(self.policy, self.scopes, self.now))
+        if self.bucket is not None and self.limit is not None:
+            found.append(
+                Acquire(self.policy, self.bucket, self.now, self.limit)
+            )
+        return found
+
 
 @attrs.frozen
 class Settle:
@@ -222,6 +245,85 @@ class Settle:
     alert: RaiseAlert | None = None
     seed: SeedLimit | None = None
     fallback: Settlement = attrs.Factory(Settlement)
+
+    def parts(self) -> list[StateOp]:
+        """
+        The operations the settlement is made of, in the order they are
+        done (the retry's token last: it is the answer that matters).
+        """
+        return [
+            part
+            for part in (
+                self.alert,
+                self.pause,
+                self.open,
+                self.record,
+                self.refund,
+                self.seed,
+                self.token,
+            )
+            if part is not None
+        ]
+
+
+# --- Part by part -----------------------------------------------------------
+#
+# A backend that admits or settles in one operation (RedisState: one script
+# each) does the parts itself; for any other, and for RedisState's local
+# fallback, the operation is carried out part by part.  These generators
+# say how: each yields a part and is sent its answer, and returns the
+# operation's answer.  Whoever asks the parts drives them (by_parts).
+
+
+def admit_parts(op: Admit) -> Generator[StateOp, Any, Admission]:
+    """
+    *op* part by part: the first open breaker stops the send, else the
+    first pause still holding it (one ending within PAUSE_SLACK holds
+    nothing), else the rate limit's wait; a held send takes no slot.
+    """
+    for part in op.parts():
+        got = yield part
+        if isinstance(part, CheckBreakers):
+            if got is not None:
+                return Admission(breaker=got)
+        elif isinstance(part, CheckPause):
+            if got is not None and got.until - op.now > PAUSE_SLACK:
+                return Admission(pause=got)
+        else:
+            return Admission(wait=got)
+    return Admission()
+
+
+def settle_parts(op: Settle) -> Generator[StateOp, Any, Settlement]:
+    """
+    *op* part by part: the ratio breaker the outcome opened, and whether
+    the retry's token was granted.
+    """
+    ratio = None
+    token = True
+    for part in op.parts():
+        got = yield part
+        if isinstance(part, RecordOutcome):
+            ratio = got
+        elif isinstance(part, TakeRetryToken):
+            token = got is not False
+    return Settlement(ratio=ratio, token=token)
+
+
+def by_parts(
+    parts: Generator[StateOp, Any, T], ask: Callable[[StateOp], Any]
+) -> T:
+    """
+    Drive *parts* (:func:`admit_parts`, :func:`settle_parts`), answering
+    each part with *ask*.
+    """
+    try:
+        part = next(parts)
+        while True:
+            part = parts.send(ask(part))
+    except StopIteration as stop:
+        done: T = stop.value
+        return done
 
 
 StateOp: TypeAlias = (

@@ -90,31 +90,13 @@ def next_step(
         return finished
 
 
-#: Whether a call of (policy, method) must run the flow from its start:
-#: its send admitted, or its success reported to the state.  Policies
-#: hash by identity; the map is emptied when it grows past a few hundred
-#: (policies reloaded by a watcher are new ones).
-_GATED: dict[tuple[Policy, str], bool] = {}
-
-
 def _gated(policy: Policy, method: str) -> bool:
     """
     Whether a call of *method* under *policy* must run the flow from its
     start (no fast path): something must admit its send, or hear of its
     success.
     """
-    if not policy.settles and policy.runtime is None:
-        return False
-    key = (policy, method)
-    try:
-        return _GATED[key]
-    except KeyError:
-        pass
-    found = policy.settles or needs_admission(policy, method)
-    if len(_GATED) > 256:
-        _GATED.clear()
-    _GATED[key] = found
-    return found
+    return policy.settles or needs_admission(policy, method)
 
 
 #: Where minted idempotency keys come from: the OS's entropy, not the

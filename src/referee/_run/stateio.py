@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from referee._core.backend import PAUSE_SLACK, Admission, Settlement
+from referee._core.backend import Admission, Settlement
 from referee._core.engine import scope_parts
 from referee._core.ops import (
     Acquire,
@@ -34,6 +34,9 @@ from referee._core.ops import (
     SetPause,
     Settle,
     TakeRetryToken,
+    admit_parts,
+    by_parts,
+    settle_parts,
 )
 
 from . import hooks
@@ -63,12 +66,12 @@ def answer(op: StateOp, runtime: Runtime) -> Any:
             case Admit():
                 native = getattr(state, "admit", None)
                 if native is None:
-                    return _admit(op, runtime)
+                    return _by_parts(op, runtime)
                 return _admitted(op, native(op))
             case Settle():
                 native = getattr(state, "settle", None)
                 if native is None:
-                    return _settle(op, runtime)
+                    return _by_parts(op, runtime)
                 if _deferrable(op) and _defer(op, runtime, native):
                     return Settlement()
                 return _settled(op, runtime, native(op))
@@ -120,12 +123,12 @@ async def aanswer(op: StateOp, runtime: Runtime) -> Any:
             case Admit():
                 native = getattr(state, "aadmit", None)
                 if native is None:
-                    return await _aadmit(op, runtime)
+                    return await _aby_parts(op, runtime)
                 return _admitted(op, await native(op))
             case Settle():
                 native = getattr(state, "asettle", None)
                 if native is None:
-                    return await _asettle(op, runtime)
+                    return await _aby_parts(op, runtime)
                 if _deferrable(op):
                     _adefer(op, runtime, native)
                     return Settlement()
@@ -191,86 +194,22 @@ async def aanswer(op: StateOp, runtime: Runtime) -> Any:
 # order and with the same answers.
 
 
-def _admit(op: Admit, runtime: Runtime) -> Admission:
-    state = runtime.state
-    if op.skip is not None:
-        found = (
-            state.check_breakers(op.policy, op.now, op.skip)
-            if op.skip
-            else state.check_breakers(op.policy, op.now)
-        )
-        if found is not None:
-            return Admission(breaker=_seen(op.policy, found))
-    if op.scopes:
-        pause = answer(CheckPause(op.policy, op.scopes, op.now), runtime)
-        if pause is not None and pause.until - op.now > PAUSE_SLACK:
-            return Admission(pause=pause)
-    if op.bucket is None or op.limit is None:
-        return Admission()
-    wait = answer(Acquire(op.policy, op.bucket, op.now, op.limit), runtime)
-    return Admission(wait=wait)
+def _by_parts(op: Admit | Settle, runtime: Runtime) -> Any:
+    parts = admit_parts(op) if isinstance(op, Admit) else settle_parts(op)
+    return by_parts(parts, lambda part: answer(part, runtime))
 
 
-async def _aadmit(op: Admit, runtime: Runtime) -> Admission:
-    state = runtime.state
-    if op.skip is not None:
-        found = (
-            await state.acheck_breakers(op.policy, op.now, op.skip)
-            if op.skip
-            else await state.acheck_breakers(op.policy, op.now)
-        )
-        if found is not None:
-            return Admission(breaker=_seen(op.policy, found))
-    if op.scopes:
-        pause = await aanswer(
-            CheckPause(op.policy, op.scopes, op.now), runtime
-        )
-        if pause is not None and pause.until - op.now > PAUSE_SLACK:
-            return Admission(pause=pause)
-    if op.bucket is None or op.limit is None:
-        return Admission()
-    wait = await aanswer(
-        Acquire(op.policy, op.bucket, op.now, op.limit), runtime
-    )
-    return Admission(wait=wait)
-
-
-def _parts(op: Settle) -> list[StateOp]:
+async def _aby_parts(op: Admit | Settle, runtime: Runtime) -> Any:
     """
-    The parts of a settlement but the token, in the order they are done.
+    :func:`_by_parts` with each part awaited.
     """
-    return [
-        part
-        for part in (
-            op.alert,
-            op.pause,
-            op.open,
-            op.record,
-            op.refund,
-            op.seed,
-        )
-        if part is not None
-    ]
-
-
-def _settle(op: Settle, runtime: Runtime) -> Settlement:
-    ratio = None
-    for part in _parts(op):
-        got = answer(part, runtime)
-        if isinstance(part, RecordOutcome):
-            ratio = got
-    token = True if op.token is None else answer(op.token, runtime)
-    return Settlement(ratio=ratio, token=token is not False)
-
-
-async def _asettle(op: Settle, runtime: Runtime) -> Settlement:
-    ratio = None
-    for part in _parts(op):
-        got = await aanswer(part, runtime)
-        if isinstance(part, RecordOutcome):
-            ratio = got
-    token = True if op.token is None else await aanswer(op.token, runtime)
-    return Settlement(ratio=ratio, token=token is not False)
+    parts = admit_parts(op) if isinstance(op, Admit) else settle_parts(op)
+    try:
+        part = next(parts)
+        while True:
+            part = parts.send(await aanswer(part, runtime))
+    except StopIteration as stop:
+        return stop.value
 
 
 # --- A success's settlement, off the call's path ----------------------------
