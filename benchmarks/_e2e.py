@@ -176,7 +176,22 @@ def httpx_async(rounds: int, body: bytes) -> dict[str, dict[str, Any]]:
         ),
     }
 
-    def get(client: httpx.AsyncClient) -> Callable[[], Awaitable[Any]]:
+    return _async_gets(clients, url, rounds, loop, httpd)
+
+
+def _async_gets(
+    clients: dict[str, Any],
+    url: str,
+    rounds: int,
+    loop: asyncio.AbstractEventLoop,
+    httpd: Any,
+) -> dict[str, dict[str, Any]]:
+    """
+    GET *url* with each of the asyncio *clients* (httpx's or httpx2's) in
+    paired rounds on *loop*; then close them, the loop and the server.
+    """
+
+    def get(client: Any) -> Callable[[], Awaitable[Any]]:
         async def call() -> bytes:
             return (await client.get(url)).content
 
@@ -252,24 +267,7 @@ def httpx2_async(rounds: int, body: bytes) -> dict[str, dict[str, Any]]:
         "bare httpx2.AsyncClient": httpx2.AsyncClient(),
     }
 
-    def get(client: httpx2.AsyncClient) -> Callable[[], Awaitable[Any]]:
-        async def call() -> bytes:
-            return (await client.get(url)).content
-
-        return call
-
-    try:
-        return paired_async(
-            {name: get(client) for name, client in clients.items()},
-            rounds,
-            BATCH,
-            loop,
-        )
-    finally:
-        for client in clients.values():
-            loop.run_until_complete(client.aclose())
-        loop.close()
-        httpd.shutdown()
+    return _async_gets(clients, url, rounds, loop, httpd)
 
 
 def requests_(rounds: int, body: bytes) -> dict[str, dict[str, Any]]:

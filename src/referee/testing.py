@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ._core.backend import Admission
 from ._core.flow import (
     CanResend,
     Finished,
@@ -43,7 +42,16 @@ from ._core.flow import (
 )
 from ._core.flow import Reply as FlowReply
 from ._core.idempotency import mint
-from ._core.ops import Admit, Settle
+from ._core.ops import (
+    Admit,
+    CheckPause,
+    SetPause,
+    Settle,
+    StateOp,
+    admit_parts,
+    by_parts,
+    settle_parts,
+)
 from ._core.snapshot import FAILURES, Snapshot
 from ._core.state import AttemptRecord
 from ._core.units import parse_duration, round_seconds
@@ -368,6 +376,16 @@ def simulate(
     counters = (1, 0)
     # The pauses the call's own outcomes ask for hold its later sends.
     pauses = MemoryState()
+
+    def pauses_only(part: StateOp) -> Any:
+        # The parts of an admission or a settlement, answered as a backend
+        # that knows nothing but this call's pauses.
+        if isinstance(part, SetPause):
+            pauses.set_pause(part.policy, part.pause)
+        elif isinstance(part, CheckPause):
+            return pauses.check_pause(part.policy, part.scopes, part.now)
+        return part.fallback
+
     waited = 0.0
     paused = 0.0
     step = next_step(flow, None)
@@ -411,13 +429,10 @@ def simulate(
                 # wait, budget left) -- except the pauses the call's own
                 # outcomes set, which hold its later sends.
                 op = step.op
-                if isinstance(op, Settle):
-                    if op.pause is not None:
-                        pauses.set_pause(op.policy, op.pause.pause)
-                    value = op.fallback
-                elif isinstance(op, Admit) and op.scopes:
-                    found = pauses.check_pause(op.policy, op.scopes, op.now)
-                    value = Admission(pause=found)
+                if isinstance(op, Admit):
+                    value = by_parts(admit_parts(op), pauses_only)
+                elif isinstance(op, Settle):
+                    value = by_parts(settle_parts(op), pauses_only)
                 else:
                     value = op.fallback
             case ReadBody() | CanResend():
