@@ -82,6 +82,7 @@ from ._run.memory import (
     interval,
     seeded,
 )
+from ._run.stateio import adrain, flush_state
 
 
 try:
@@ -738,16 +739,20 @@ class RedisState:
 
     def close(self) -> None:
         """
-        Close the synchronous client's connections.
+        Write the settlements still on the settling thread, then close the
+        synchronous client's connections.
         """
+        flush_state()
         if self._client is not None:
             self._client.close()
 
     async def aclose(self) -> None:
         """
-        Close the asynchronous client's connections (the running event
+        Write the running loop's settlements still in their tasks, then
+        close the asynchronous client's connections (the running event
         loop's, for a state made by :meth:`from_url`).
         """
+        await adrain()
         if self._async_client is not None:
             await self._async_client.aclose()
         with self._lock:
